@@ -1,0 +1,24 @@
+"""Simulation: the Rotational Reacher contextual MDP, its robot and its behaviour policies.
+
+Importing ``sim`` registers the environments with Gymnasium under the ``symgate/`` namespace:
+
+>>> import gymnasium as gym, sim
+>>> env = gym.make("symgate/RotationalReacher-v0")
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from sim.config import DomainRandomization, ReacherConfig
+from sim.contexts import ContextSets
+
+CONTINUOUS_ENV_ID = "symgate/RotationalReacher-v0"
+DISCRETE_ENV_ID = "symgate/RotationalReacherDiscrete-v0"
+
+for _env_id, _entry_point in (
+    (CONTINUOUS_ENV_ID, "sim.reacher:RotationalReacherEnv"),
+    (DISCRETE_ENV_ID, "sim.reacher:RotationalReacherDiscreteEnv"),
+):
+    if _env_id not in registry:
+        register(id=_env_id, entry_point=_entry_point)
+
+__all__ = ["CONTINUOUS_ENV_ID", "DISCRETE_ENV_ID", "ContextSets", "DomainRandomization", "ReacherConfig"]

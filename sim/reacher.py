@@ -1,0 +1,286 @@
+"""The Rotational Reacher: a contextual MDP on a torque-controlled 2-link arm in PyBullet.
+
+Context θ is a rotation about the base z axis. The goal lies at bearing θ and distance
+``goal_distance`` from the shoulder; in ``relative`` start mode the start pose is the same relative
+to the shoulder→goal axis (shoulder angle θ + offset, fixed elbow), so every context is the exact
+rotation of context 0 and an optimal policy is SO(2)-invariant. This is the paper's setting, with
+the goal in the robot's base frame instead of the shoulder on a circle around the goal.
+
+Observations are the raw signals a real arm reports, named component by component in
+``observation_names``: ``joint_position`` (shoulder wrapped to [-π, π), elbow), ``joint_velocity``
+and ``goal_position`` (x, y in the base frame). Actions are joint torques, continuous in
+``[-τmax, τmax]²`` or one of the paper's 9 discrete torque pairs ``{-τmax, 0, τmax}²``.
+
+Reward: 1 and termination when the hand is within ``success_radius`` of the goal (optionally
+mixed with progress shaping), truncation at ``max_episode_steps``; the undiscounted return is at
+most 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from numpy.typing import NDArray
+
+from sim.bullet import connect_direct, pybullet
+from sim.config import ReacherConfig
+from sim.contexts import wrap_angle
+from sim.robot import load_robot_description
+
+#: Observation field groups, in the order they are laid out in the observation vector.
+OBSERVATION_FIELDS = ("joint_position", "joint_velocity", "goal_position")
+#: Action field group (joint torques, N·m).
+ACTION_FIELD = "joint_effort"
+
+
+@dataclass(frozen=True)
+class PhysicsSample:
+    """The robot's state after one physics step, as a sensor would read it.
+
+    Attributes:
+        physics_step: Physics steps since reset (time = physics_step / physics_hz).
+        joint_position: Raw joint angles in rad (the shoulder is not wrapped), chain order.
+        joint_velocity: Joint velocities in rad/s.
+        joint_effort: Torques applied during this step in N·m.
+    """
+
+    physics_step: int
+    joint_position: NDArray[np.float64]
+    joint_velocity: NDArray[np.float64]
+    joint_effort: NDArray[np.float64]
+
+
+PhysicsListener = Callable[[PhysicsSample], None]
+
+
+class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
+    """Continuous-torque Rotational Reacher (``symgate/RotationalReacher-v0``).
+
+    Reset options: ``{"context": θ}`` with θ in rad; without it θ is drawn from the
+    ``reset_context_set`` of the config.
+
+    Args:
+        config: A :class:`ReacherConfig`, a mapping of its fields, or None for the defaults.
+        render_mode: None or ``"rgb_array"`` (a top-down camera image).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 50}  # noqa: RUF012 (Gymnasium's API)
+
+    def __init__(self, config: ReacherConfig | Mapping[str, Any] | None = None, render_mode: str | None = None) -> None:
+        self.config = config if isinstance(config, ReacherConfig) else ReacherConfig.model_validate(config or {})
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": self.config.control_hz}
+        self.robot = load_robot_description(self.config.urdf)
+        self.tau_max = self.robot.effort_limits
+        joints = self.robot.joint_names
+        self.observation_names: tuple[str, ...] = (
+            *(f"joint_position.{j}" for j in joints),
+            *(f"joint_velocity.{j}" for j in joints),
+            "goal_position.x",
+            "goal_position.y",
+        )
+        self.action_names: tuple[str, ...] = tuple(f"{ACTION_FIELD}.{j}" for j in joints)
+        d = self.config.goal_distance
+        high = np.array([math.pi, math.pi, np.inf, np.inf, d, d], dtype=np.float32)
+        self.observation_space = spaces.Box(-high, high, dtype=np.float32)
+        self.action_space = self._make_action_space()
+
+        self._bullet = connect_direct()
+        self._listeners: list[PhysicsListener] = []
+        self._body = -1
+        self._joint_ids: list[int] = []
+        self._pending: deque[NDArray[np.float64]] = deque()
+        self.context = 0.0
+        self.goal_position = np.zeros(2)
+        self._steps = 0
+        self._physics_step = 0
+        self._distance = 0.0
+        self._start_distance = 1.0
+
+    # ----------------------------------------------------------------------------- action space
+    def _make_action_space(self) -> spaces.Space[Any]:
+        tau = self.tau_max.astype(np.float32)
+        return spaces.Box(-tau, tau, dtype=np.float32)
+
+    def torque(self, action: Any) -> NDArray[np.float64]:
+        """The joint torques (N·m) an action commands, clipped to the torque limits."""
+        torque: NDArray[np.float64] = np.clip(
+            np.asarray(action, dtype=np.float64).reshape(2), -self.tau_max, self.tau_max
+        )
+        return torque
+
+    # ----------------------------------------------------------------------------- physics
+    def add_physics_listener(self, listener: PhysicsListener) -> None:
+        """Call ``listener`` after every physics step (e.g. to record sensor data at its own rate)."""
+        self._listeners.append(listener)
+
+    def _build_world(self) -> None:
+        """Rebuild the physics world from scratch, so that no solver state leaks across episodes."""
+        bc = self._bullet
+        bc.resetSimulation()
+        bc.setTimeStep(1.0 / self.config.physics_hz)
+        bc.setGravity(0.0, 0.0, -9.81)
+        self._body = bc.loadURDF(
+            str(self.robot.urdf_path), useFixedBase=True, flags=pybullet.URDF_USE_INERTIA_FROM_FILE
+        )
+        by_name = {bc.getJointInfo(self._body, i)[1].decode(): i for i in range(bc.getNumJoints(self._body))}
+        self._joint_ids = [by_name[name] for name in self.robot.joint_names]
+        for link in range(-1, bc.getNumJoints(self._body)):
+            bc.changeDynamics(self._body, link, linearDamping=0.0, angularDamping=0.0)
+        self._goal_marker = bc.createMultiBody(
+            baseMass=0.0,
+            baseVisualShapeIndex=bc.createVisualShape(
+                pybullet.GEOM_SPHERE, radius=self.config.success_radius, rgbaColor=(0.1, 0.8, 0.1, 0.6)
+            ),
+        )
+
+    def _randomize(self) -> NDArray[np.float64]:
+        """Draw this episode's domain randomisation; returns the joint friction torques."""
+        dr = self.config.randomization
+        bc, rng = self._bullet, self.np_random
+        mass_scale = rng.uniform(*dr.link_mass_scale, size=2)
+        friction = rng.uniform(*dr.joint_friction, size=2)
+        latency = int(rng.integers(dr.action_latency_steps[0], dr.action_latency_steps[1] + 1))
+        for joint_id, spec, scale in zip(self._joint_ids, self.robot.joints, mass_scale, strict=True):
+            mass = bc.getDynamicsInfo(self._body, joint_id)[0]
+            bc.changeDynamics(self._body, joint_id, mass=mass * scale, jointDamping=spec.damping)
+        self._pending = deque(np.zeros(2) for _ in range(latency))
+        nominal = np.array([spec.friction for spec in self.robot.joints])
+        return np.asarray(friction + nominal, dtype=np.float64)
+
+    def _joint_state(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        states = self._bullet.getJointStates(self._body, self._joint_ids)
+        return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+
+    # ----------------------------------------------------------------------------- gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[NDArray[np.float32], dict[str, Any]]:
+        """Start an episode in context ``options["context"]`` (rad) or a context drawn from the config."""
+        super().reset(seed=seed)
+        rng = self.np_random
+        if options and "context" in options:
+            self.context = float(options["context"])
+        else:
+            self.context = float(rng.choice(self.config.contexts.angles(self.config.reset_context_set)))
+        noise = np.deg2rad(self.config.start_noise_deg) * rng.uniform(-1.0, 1.0, size=2)
+        shoulder_offset, elbow = self.config.start_offset_rad
+        bearing = self.context if self.config.start_mode == "relative" else 0.0
+        start = np.array([bearing + shoulder_offset, elbow]) + noise
+
+        self._build_world()
+        friction = self._randomize()
+        for joint_id, angle, f in zip(self._joint_ids, start, friction, strict=True):
+            self._bullet.resetJointState(self._body, joint_id, angle, targetVelocity=0.0)
+            # A velocity motor with target 0 and force = friction is Coulomb friction; force 0 frees the joint.
+            self._bullet.setJointMotorControl2(
+                self._body, joint_id, pybullet.VELOCITY_CONTROL, targetVelocity=0.0, force=f
+            )
+        self.goal_position = self.config.goal_distance * np.array([math.cos(self.context), math.sin(self.context)])
+        self._bullet.resetBasePositionAndOrientation(self._goal_marker, (*self.goal_position, 0.05), (0, 0, 0, 1))
+        self._steps = 0
+        self._physics_step = 0
+        observation, info = self._read_out(np.zeros(2))
+        self._start_distance = max(self._distance, self.config.success_radius)  # shaping normaliser
+        return observation, info
+
+    def step(self, action: Any) -> tuple[NDArray[np.float32], SupportsFloat, bool, bool, dict[str, Any]]:
+        """Apply an action for one control period (``action_repeat`` physics steps)."""
+        if self._body < 0:
+            raise RuntimeError("call reset() before step()")
+        self._pending.append(self.torque(action))
+        applied = self._pending.popleft()
+        bc = self._bullet
+        for _ in range(self.config.action_repeat):
+            bc.setJointMotorControlArray(self._body, self._joint_ids, pybullet.TORQUE_CONTROL, forces=applied)
+            bc.stepSimulation()
+            self._physics_step += 1
+            if self._listeners:
+                position, velocity = self._joint_state()
+                sample = PhysicsSample(self._physics_step, position, velocity, applied.copy())
+                for listener in self._listeners:
+                    listener(sample)
+        self._steps += 1
+        previous = self._distance
+        observation, info = self._read_out(applied)
+        success = info["is_success"]
+        w = self.config.distance_shaping
+        reward = (1.0 - w) * float(success) + w * (previous - self._distance) / self._start_distance
+        truncated = not success and self._steps >= self.config.max_episode_steps
+        return observation, reward, success, truncated, info
+
+    def render(self) -> NDArray[np.uint8] | None:
+        """A 240x240 top-down RGB image of the arm and the goal (``render_mode="rgb_array"``)."""
+        if self.render_mode != "rgb_array":
+            return None
+        bc, size = self._bullet, 240
+        reach = self.robot.reach
+        view = bc.computeViewMatrix(
+            cameraEyePosition=(0, 0, 3.0 * reach), cameraTargetPosition=(0, 0, 0), cameraUpVector=(0, 1, 0)
+        )
+        projection = bc.computeProjectionMatrixFOV(fov=45.0, aspect=1.0, nearVal=0.1, farVal=10.0 * reach)
+        _, _, rgba, _, _ = bc.getCameraImage(size, size, view, projection, renderer=pybullet.ER_TINY_RENDERER)
+        return np.asarray(rgba, dtype=np.uint8).reshape(size, size, 4)[..., :3].copy()
+
+    def close(self) -> None:
+        """Disconnect from the physics server."""
+        if self._bullet is not None and self._bullet._client >= 0:
+            self._bullet.disconnect()
+            self._bullet._client = -1
+
+    # ----------------------------------------------------------------------------- helpers
+    def joint_state(self) -> PhysicsSample:
+        """The current raw joint state (no noise), with zero effort; for loggers and tests."""
+        position, velocity = self._joint_state()
+        return PhysicsSample(self._physics_step, position, velocity, np.zeros(2))
+
+    def _read_out(self, applied: NDArray[np.float64]) -> tuple[NDArray[np.float32], dict[str, Any]]:
+        """Read the robot once: update the hand-goal distance, return (observation, info)."""
+        position, velocity = self._joint_state()
+        elbow, hand = self.robot.forward_kinematics(position)
+        self._distance = float(np.linalg.norm(hand - self.goal_position))
+        info = {
+            "context": self.context,
+            "elbow_position": elbow,
+            "hand_position": hand,
+            "distance": self._distance,
+            "is_success": self._distance <= self.config.success_radius,
+            "applied_torque": applied,
+        }
+        noise_std = self.config.randomization.observation_noise_std
+        if noise_std > 0:
+            position = position + self.np_random.normal(0.0, noise_std, size=2)
+            velocity = velocity + self.np_random.normal(0.0, noise_std, size=2)
+        position[0] = wrap_angle(position[0])
+        return np.concatenate([position, velocity, self.goal_position]).astype(np.float32), info
+
+
+class RotationalReacherDiscreteEnv(RotationalReacherEnv):
+    """The paper's discrete Rotational Reacher (``symgate/RotationalReacherDiscrete-v0``).
+
+    Action ``i`` commands ``action_table[i]``, one of the 9 torque pairs ``{-τmax, 0, τmax}²``
+    (shoulder level major, so index 4 is zero torque).
+    """
+
+    def _make_action_space(self) -> spaces.Space[Any]:
+        levels = np.array([-1.0, 0.0, 1.0])
+        grid = np.stack(np.meshgrid(levels, levels, indexing="ij"), axis=-1).reshape(-1, 2)
+        self.action_table: NDArray[np.float64] = grid * self.tau_max
+        return spaces.Discrete(len(self.action_table))
+
+    def torque(self, action: Any) -> NDArray[np.float64]:
+        """The joint torques (N·m) of discrete action ``action``."""
+        index = int(action)
+        if not 0 <= index < len(self.action_table):
+            raise ValueError(f"discrete action must be in [0, {len(self.action_table)}), got {action!r}")
+        torque: NDArray[np.float64] = self.action_table[index].copy()
+        return torque

@@ -1,0 +1,148 @@
+"""The ``symgate`` command line: one sub-command per pipeline stage, plus ``demo``.
+
+Every command reads its stage's YAML config (``--config``), lets a few flags override it, shows
+progress on long work, and turns bad input into a one-line error naming the file and field
+(exit code 2) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline import __version__
+from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest, record_fleet
+from pipeline.fleet.config import StorageName
+from pipeline.io import ConfigError, load_config
+from sim.behaviour import RecipeName
+
+app = typer.Typer(
+    name="symgate",
+    help="Fleet logs → symmetry-aligned offline RL → ONNX → validation gate → robot.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+fleet_app = typer.Typer(help="Simulated robot fleet that logs ROS 2 bags.", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+console = Console()
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Report bad input as one red line and exit 2; bugs still raise with a traceback."""
+    try:
+        yield
+    except (ConfigError, FileExistsError, FileNotFoundError) as error:
+        console.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(2) from error
+
+
+@contextmanager
+def _progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def _fleet_table(manifest: FleetManifest, out: Path) -> Table:
+    topics = manifest.config.topics
+    table = Table(title=f"Fleet written to {out}")
+    for column in ("bag", "joint order", "success", "span", topics.joint_states, topics.joint_commands, "KiB"):
+        table.add_column(column, justify="left" if column in ("bag", "joint order") else "right")
+    for session in manifest.sessions:
+        size = sum(f.stat().st_size for f in (out / session.robot).iterdir())
+        successes = sum(e.success for e in session.episodes)
+        table.add_row(
+            f"{session.robot}.{session.storage}",
+            ",".join(session.joint_order),
+            f"{successes}/{len(session.episodes)}",
+            f"{(session.end_ns - session.start_ns) / 1e9:.1f} s",
+            str(session.message_counts.get(topics.joint_states, 0)),
+            str(session.message_counts.get(topics.joint_commands, 0)),
+            f"{size / 1024:.0f}",
+        )
+    return table
+
+
+def _record(config: FleetConfig, out: Path, workers: int | None, overwrite: bool) -> FleetManifest:
+    with _progress(f"Recording {config.robots} robots", config.robots * config.episodes) as advance:
+        manifest = record_fleet(config, out, workers=workers, overwrite=overwrite, on_episode=advance)
+    console.print(_fleet_table(manifest, out))
+    console.print(f"Manifest: {out / MANIFEST}")
+    return manifest
+
+
+@fleet_app.command("record")
+def fleet_record(
+    out: Annotated[Path, typer.Option(help="Output folder: one bag per robot plus fleet.json.")],
+    config: Annotated[Path | None, typer.Option(help="Fleet config YAML (default: built-in defaults).")] = None,
+    robots: Annotated[int | None, typer.Option(min=1, help="Number of robots (one bag each).")] = None,
+    episodes: Annotated[int | None, typer.Option(min=1, help="Episodes per robot.")] = None,
+    recipe: Annotated[RecipeName | None, typer.Option(help="Behaviour recipe.")] = None,
+    storage: Annotated[StorageName | None, typer.Option(help="rosbag2 storage plugin.")] = None,
+    discrete: Annotated[bool | None, typer.Option(help="Use the 9 discrete torque actions.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Fleet seed.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Parallel processes (default: one per robot).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Simulate N robots in parallel and write one ROS 2 bag per robot session."""
+    with _user_errors():
+        base = load_config(config, FleetConfig) if config else FleetConfig()
+        overrides: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "robots": robots,
+                "episodes": episodes,
+                "recipe": recipe,
+                "storage": storage,
+                "discrete": discrete,
+                "seed": seed,
+            }.items()
+            if value is not None
+        }
+        fleet = FleetConfig.model_validate({**base.model_dump(), **overrides})
+        _record(fleet, out, workers, overwrite)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes (replaced on each run).")] = Path(
+        "demo_out"
+    ),
+) -> None:
+    """Run every pipeline stage that exists on its built-in defaults: today, record a small fleet."""
+    with _user_errors():
+        console.rule("[bold]symgate demo[/] · stage 1: simulated fleet → ROS 2 bags")
+        _record(FleetConfig(), out / "fleet", workers=None, overwrite=True)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(f"symgate {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

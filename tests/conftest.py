@@ -1,0 +1,21 @@
+"""Shared fixtures: small real fleets recorded once per test session."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.fleet import FleetConfig, FleetManifest, record_fleet
+
+
+def small_fleet_config(**overrides: object) -> FleetConfig:
+    """Two robots, three mixed episodes each: every code path, a second of CPU."""
+    return FleetConfig.model_validate({"robots": 2, "episodes": 3, **overrides})
+
+
+@pytest.fixture(scope="session", params=["mcap", "sqlite3"])
+def recorded_fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, FleetManifest]:
+    out = tmp_path_factory.mktemp(f"fleet-{request.param}") / "fleet"
+    manifest = record_fleet(small_fleet_config(storage=request.param), out, workers=1)
+    return out, manifest

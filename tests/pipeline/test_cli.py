@@ -1,0 +1,80 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest
+from pipeline.io import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_only_built_commands_are_listed() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    listed = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    assert {"fleet", "demo"} <= listed
+    assert not listed & {"ingest", "train", "export", "gate", "serve", "experiment"}
+
+
+def test_documented_fleet_yaml_is_the_default_config() -> None:
+    assert load_config(REPO / "deploy/fleet/reacher.yaml", FleetConfig) == FleetConfig()
+
+
+def test_fleet_record_with_config_and_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.yaml"
+    config.write_text("robots: 3\nepisodes: 5\nrecipe: expert\nenv:\n  contexts:\n    train_deg: [0, 180]\n")
+    out = tmp_path / "bags"
+    result = runner.invoke(
+        app,
+        [
+            "fleet",
+            "record",
+            "--config",
+            str(config),
+            "--robots",
+            "1",
+            "--episodes",
+            "2",
+            "--storage",
+            "sqlite3",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = FleetManifest.model_validate_json((out / MANIFEST).read_text())
+    assert (manifest.config.robots, manifest.config.episodes, manifest.config.recipe) == (1, 2, "expert")
+    assert manifest.config.env.contexts.train_deg == (0.0, 180.0)
+    assert list((out / "robot_000").glob("*.db3"))
+    assert "robot_000" in result.output and "2/2" in result.output
+
+
+def test_bad_config_is_one_clear_line_naming_file_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.yaml"
+    config.write_text("robots: 0\nsensor:\n  joint_state_hz: 20\n")
+    result = runner.invoke(app, ["fleet", "record", "--config", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "fleet.yaml" in result.output and "robots" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    result = runner.invoke(app, ["fleet", "record", "--robots", "1", "--episodes", "1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "refusing to overwrite" in result.output
+
+
+def test_demo_runs_the_existing_stages_end_to_end(tmp_path: Path) -> None:
+    """The installed console script, in a fresh process, twice (the demo is re-runnable)."""
+    symgate = Path(sys.executable).with_name("symgate")
+    for _ in range(2):
+        done = subprocess.run([symgate, "demo", "--out", str(tmp_path)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    manifest = FleetManifest.model_validate_json((tmp_path / "fleet" / MANIFEST).read_text())
+    assert len(manifest.sessions) == 4 and all(len(s.episodes) == 10 for s in manifest.sessions)
+    assert "Fleet written to" in done.stdout and "argv" not in done.stdout

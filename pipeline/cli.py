@@ -7,6 +7,7 @@ progress on long work, and turns bad input into a one-line error naming the file
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,12 +15,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline import __version__
 from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest, record_fleet
 from pipeline.fleet.config import StorageName
+from pipeline.ingest import REPORT_MD, IngestConfig, IngestError, QualityReport, find_bags, ingest
 from pipeline.io import ConfigError, load_config
 from sim.behaviour import RecipeName
 
@@ -39,7 +42,7 @@ def _user_errors() -> Iterator[None]:
     """Report bad input as one red line and exit 2; bugs still raise with a traceback."""
     try:
         yield
-    except (ConfigError, FileExistsError, FileNotFoundError) as error:
+    except (ConfigError, IngestError, FileExistsError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(2) from error
 
@@ -118,16 +121,49 @@ def fleet_record(
         _record(fleet, out, workers, overwrite)
 
 
+def _ingest(
+    bags: list[Path], config: IngestConfig, dataset_id: str, workers: int | None, strict: bool, overwrite: bool
+) -> QualityReport:
+    bag_folders = find_bags(bags)
+    with _progress(f"Ingesting {len(bag_folders)} bags into {dataset_id}", len(bag_folders)) as advance:
+        folder, report = ingest(
+            bag_folders, config, dataset_id, workers=workers, strict=strict, overwrite=overwrite, on_bag=advance
+        )
+    console.print(Markdown(report.markdown()))
+    console.print(f"Dataset: {folder}  (report: {folder / REPORT_MD})")
+    return report
+
+
+@app.command("ingest")
+def ingest_command(
+    bags: Annotated[list[Path], typer.Argument(help="Bag folders, or folders of bags.")],
+    config: Annotated[
+        Path | None, typer.Option(help="Ingest mapping YAML (default: built-in reacher mapping).")
+    ] = None,
+    dataset_id: Annotated[str, typer.Option(help="Minari dataset id, namespace/name-vN.")] = "symgate/reacher-fleet-v0",
+    workers: Annotated[int | None, typer.Option(min=1, help="Parallel processes (default: one per bag).")] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse any bag that needs a repair.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same id.")] = False,
+) -> None:
+    """Turn ROS 2 bags into a Minari dataset (in $MINARI_DATASETS_PATH) with a quality report."""
+    with _user_errors():
+        mapping = load_config(config, IngestConfig) if config else IngestConfig()
+        _ingest(bags, mapping, dataset_id, workers, strict, overwrite)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes (replaced on each run).")] = Path(
         "demo_out"
     ),
 ) -> None:
-    """Run every pipeline stage that exists on its built-in defaults: today, record a small fleet."""
+    """Run every pipeline stage that exists on its built-in defaults, writing everything under OUT."""
+    os.environ["MINARI_DATASETS_PATH"] = str((out / "datasets").resolve())
     with _user_errors():
         console.rule("[bold]symgate demo[/] · stage 1: simulated fleet → ROS 2 bags")
         _record(FleetConfig(), out / "fleet", workers=None, overwrite=True)
+        console.rule("[bold]stage 2: ROS 2 bags → Minari dataset")
+        _ingest([out / "fleet"], IngestConfig(), "symgate/reacher-fleet-v0", None, strict=False, overwrite=True)
 
 
 @app.callback(invoke_without_command=True)

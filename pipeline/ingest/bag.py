@@ -1,0 +1,313 @@
+"""Reading one ROS 2 bag into clean, named, timestamped signals.
+
+Each configured field becomes a :class:`Signal` (strictly increasing int64 ns times, float64
+values). Problems that can be repaired safely are repaired and counted (see :class:`FieldIssues`);
+with ``strict`` every one of them is an :class:`IngestError` instead. Problems that make the bag
+untrustworthy (unreadable file, missing required topic, wrong message type, a joint that never
+appears) are always errors. Every error names the bag, and where it applies the topic, field and
+time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from rosbags.highlevel import AnyReader
+from rosbags.typesys import Stores, get_typestore
+
+from pipeline.ingest.config import FieldMapping, IngestConfig
+from pipeline.ingest.resample import Times, Values
+
+STRING = "std_msgs/msg/String"
+BOOL = "std_msgs/msg/Bool"
+
+
+class IngestError(ValueError):
+    """Bad input that ingestion refuses; the message names bag, topic, field, time and problem."""
+
+    def __init__(
+        self,
+        bag: Path | str,
+        problem: str,
+        *,
+        topic: str | None = None,
+        field: str | None = None,
+        time_ns: int | None = None,
+    ) -> None:
+        where = [str(bag)]
+        if topic:
+            where.append(f"topic {topic}")
+        if field:
+            where.append(f"field {field}")
+        if time_ns is not None:
+            where.append(f"t={time_ns / 1e9:.9f} s")
+        super().__init__(f"{', '.join(where)}: {problem}")
+
+
+class EmptyBagError(IngestError):
+    """The bag holds no messages (skipped unless strict)."""
+
+
+@dataclass
+class Signal:
+    """A field's samples: strictly increasing times (ns) and values ``(n, d)``."""
+
+    times: Times
+    values: Values
+
+
+@dataclass
+class FieldIssues:
+    """Repairs made to one field's samples, each counted."""
+
+    nonfinite: int = 0  # samples with NaN/inf dropped
+    clock_jumps: int = 0  # samples whose header.stamp jumped away from log time, dropped
+    duplicate_stamps: int = 0  # repeated stamps, later copies dropped
+    out_of_order: int = 0  # stamps that went backwards (within the skew), re-sorted
+    missing_joints: int = 0  # messages lacking a configured joint, dropped
+    joint_order_differs: int = 0  # messages whose joints were listed in another order, mapped by name
+
+    def total_dropped(self) -> int:
+        """Samples dropped by all repairs."""
+        return self.nonfinite + self.clock_jumps + self.duplicate_stamps + self.missing_joints
+
+
+@dataclass
+class TopicStats:
+    """What a topic looked like in the bag."""
+
+    messages: int
+    rate_hz: float
+    largest_gap_s: float
+    jitter_s: float
+
+
+@dataclass
+class BagSignals:
+    """Everything ingestion uses from one bag."""
+
+    path: Path
+    fields: dict[str, Signal]
+    issues: dict[str, FieldIssues]
+    topics: dict[str, TopicStats]
+    markers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    estops: list[tuple[int, bool]] = field(default_factory=list)
+    bad_markers: int = 0
+    start_ns: int = 0
+    end_ns: int = 0
+
+
+def _get(message: Any, path: str) -> Any:
+    return reduce(getattr, path.split("."), message)
+
+
+def _stamp(message: Any) -> int:
+    stamp = message.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class _FieldReader:
+    """Extracts one field from messages of its topic, mapping joints by name."""
+
+    def __init__(self, name: str, mapping: FieldMapping) -> None:
+        self.name, self.mapping = name, mapping
+        self.times: list[int] = []
+        self.log_times: list[int] = []
+        self.rows: list[NDArray[np.float64]] = []
+        self.issues = FieldIssues()
+        self._index_by_names: dict[tuple[str, ...], NDArray[np.intp] | None] = {}
+        self.seen_joints: set[str] = set()
+
+    def _joint_index(self, message: Any) -> NDArray[np.intp] | None:
+        joints = self.mapping.joints or ()
+        if self.mapping.names_path is None:
+            return np.arange(len(joints))
+        names = tuple(_get(message, self.mapping.names_path))
+        if names not in self._index_by_names:
+            self.seen_joints.update(names)
+            present = all(joint in names for joint in joints)
+            self._index_by_names[names] = np.array([names.index(j) for j in joints]) if present else None
+        index = self._index_by_names[names]
+        if index is not None and names[: len(joints)] != joints:
+            self.issues.joint_order_differs += 1
+        return index
+
+    def add(self, message: Any, log_ns: int) -> None:
+        if self.mapping.components is not None:
+            row = np.array([float(_get(message, path)) for path in self.mapping.components])
+        else:
+            index = self._joint_index(message)
+            array = np.asarray(_get(message, self.mapping.path or ""), dtype=np.float64)
+            if index is None or (len(index) and index.max() >= len(array)):
+                self.issues.missing_joints += 1
+                return
+            row = array[index]
+        self.times.append(_stamp(message) if self.mapping.time_base == "header" else log_ns)
+        self.log_times.append(log_ns)
+        self.rows.append(row)
+
+
+def _clean(reader: _FieldReader, bag: Path, max_skew_ns: int, strict: bool) -> Signal:
+    """Drop non-finite samples and clock jumps, de-duplicate and sort; count every repair."""
+    mapping, issues = reader.mapping, reader.issues
+    width = len(mapping.component_names)
+    times = np.array(reader.times, dtype=np.int64)
+    log_times = np.array(reader.log_times, dtype=np.int64)
+    values = np.array(reader.rows, dtype=np.float64).reshape(len(times), width)
+
+    def fail_or_count(mask: NDArray[np.bool_], problem: str) -> NDArray[np.bool_]:
+        if strict and mask.any():
+            first = int(np.flatnonzero(mask)[0])
+            raise IngestError(bag, problem, topic=mapping.topic, field=reader.name, time_ns=int(times[first]))
+        return ~mask
+
+    if strict and issues.missing_joints:
+        raise IngestError(
+            bag,
+            f"{issues.missing_joints} messages lack a joint of {list(mapping.joints or ())}",
+            topic=mapping.topic,
+            field=reader.name,
+        )
+    finite = np.asarray(np.isfinite(values).all(axis=1), dtype=bool)
+    keep = fail_or_count(~finite, "NaN or inf value")
+    issues.nonfinite = int((~finite).sum())
+    if mapping.time_base == "header" and keep.any():
+        offset = times - log_times
+        jump = keep & (np.abs(offset - np.median(offset[keep])) > max_skew_ns)
+        keep &= fail_or_count(jump, f"header.stamp jumps more than {max_skew_ns / 1e9:g} s away from log time")
+        issues.clock_jumps = int(jump.sum())
+    times, values = times[keep], values[keep]
+    backwards = np.diff(times) < 0
+    if backwards.any():
+        fail_or_count(np.concatenate([[False], backwards]), "header.stamp goes backwards")
+        issues.out_of_order = int(backwards.sum())
+        order = np.argsort(times, kind="stable")
+        times, values = times[order], values[order]
+    duplicate = np.concatenate([[False], np.diff(times) == 0])
+    keep = fail_or_count(duplicate, "duplicate header.stamp")
+    issues.duplicate_stamps = int(duplicate.sum())
+    return Signal(times[keep], values[keep])
+
+
+def _topic_stats(times: Times, max_gap_ns: int) -> TopicStats:
+    if len(times) < 2:
+        return TopicStats(messages=len(times), rate_hz=0.0, largest_gap_s=0.0, jitter_s=0.0)
+    periods = np.diff(times) / 1e9
+    regular = periods[periods <= max_gap_ns / 1e9]
+    mean = float(regular.mean()) if len(regular) else float(periods.mean())
+    return TopicStats(
+        messages=len(times),
+        rate_hz=1.0 / mean if mean > 0 else 0.0,
+        largest_gap_s=float(periods.max()),
+        jitter_s=float(regular.std()) if len(regular) else 0.0,
+    )
+
+
+def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSignals:
+    """Read and clean every configured field of one bag.
+
+    Args:
+        path: A rosbag2 folder (MCAP or sqlite3 storage).
+        config: The ingest mapping.
+        strict: Turn every repair into an error.
+
+    Returns:
+        The bag's cleaned signals, markers, e-stop events, per-topic statistics and repair counts.
+
+    Raises:
+        IngestError: The bag cannot be trusted (or a repair was needed under ``strict``).
+        EmptyBagError: The bag holds no messages.
+    """
+    mappings = {**config.observations, **config.action}
+    rules = config.episodes
+    try:
+        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+            if reader.message_count == 0:
+                raise EmptyBagError(path, "the bag holds no messages")
+            by_topic = {c.topic: c for c in reader.connections}
+            readers: dict[str, list[_FieldReader]] = {}
+            for name, mapping in mappings.items():
+                connection = by_topic.get(mapping.topic)
+                if connection is None or connection.msgcount == 0:
+                    raise IngestError(path, "required topic is absent or empty", topic=mapping.topic, field=name)
+                if connection.msgtype != mapping.msgtype:
+                    raise IngestError(
+                        path,
+                        f"message type {connection.msgtype}, config expects {mapping.msgtype}",
+                        topic=mapping.topic,
+                        field=name,
+                    )
+                readers.setdefault(mapping.topic, []).append(_FieldReader(name, mapping))
+            optional = {
+                topic: msgtype for topic, msgtype in ((rules.marker_topic, STRING), (rules.estop_topic, BOOL)) if topic
+            }
+            for topic, msgtype in optional.items():
+                if topic in by_topic and by_topic[topic].msgtype != msgtype:
+                    raise IngestError(path, f"message type {by_topic[topic].msgtype}, expected {msgtype}", topic=topic)
+            wanted = [by_topic[t] for t in (*readers, *optional) if t in by_topic]
+            signals = BagSignals(path=path, fields={}, issues={}, topics={})
+            for connection, log_ns, raw in reader.messages(connections=wanted):
+                try:
+                    message: Any = reader.deserialize(raw, connection.msgtype)
+                except Exception as error:  # rosbags raises several types for undecodable data
+                    raise IngestError(
+                        path, f"cannot decode {connection.msgtype}: {error}", topic=connection.topic, time_ns=log_ns
+                    ) from error
+                if connection.topic == rules.marker_topic:
+                    try:
+                        payload = json.loads(message.data)
+                        if not isinstance(payload, dict) or payload.get("event") not in ("start", "end"):
+                            raise ValueError("no start/end event")
+                    except ValueError as error:
+                        if strict:
+                            raise IngestError(
+                                path,
+                                f"unreadable episode marker {message.data!r}",
+                                topic=connection.topic,
+                                time_ns=log_ns,
+                            ) from error
+                        signals.bad_markers += 1
+                        continue
+                    signals.markers.append((log_ns, payload))
+                elif connection.topic == rules.estop_topic:
+                    signals.estops.append((log_ns, bool(message.data)))
+                for field_reader in readers.get(connection.topic, ()):
+                    field_reader.add(message, log_ns)
+            signals.start_ns, signals.end_ns = reader.start_time, reader.end_time
+            counts = {c.topic: c.msgcount for c in reader.connections}
+    except IngestError:
+        raise
+    except Exception as error:  # unreadable storage: truncated MCAP, broken sqlite3, bad metadata
+        raise IngestError(path, f"cannot read bag: {type(error).__name__}: {error}") from error
+
+    max_skew_ns = round(config.max_clock_skew_s * 1e9)
+    max_gap_ns = round(rules.max_gap_s * 1e9)
+    for topic, field_readers in readers.items():
+        for field_reader in field_readers:
+            missing = set(field_reader.mapping.joints or ()) - field_reader.seen_joints
+            if field_reader.mapping.names_path is not None and missing:
+                raise IngestError(
+                    path,
+                    f"joints {sorted(missing)} never appear (joints seen: {sorted(field_reader.seen_joints)})",
+                    topic=topic,
+                    field=field_reader.name,
+                )
+            signal = _clean(field_reader, path, max_skew_ns, strict)
+            if len(signal.times) == 0:
+                raise IngestError(path, "no usable samples left after repairs", topic=topic, field=field_reader.name)
+            signals.fields[field_reader.name] = signal
+            signals.issues[field_reader.name] = field_reader.issues
+        signals.topics[topic] = _topic_stats(signals.fields[field_readers[0].name].times, max_gap_ns)
+    for topic in optional:
+        if topic in counts:
+            times = np.array(
+                [t for t, _ in (signals.markers if topic == rules.marker_topic else signals.estops)], dtype=np.int64
+            )
+            signals.topics[topic] = _topic_stats(times, max_gap_ns)
+    return signals

@@ -1,0 +1,191 @@
+"""The ingest mapping: which bag topics and message fields become which named dataset fields.
+
+Everything is by name: a dataset field is a named group of components (``joint_position`` with
+components ``shoulder`` and ``elbow``), joints are selected from a message's ``name`` array by
+name, topics and message types are declared, and time is explicit (which clock, which
+resampling rule). ``deploy/ingest/reacher.yaml`` documents every field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sim import CONTINUOUS_ENV_ID
+from sim.config import ReacherConfig
+
+TimeBase = Literal["header", "log"]
+ResampleRule = Literal["linear", "zero_order_hold", "last_value"]
+
+
+class FieldMapping(BaseModel):
+    """How one named dataset field is read from a bag topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str = Field(description="Topic the field is read from.")
+    msgtype: str = Field(description="Expected ROS message type of the topic; any other type is an error.")
+    path: str | None = Field(
+        None, description="Attribute path of an array in the message (e.g. position, data); use with joints."
+    )
+    joints: tuple[str, ...] | None = Field(
+        None, description="Joint names selected from the array at `path`, in dataset order."
+    )
+    names_path: str | None = Field(
+        "name",
+        description="Attribute path of the joint-name array that `joints` are matched against; null: the array "
+        "has no names and its entries are `joints` in order (e.g. a ros2_control command array).",
+    )
+    components: tuple[str, ...] | None = Field(
+        None, description="Attribute paths of scalar components (e.g. point.x, point.y); instead of path + joints."
+    )
+    time_base: TimeBase = Field("header", description="Timestamp used: header.stamp or the bag's log time.")
+    resample: ResampleRule = Field(
+        description="linear (states), zero_order_hold (latest value), last_value (latest within the control period)."
+    )
+    unit: str = Field(description="Physical unit of the components, recorded in the dataset metadata.")
+    latched: bool = Field(
+        False,
+        description="Published only when the value changes (like a goal): held indefinitely, no staleness check.",
+    )
+    wrap_joints: tuple[str, ...] = Field(
+        (), description="Joints whose angle is wrapped to [-π, π) after resampling (continuous joints)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldMapping:
+        if (self.path is None) == (self.components is None):
+            raise ValueError("give either path (with joints) or components, not both or neither")
+        if self.path is not None and not self.joints:
+            raise ValueError("path needs the joint names it selects (joints)")
+        if self.latched and self.resample != "zero_order_hold":
+            raise ValueError("a latched field can only be resampled with zero_order_hold")
+        if self.components is not None and self.time_base == "header" and self.resample == "last_value":
+            raise ValueError("last_value applies to commands, which carry no header: use time_base: log")
+        unknown = set(self.wrap_joints) - set(self.joints or ())
+        if unknown:
+            raise ValueError(f"wrap_joints {sorted(unknown)} are not among joints {list(self.joints or ())}")
+        return self
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        """Names of the components: joint names, or the last segment of each component path."""
+        if self.joints is not None:
+            return self.joints
+        return tuple(path.rsplit(".", 1)[-1] for path in self.components or ())
+
+
+def _default_observations() -> dict[str, FieldMapping]:
+    joints = ("shoulder", "elbow")
+    state = {"topic": "/joint_states", "msgtype": "sensor_msgs/msg/JointState", "joints": joints, "resample": "linear"}
+    return {
+        "joint_position": FieldMapping.model_validate(
+            {**state, "path": "position", "unit": "rad", "wrap_joints": ("shoulder",)}
+        ),
+        "joint_velocity": FieldMapping.model_validate({**state, "path": "velocity", "unit": "rad/s"}),
+        "goal_position": FieldMapping(
+            topic="/goal",
+            msgtype="geometry_msgs/msg/PointStamped",
+            components=("point.x", "point.y"),
+            resample="zero_order_hold",
+            latched=True,
+            unit="m",
+        ),
+    }
+
+
+def _default_action() -> dict[str, FieldMapping]:
+    return {
+        "joint_effort": FieldMapping(
+            topic="/joint_commands",
+            msgtype="std_msgs/msg/Float64MultiArray",
+            path="data",
+            joints=("shoulder", "elbow"),
+            names_path=None,
+            time_base="log",
+            resample="last_value",
+            unit="N·m",
+        )
+    }
+
+
+class EpisodeRules(BaseModel):
+    """How the continuous log is cut into episodes and where they end."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    marker_topic: str | None = Field(
+        "/episode", description="std_msgs/msg/String JSON markers {event: start|end}; null: use the fall-backs."
+    )
+    goal_field: str = Field(
+        "goal_position", description="Fall-back when a bag has no markers: a change of this field starts an episode."
+    )
+    max_gap_s: float = Field(
+        0.1, gt=0.0, description="A required topic silent for longer than this truncates the episode there."
+    )
+    time_limit_steps: int = Field(200, gt=0, description="Episodes are truncated after this many control steps.")
+    estop_topic: str | None = Field(
+        None, description="Optional std_msgs/msg/Bool e-stop topic; true truncates the episode at that tick."
+    )
+
+
+class ReachReward(BaseModel):
+    """The built-in reach rule: reward 1 and termination when the hand is within radius of the goal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["reach"] = Field("reach", description="The rule; reach is the built-in one.")
+    radius: float = Field(0.05, gt=0.0, description="Success radius in m.")
+    joint_field: str = Field("joint_position", description="Field with the joint angles fed to forward kinematics.")
+    goal_field: str = Field("goal_position", description="Field with the goal (x, y) in the base frame.")
+
+
+class IngestConfig(BaseModel):
+    """Everything ``symgate ingest`` needs to turn bags into a Minari dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    control_hz: float = Field(50.0, gt=0.0, description="Control rate; dataset step k is control tick k.")
+    env_id: str = Field(CONTINUOUS_ENV_ID, description="Gymnasium id of the matching env, recorded as eval_env_spec.")
+    env: ReacherConfig = Field(
+        default_factory=ReacherConfig, description="Config of that env (robot description, spaces, evaluation)."
+    )
+    observations: dict[str, FieldMapping] = Field(
+        default_factory=_default_observations, description="Observation fields, in observation-vector order."
+    )
+    action: dict[str, FieldMapping] = Field(
+        default_factory=_default_action, description="The action field (exactly one)."
+    )
+    episodes: EpisodeRules = Field(default_factory=EpisodeRules, description="Segmentation and truncation.")
+    reward: ReachReward = Field(default_factory=ReachReward, description="Reward and termination rule.")
+    max_clock_skew_s: float = Field(
+        1.0, gt=0.0, description="header.stamp further than this from its usual offset to log time is a clock jump."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IngestConfig:
+        if len(self.action) != 1:
+            raise ValueError(f"action: exactly one action field is supported, got {list(self.action)}")
+        for name in (self.reward.joint_field, self.reward.goal_field, self.episodes.goal_field):
+            if name not in self.observations:
+                raise ValueError(f"field {name!r} is used by a rule but is not an observation field")
+        if abs(self.control_hz - self.env.control_hz) > 1e-9:
+            raise ValueError(f"control_hz={self.control_hz} differs from env.control_hz={self.env.control_hz}")
+        return self
+
+    @property
+    def action_name(self) -> str:
+        """Name of the action field."""
+        return next(iter(self.action))
+
+    @property
+    def action_mapping(self) -> FieldMapping:
+        """The action field's mapping."""
+        return self.action[self.action_name]
+
+    def sha256(self) -> str:
+        """Hash of the canonical JSON form of this config (recorded in the dataset)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,356 @@
+"""``symgate ingest``: bags → Minari dataset (hdf5) + quality report, atomically.
+
+One bag per worker process (read, clean, segment, resample, reward), then the main process writes
+the dataset with ``EpisodeBuffer`` + ``create_dataset_from_buffers`` into a staging folder inside
+``MINARI_DATASETS_PATH`` and renames it into place. The dataset loads with plain
+``minari.load_dataset(id)``; its metadata (key ``symgate``) records field names and units, joint
+names, control rate, the ingest config and its hash, the source bags' hashes and every episode's
+source bag and time span, and ``eval_env_spec`` names the matching symgate env.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+import sim
+from pipeline import __version__
+from pipeline.ingest.bag import EmptyBagError, IngestError, read_bag
+from pipeline.ingest.config import IngestConfig
+from pipeline.ingest.episodes import ActionSpec, DroppedEpisode, Episode, build_episode, segment
+from pipeline.ingest.report import BagReport, EpisodeReport, QualityReport, TopicReport
+from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
+from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv
+from sim.robot import RobotDescription, load_robot_description
+
+REPORT_JSON = "quality_report.json"
+REPORT_MD = "quality_report.md"
+
+
+def datasets_root() -> Path:
+    """Where Minari keeps datasets: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``."""
+    return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets"))
+
+
+def find_bags(paths: Sequence[Path]) -> list[Path]:
+    """Expand arguments into bag folders: a bag (has ``metadata.yaml``) or a folder of bags."""
+    bags: list[Path] = []
+    for path in paths:
+        if (path / "metadata.yaml").is_file():
+            bags.append(path)
+        elif path.is_dir():
+            found = sorted(p.parent for p in path.glob("*/metadata.yaml"))
+            if not found:
+                raise FileNotFoundError(f"{path}: neither a rosbag2 folder (metadata.yaml) nor a folder of bags")
+            bags.extend(found)
+        else:
+            raise FileNotFoundError(f"{path}: no such bag or folder")
+    names = [bag.name for bag in bags]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise IngestError(duplicates[0], "two bags share this folder name; episodes would be ambiguous")
+    return bags
+
+
+@dataclass
+class _EvalEnv:
+    """What ingestion needs to know of the eval env, checked once against the config."""
+
+    spec: gym.envs.registration.EnvSpec
+    observation_space: gym.spaces.Space[Any]
+    action_space: gym.spaces.Space[Any]
+    observation_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+    action_spec: ActionSpec
+
+
+def _eval_env(config: IngestConfig) -> _EvalEnv:
+    env = gym.make(config.env_id, config=config.env)
+    try:
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, RotationalReacherEnv):
+            raise IngestError(
+                config.env_id,
+                f"env_id must be a symgate reacher env ({sim.CONTINUOUS_ENV_ID} or {sim.DISCRETE_ENV_ID})",
+            )
+        produced = tuple(f"{name}.{c}" for name, m in config.observations.items() for c in m.component_names)
+        if produced != unwrapped.observation_names:
+            raise IngestError(
+                config.env_id,
+                f"observations produce {list(produced)}, the env observes {list(unwrapped.observation_names)}",
+            )
+        actions = tuple(f"{config.action_name}.{c}" for c in config.action_mapping.component_names)
+        if actions != unwrapped.action_names:
+            raise IngestError(
+                config.env_id, f"action produces {list(actions)}, the env expects {list(unwrapped.action_names)}"
+            )
+        table = unwrapped.action_table if isinstance(unwrapped, RotationalReacherDiscreteEnv) else None
+        kwargs = {"config": config.env.model_dump(mode="json", exclude_defaults=True)}
+        spec = dataclasses.replace(gym.spec(config.env_id), kwargs=kwargs)
+        return _EvalEnv(
+            spec=spec,
+            observation_space=unwrapped.observation_space,
+            action_space=unwrapped.action_space,
+            observation_names=unwrapped.observation_names,
+            action_names=unwrapped.action_names,
+            action_spec=ActionSpec(tau_max=unwrapped.tau_max, table=table),
+        )
+    finally:
+        env.close()
+
+
+@dataclass
+class BagResult:
+    """One bag's episodes and its report."""
+
+    episodes: list[Episode]
+    report: BagReport
+
+
+def process_bag(
+    bag: Path, config: IngestConfig, robot: RobotDescription, action_spec: ActionSpec, strict: bool
+) -> BagResult:
+    """Read one bag and turn it into episodes (the per-worker unit of work)."""
+    hashes = {f.name: sha256_file(f) for f in sorted(bag.iterdir()) if f.is_file()}
+    try:
+        signals = read_bag(bag, config, strict=strict)
+    except EmptyBagError:
+        if strict:
+            raise
+        return BagResult([], BagReport(bag=bag.name, sha256=hashes, skipped="empty bag"))
+    report = BagReport(
+        bag=bag.name,
+        sha256=hashes,
+        duration_s=(signals.end_ns - signals.start_ns) / 1e9,
+        message_counts={topic: stats.messages for topic, stats in signals.topics.items()},
+        topics={topic: TopicReport(**dataclasses.asdict(stats)) for topic, stats in signals.topics.items()},
+        repairs={name: dataclasses.asdict(issues) for name, issues in signals.issues.items()},
+        bad_markers=signals.bad_markers,
+    )
+    episodes = []
+    for span in segment(signals, config):
+        result = build_episode(span, signals, config, robot, action_spec)
+        start_s = (span.start_ns - signals.start_ns) / 1e9
+        if isinstance(result, DroppedEpisode):
+            if strict:
+                raise IngestError(bag, f"episode dropped: {result.reason}", time_ns=result.start_ns)
+            report.episodes.append(
+                EpisodeReport(start_s=start_s, kept=False, reason=result.reason, controller=span.controller)
+            )
+            continue
+        if strict and (result.actions_clipped or result.actions_snapped):
+            raise IngestError(
+                bag,
+                "commands beyond the torque limits or off the action grid",
+                topic=config.action_mapping.topic,
+                time_ns=span.start_ns,
+            )
+        episodes.append(result)
+        report.episodes.append(
+            EpisodeReport(
+                start_s=start_s,
+                kept=True,
+                reason=result.end_reason,
+                steps=len(result.actions),
+                success=bool(result.terminations[-1]),
+                controller=result.controller,
+                actions_held=result.actions_held,
+                actions_clipped=result.actions_clipped,
+                actions_snapped=result.actions_snapped,
+            )
+        )
+    return BagResult(episodes, report)
+
+
+def _process_bag_in_worker(bag: str, config_json: str, strict: bool) -> BagResult:
+    config = IngestConfig.model_validate_json(config_json)
+    return process_bag(
+        Path(bag), config, load_robot_description(config.env.urdf), _eval_env(config).action_spec, strict
+    )
+
+
+@contextmanager
+def _datasets_path(path: Path) -> Iterator[None]:
+    """Point Minari at ``path`` for the duration of the block."""
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+def _metadata(
+    config: IngestConfig, env: _EvalEnv, robot: RobotDescription, results: list[BagResult], episodes: list[Episode]
+) -> dict[str, Any]:
+    action = config.action_mapping
+    return {
+        "symgate_version": __version__,
+        "observation_names": list(env.observation_names),
+        "observation_units": {name: m.unit for name, m in config.observations.items()},
+        "action_names": list(env.action_names),
+        "action_units": {config.action_name: action.unit},
+        "discrete_action_torques": None if env.action_spec.table is None else env.action_spec.table.tolist(),
+        "joint_names": list(robot.joint_names),
+        "control_hz": config.control_hz,
+        "ingest_config": config.model_dump(mode="json"),
+        "ingest_config_sha256": config.sha256(),
+        "source_bags": {r.report.bag: r.report.sha256 for r in results},
+        "episodes": [
+            {
+                "source_bag": e.source_bag,
+                "start_ns": e.start_ns,
+                "end_ns": e.end_ns,
+                "end_reason": e.end_reason,
+                "controller": e.controller,
+            }
+            for e in episodes
+        ],
+    }
+
+
+def ingest(
+    paths: Sequence[Path],
+    config: IngestConfig,
+    dataset_id: str,
+    *,
+    workers: int | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    on_bag: Callable[[], None] | None = None,
+) -> tuple[Path, QualityReport]:
+    """Ingest bags into a Minari dataset; all or nothing.
+
+    Args:
+        paths: Bag folders and/or folders of bags.
+        config: The ingest mapping.
+        dataset_id: Minari id, ``namespace/name-vN``.
+        workers: Parallel processes (default: one per bag, at most the CPU count); 1 runs inline.
+        strict: Turn every repair into an error.
+        overwrite: Replace an existing dataset with the same id.
+        on_bag: Called once per finished bag.
+
+    Returns:
+        The dataset folder and the quality report (also written into that folder).
+
+    Raises:
+        IngestError: Bad input; nothing was written.
+        FileExistsError: The dataset exists and ``overwrite`` is false.
+    """
+    root = datasets_root()
+    final = root / dataset_id
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final}: dataset {dataset_id} already exists; refusing to overwrite it (--overwrite)")
+    bags = find_bags(paths)
+    env = _eval_env(config)
+    robot = load_robot_description(config.env.urdf)
+    workers = workers or min(len(bags), os.cpu_count() or 1)
+    results: list[BagResult] = []
+    if workers == 1:
+        for bag in bags:
+            results.append(process_bag(bag, config, robot, env.action_spec, strict))
+            if on_bag:
+                on_bag()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(_process_bag_in_worker, str(bag), config.model_dump_json(), strict) for bag in bags]
+            for future in futures:
+                results.append(future.result())
+                if on_bag:
+                    on_bag()
+    episodes = [episode for result in results for episode in result.episodes]
+    state_topics = sorted({m.topic for m in config.observations.values() if not m.latched})
+    report = QualityReport(
+        dataset_id=dataset_id,
+        ingest_config_sha256=config.sha256(),
+        state_topics=state_topics,
+        bags=[r.report for r in results],
+    )
+    if not episodes:
+        raise IngestError(", ".join(b.name for b in bags), "no usable episodes; nothing written")
+    _write_dataset(root, dataset_id, config, env, robot, results, episodes, report, overwrite)
+    return final, report
+
+
+def _write_dataset(
+    root: Path,
+    dataset_id: str,
+    config: IngestConfig,
+    env: _EvalEnv,
+    robot: RobotDescription,
+    results: list[BagResult],
+    episodes: list[Episode],
+    report: QualityReport,
+    overwrite: bool,
+) -> None:
+    import minari  # heavy; only needed here
+    from minari.data_collector import EpisodeBuffer
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".symgate-ingest-", dir=root))
+    try:
+        buffers = [
+            EpisodeBuffer(
+                id=index,
+                observations=episode.observations,
+                actions=episode.actions,
+                rewards=episode.rewards.tolist(),
+                terminations=episode.terminations.tolist(),
+                truncations=episode.truncations.tolist(),
+            )
+            for index, episode in enumerate(episodes)
+        ]
+        with _datasets_path(staging), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # minari warns about optional metadata we do not use
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=buffers,
+                eval_env=env.spec,
+                observation_space=env.observation_space,
+                action_space=env.action_space,
+                algorithm_name=f"symgate ingest {__version__}",
+                author={"symgate"},
+                author_email={"symgate@localhost"},
+                code_permalink="https://symgate.invalid/ingest",
+                description=f"Ingested from {len(results)} ROS 2 bags by symgate {__version__}.",
+                data_format="hdf5",
+            )
+            dataset.storage.update_metadata({"symgate": _metadata(config, env, robot, results, episodes)})
+            dataset.storage.update_episode_metadata(
+                [
+                    {"source_bag": e.source_bag, "start_ns": e.start_ns, "end_ns": e.end_ns, "end_reason": e.end_reason}
+                    for e in episodes
+                ]
+            )
+        staged = staging / dataset_id
+        atomic_write_json(staged / REPORT_JSON, report.model_dump(mode="json"))
+        atomic_write_text(staged / REPORT_MD, report.markdown())
+        final = root / dataset_id
+        final.parent.mkdir(parents=True, exist_ok=True)
+        namespace_meta = staged.parent / "namespace_metadata.json"
+        if namespace_meta.exists() and not (final.parent / namespace_meta.name).exists():
+            namespace_meta.replace(final.parent / namespace_meta.name)
+        if final.exists():
+            if not overwrite:
+                raise FileExistsError(f"{final}: appeared while ingesting; refusing to overwrite it")
+            old = staging / "previous"
+            final.rename(old)
+        staged.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,68 @@
+"""Resampling rules: irregular, timestamped samples → values at the control ticks.
+
+Times are integer nanoseconds, sample times strictly increasing; values have shape ``(n, d)``.
+
+- ``linear`` (states): piecewise-linear interpolation between the samples around each tick, and
+  linear extrapolation from the two edge samples for ticks just outside them (at the ends of an
+  episode's window; how far is bounded by the staleness check).
+- ``zero_order_hold``: the latest sample at or before the tick (the first sample before it).
+- ``last_value`` (commands): the latest sample inside the control period ``[t_k, t_k + T)``, i.e.
+  the command issued for tick k even when it arrives after the tick; without one, the latest
+  earlier sample is held and the tick is flagged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.ingest.config import ResampleRule
+
+Times = NDArray[np.int64]
+Values = NDArray[np.float64]
+
+
+def linear(times: Times, values: Values, ticks: Times) -> Values:
+    """Linear interpolation at ``ticks``, extrapolating the edge segments outside the samples."""
+    if len(times) == 1:
+        return np.repeat(values, len(ticks), axis=0)
+    t = (times - times[0]).astype(np.float64)
+    x = (ticks - times[0]).astype(np.float64)
+    # The segment [i, i+1] each tick falls in, clamped to the first/last segment outside the samples.
+    i = np.clip(np.searchsorted(t, x, side="right") - 1, 0, len(t) - 2)
+    weight = ((x - t[i]) / (t[i + 1] - t[i]))[:, None]
+    interpolated: Values = values[i] + weight * (values[i + 1] - values[i])
+    return interpolated
+
+
+def zero_order_hold(times: Times, values: Values, ticks: Times) -> Values:
+    """The latest sample at or before each tick (the first sample for ticks before it)."""
+    index = np.searchsorted(times, ticks, side="right") - 1
+    return values[np.clip(index, 0, len(times) - 1)]
+
+
+def last_value(times: Times, values: Values, ticks: Times, period_ns: int) -> tuple[Values, NDArray[np.bool_]]:
+    """The latest sample in ``[tick, tick + period)``, else the latest earlier one (held).
+
+    Returns:
+        ``(values at ticks, held)`` where ``held[k]`` marks ticks with no sample in their period.
+    """
+    index = np.searchsorted(times, ticks + period_ns, side="left") - 1
+    held = (index < 0) | (times[np.clip(index, 0, None)] < ticks)
+    return values[np.clip(index, 0, len(times) - 1)], held
+
+
+def resample(rule: ResampleRule, times: Times, values: Values, ticks: Times, period_ns: int) -> Values:
+    """Apply a rule by name (``last_value`` flags are dropped; use :func:`last_value` to get them)."""
+    if rule == "linear":
+        return linear(times, values, ticks)
+    if rule == "zero_order_hold":
+        return zero_order_hold(times, values, ticks)
+    return last_value(times, values, ticks, period_ns)[0]
+
+
+def age_at(times: Times, ticks: Times) -> NDArray[np.int64]:
+    """Nanoseconds since the latest sample at or before each tick (int64 max when there is none)."""
+    index = np.searchsorted(times, ticks, side="right") - 1
+    age = ticks - times[np.clip(index, 0, None)]
+    return np.where(index < 0, np.iinfo(np.int64).max, age)

@@ -18,7 +18,7 @@ from sim import CONTINUOUS_ENV_ID
 from sim.config import ReacherConfig
 
 TimeBase = Literal["header", "log"]
-ResampleRule = Literal["linear", "zero_order_hold", "last_value"]
+ResampleRule = Literal["linear", "causal_linear", "zero_order_hold", "last_value"]
 
 
 class FieldMapping(BaseModel):
@@ -44,7 +44,8 @@ class FieldMapping(BaseModel):
     )
     time_base: TimeBase = Field("header", description="Timestamp used: header.stamp or the bag's log time.")
     resample: ResampleRule = Field(
-        description="linear (states), zero_order_hold (latest value), last_value (latest within the control period)."
+        description="linear (positions), causal_linear (velocities: no look-past the tick), zero_order_hold, "
+        "last_value (commands: latest within the control period)."
     )
     unit: str = Field(description="Physical unit of the components, recorded in the dataset metadata.")
     latched: bool = Field(
@@ -85,7 +86,9 @@ def _default_observations() -> dict[str, FieldMapping]:
         "joint_position": FieldMapping.model_validate(
             {**state, "path": "position", "unit": "rad", "wrap_joints": ("shoulder",)}
         ),
-        "joint_velocity": FieldMapping.model_validate({**state, "path": "velocity", "unit": "rad/s"}),
+        "joint_velocity": FieldMapping.model_validate(
+            {**state, "path": "velocity", "unit": "rad/s", "resample": "causal_linear"}
+        ),
         "goal_position": FieldMapping(
             topic="/goal",
             msgtype="geometry_msgs/msg/PointStamped",

@@ -1,8 +1,8 @@
 """From a bag's signals to RL episodes: segmentation, resampling to control ticks, reward rules.
 
 Segmentation: episodes run from a ``start`` marker to the next ``end`` marker (a second
-``start`` or the end of the bag closes an open episode as truncated). Without markers, every
-change of the goal field starts an episode, which spans the commands sent until the next change.
+``start`` or the end of the bag closes an open episode as truncated). Without markers, every goal
+message (a goal being set) starts an episode, which spans the commands sent until the next one.
 
 Step k of an episode is control tick ``t_k = t_start + k·T``: the observation is every
 observation field resampled at ``t_k``, the action is the command for the period ``[t_k, t_k+T)``
@@ -88,10 +88,10 @@ def segment(signals: BagSignals, config: IngestConfig) -> list[Segment]:
         if open_start is not None:
             segments.append(Segment(open_start[0], signals.end_ns, open_start[1], open_ended=True))
         return segments
+    # A latched goal is published when the goal is set, so every message starts an episode (even the same goal).
     goal = signals.fields[config.episodes.goal_field]
     commands = signals.fields[config.action_name].times
-    changes = np.flatnonzero(np.concatenate([[True], np.any(np.diff(goal.values, axis=0) != 0, axis=1)]))
-    bounds = [*goal.times[changes].tolist(), signals.end_ns + 1]
+    bounds = [*goal.times.tolist(), signals.end_ns + 1]
     period_ns = round(1e9 / config.control_hz)
     segments = []
     for begin, stop in itertools.pairwise(bounds):

@@ -5,6 +5,10 @@ Times are integer nanoseconds, sample times strictly increasing; values have sha
 - ``linear`` (states): piecewise-linear interpolation between the samples around each tick, and
   linear extrapolation from the two edge samples for ticks just outside them (at the ends of an
   episode's window; how far is bounded by the staleness check).
+- ``causal_linear`` (states read at a control tick): linear extrapolation from the two latest
+  samples at or before the tick, never looking past it. Commands switch exactly at the ticks, so
+  a velocity has a kink there that two-sided interpolation would smear; up to the tick it is
+  smooth, and this rule is accurate to second order.
 - ``zero_order_hold``: the latest sample at or before the tick (the first sample before it).
 - ``last_value`` (commands): the latest sample inside the control period ``[t_k, t_k + T)``, i.e.
   the command issued for tick k even when it arrives after the tick; without one, the latest
@@ -35,6 +39,19 @@ def linear(times: Times, values: Values, ticks: Times) -> Values:
     return interpolated
 
 
+def causal_linear(times: Times, values: Values, ticks: Times) -> Values:
+    """Linear extrapolation from the two latest samples at or before each tick (no look-ahead)."""
+    if len(times) == 1:
+        return np.repeat(values, len(ticks), axis=0)
+    t = (times - times[0]).astype(np.float64)
+    x = (ticks - times[0]).astype(np.float64)
+    # Segment [i-1, i] ending at the latest sample at or before the tick (the first segment before any).
+    i = np.clip(np.searchsorted(t, x, side="right") - 1, 1, len(t) - 1)
+    weight = ((x - t[i - 1]) / (t[i] - t[i - 1]))[:, None]
+    extrapolated: Values = values[i - 1] + weight * (values[i] - values[i - 1])
+    return extrapolated
+
+
 def zero_order_hold(times: Times, values: Values, ticks: Times) -> Values:
     """The latest sample at or before each tick (the first sample for ticks before it)."""
     index = np.searchsorted(times, ticks, side="right") - 1
@@ -56,6 +73,8 @@ def resample(rule: ResampleRule, times: Times, values: Values, ticks: Times, per
     """Apply a rule by name (``last_value`` flags are dropped; use :func:`last_value` to get them)."""
     if rule == "linear":
         return linear(times, values, ticks)
+    if rule == "causal_linear":
+        return causal_linear(times, values, ticks)
     if rule == "zero_order_hold":
         return zero_order_hold(times, values, ticks)
     return last_value(times, values, ticks, period_ns)[0]

@@ -8,15 +8,10 @@ that machine noise hits both; medians are reported.
 
 from __future__ import annotations
 
-import json
-import platform
-import statistics
-import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
+from common import alternate, median, write_result
 
 from sim.bullet import connect_direct, pybullet
 from sim.reacher import RotationalReacherEnv
@@ -59,30 +54,17 @@ def bare_pybullet_steps_per_s() -> float:
 
 
 def main() -> None:
-    ours, reference = [], []
-    for _ in range(REPEATS):
-        ours.append(symgate_env_steps_per_s())
-        reference.append(bare_pybullet_steps_per_s())
-    result = {
-        "benchmark": "env_step",
-        "metric": "control steps per second (5 physics steps each), median of repeats",
-        "symgate": statistics.median(ours),
-        "reference": statistics.median(reference),
-        "reference_name": "bare PyBullet loop (torques, 5 physics steps, joint-state read)",
-        "ratio": statistics.median(ours) / statistics.median(reference),
-        "target": "ratio >= 0.5 (wrapper costs at most as much as the physics)",
-        "samples": {"symgate": ours, "reference": reference},
-        "host": platform.node(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'unknown cpu'}",
-        "python": sys.version.split()[0],
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    samples = alternate(REPEATS, symgate=symgate_env_steps_per_s, reference=bare_pybullet_steps_per_s)
+    ours, reference = median(samples["symgate"]), median(samples["reference"])
+    row = {
+        "metric": "env control steps/s (5 physics steps each), median",
+        "symgate": ours,
+        "reference": reference,
+        "reference_name": "bare PyBullet loop: torques, 5 physics steps, joint-state read",
+        "ratio": ours / reference,
+        "target": ">= 0.5",
     }
-    out = Path(__file__).parent / "results" / f"env_step-{datetime.now(UTC):%Y-%m-%d}-{platform.node()}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"symgate env: {result['symgate']:.0f} steps/s", end="  ")
-    print(f"bare PyBullet: {result['reference']:.0f} steps/s  ratio {result['ratio']:.2f}")
-    print(f"written to {out}")
+    write_result("env_step", [row], samples)
 
 
 if __name__ == "__main__":

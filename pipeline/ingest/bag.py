@@ -121,34 +121,40 @@ class _FieldReader:
         self.log_times: list[int] = []
         self.rows: list[NDArray[np.float64]] = []
         self.issues = FieldIssues()
-        self._index_by_names: dict[tuple[str, ...], NDArray[np.intp] | None] = {}
+        # Per distinct joint-name list: (index of each configured joint, minimum array length, order differs).
+        self._index_by_names: dict[tuple[str, ...], tuple[NDArray[np.intp], int, bool] | None] = {}
         self.seen_joints: set[str] = set()
+        joints = mapping.joints or ()
+        self._unnamed = (np.arange(len(joints)), len(joints), False)
 
-    def _joint_index(self, message: Any) -> NDArray[np.intp] | None:
-        joints = self.mapping.joints or ()
+    def _joint_index(self, message: Any) -> tuple[NDArray[np.intp], int, bool] | None:
         if self.mapping.names_path is None:
-            return np.arange(len(joints))
+            return self._unnamed
         names = tuple(_get(message, self.mapping.names_path))
         if names not in self._index_by_names:
+            joints = self.mapping.joints or ()
             self.seen_joints.update(names)
-            present = all(joint in names for joint in joints)
-            self._index_by_names[names] = np.array([names.index(j) for j in joints]) if present else None
-        index = self._index_by_names[names]
-        if index is not None and names[: len(joints)] != joints:
-            self.issues.joint_order_differs += 1
-        return index
+            if all(joint in names for joint in joints):
+                index = np.array([names.index(j) for j in joints])
+                self._index_by_names[names] = (index, int(index.max()) + 1, names[: len(joints)] != joints)
+            else:
+                self._index_by_names[names] = None
+        return self._index_by_names[names]
 
-    def add(self, message: Any, log_ns: int) -> None:
+    def add(self, message: Any, log_ns: int, header_ns: int) -> None:
+        """Extract this field from one message (``header_ns``: its header.stamp, or log time if none)."""
         if self.mapping.components is not None:
             row = np.array([float(_get(message, path)) for path in self.mapping.components])
         else:
-            index = self._joint_index(message)
-            array = np.asarray(_get(message, self.mapping.path or ""), dtype=np.float64)
-            if index is None or (len(index) and index.max() >= len(array)):
+            entry = self._joint_index(message)
+            array = _get(message, self.mapping.path or "")
+            if entry is None or len(array) < entry[1]:
                 self.issues.missing_joints += 1
                 return
-            row = array[index]
-        self.times.append(_stamp(message) if self.mapping.time_base == "header" else log_ns)
+            index, _, order_differs = entry
+            self.issues.joint_order_differs += order_differs
+            row = np.asarray(array, dtype=np.float64)[index]
+        self.times.append(header_ns if self.mapping.time_base == "header" else log_ns)
         self.log_times.append(log_ns)
         self.rows.append(row)
 
@@ -277,8 +283,11 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                     signals.markers.append((log_ns, payload))
                 elif connection.topic == rules.estop_topic:
                     signals.estops.append((log_ns, bool(message.data)))
-                for field_reader in readers.get(connection.topic, ()):
-                    field_reader.add(message, log_ns)
+                field_readers = readers.get(connection.topic, ())
+                if field_readers:
+                    header_ns = _stamp(message) if hasattr(message, "header") else log_ns
+                    for field_reader in field_readers:
+                        field_reader.add(message, log_ns, header_ns)
             signals.start_ns, signals.end_ns = reader.start_time, reader.end_time
             counts = {c.topic: c.msgcount for c in reader.connections}
     except IngestError:

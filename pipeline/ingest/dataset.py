@@ -174,11 +174,9 @@ def process_bag(
     return BagResult(episodes, report)
 
 
-def _process_bag_in_worker(bag: str, config_json: str, strict: bool) -> BagResult:
+def _process_bag_in_worker(bag: str, config_json: str, action_spec: ActionSpec, strict: bool) -> BagResult:
     config = IngestConfig.model_validate_json(config_json)
-    return process_bag(
-        Path(bag), config, load_robot_description(config.env.urdf), _eval_env(config).action_spec, strict
-    )
+    return process_bag(Path(bag), config, load_robot_description(config.env.urdf), action_spec, strict)
 
 
 @contextmanager
@@ -269,7 +267,10 @@ def ingest(
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(_process_bag_in_worker, str(bag), config.model_dump_json(), strict) for bag in bags]
+            futures = [
+                pool.submit(_process_bag_in_worker, str(bag), config.model_dump_json(), env.action_spec, strict)
+                for bag in bags
+            ]
             for future in futures:
                 results.append(future.result())
                 if on_bag:

@@ -42,9 +42,9 @@ test: lint typecheck
 	@$(BIN)/pytest $(PYTEST_MARKERS) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
-# Every bench/*.py writes bench/results/<name>-<date>-<host>.json, symgate beside its reference.
+# Every bench/bench_*.py writes bench/results/<name>-<date>-<host>.json, symgate beside its reference.
 bench: venv
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -43,7 +43,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (ConfigError, IngestError, FileExistsError, FileNotFoundError) as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)  # never break paths across lines
         raise typer.Exit(2) from error
 
 

@@ -2,11 +2,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest
+from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest, record_fleet
 from pipeline.io import load_config
+from tests.conftest import small_fleet_config
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -78,3 +80,40 @@ def test_demo_runs_the_existing_stages_end_to_end(tmp_path: Path) -> None:
     manifest = FleetManifest.model_validate_json((tmp_path / "fleet" / MANIFEST).read_text())
     assert len(manifest.sessions) == 4 and all(len(s.episodes) == 10 for s in manifest.sessions)
     assert "Fleet written to" in done.stdout and "argv" not in done.stdout
+    assert "40 episodes kept" in done.stdout
+    assert (tmp_path / "datasets/symgate/reacher-fleet-v0/quality_report.md").exists()
+
+
+def test_ingest_command_writes_a_dataset_and_prints_the_quality_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    record_fleet(small_fleet_config(robots=2, episodes=2), tmp_path / "fleet", workers=1)
+    args = [
+        "ingest",
+        str(tmp_path / "fleet"),
+        "--config",
+        str(REPO / "deploy/ingest/reacher.yaml"),
+        "--dataset-id",
+        "symgate/cli-v0",
+        "--workers",
+        "1",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "4 episodes kept" in result.output and "robot_001" in result.output
+    assert (tmp_path / "datasets/symgate/cli-v0/data/main_data.hdf5").exists()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "refusing to overwrite" in again.output
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_ingest_command_reports_bad_input_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    result = runner.invoke(app, ["ingest", str(tmp_path / "missing"), "--dataset-id", "symgate/cli-v0"])
+    assert result.exit_code == 2 and "no such bag or folder" in result.output and "Traceback" not in result.output
+    record_fleet(small_fleet_config(robots=1, episodes=1, topics={"goal": "/target"}), tmp_path / "fleet", workers=1)
+    result = runner.invoke(app, ["ingest", str(tmp_path / "fleet"), "--dataset-id", "symgate/cli-v0", "--strict"])
+    assert result.exit_code == 2
+    assert "robot_000" in result.output and "/goal" in result.output and "absent" in result.output
+    assert not (tmp_path / "datasets/symgate").exists()

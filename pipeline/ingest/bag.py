@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import partial, reduce
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class IngestError(ValueError):
         field: str | None = None,
         time_ns: int | None = None,
     ) -> None:
+        self.bag, self.problem, self.topic, self.field, self.time_ns = str(bag), problem, topic, field, time_ns
         where = [str(bag)]
         if topic:
             where.append(f"topic {topic}")
@@ -48,6 +49,11 @@ class IngestError(ValueError):
         if time_ns is not None:
             where.append(f"t={time_ns / 1e9:.9f} s")
         super().__init__(f"{', '.join(where)}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by constructor arguments, so the error crosses process boundaries (parallel workers)."""
+        rebuild = partial(type(self), topic=self.topic, field=self.field, time_ns=self.time_ns)
+        return rebuild, (self.bag, self.problem)
 
 
 class EmptyBagError(IngestError):
@@ -185,7 +191,16 @@ def _clean(reader: _FieldReader, bag: Path, max_skew_ns: int, strict: bool) -> S
     issues.nonfinite = int((~finite).sum())
     if mapping.time_base == "header" and keep.any():
         offset = times - log_times
-        jump = keep & (np.abs(offset - np.median(offset[keep])) > max_skew_ns)
+        usual = float(np.median(offset[keep]))
+        if abs(usual) > max_skew_ns:
+            raise IngestError(
+                bag,
+                f"header.stamp is {usual / 1e9:+.3f} s from log time on median: the robot and logger clocks are not "
+                "synchronised (fix the clocks, or use time_base: log for this field)",
+                topic=mapping.topic,
+                field=reader.name,
+            )
+        jump = keep & (np.abs(offset - usual) > max_skew_ns)
         keep &= fail_or_count(jump, f"header.stamp jumps more than {max_skew_ns / 1e9:g} s away from log time")
         issues.clock_jumps = int(jump.sum())
     times, values = times[keep], values[keep]
@@ -195,7 +210,8 @@ def _clean(reader: _FieldReader, bag: Path, max_skew_ns: int, strict: bool) -> S
         issues.out_of_order = int(backwards.sum())
         order = np.argsort(times, kind="stable")
         times, values = times[order], values[order]
-    duplicate = np.concatenate([[False], np.diff(times) == 0])
+    duplicate = np.zeros(len(times), dtype=bool)
+    duplicate[1:] = np.diff(times) == 0
     keep = fail_or_count(duplicate, "duplicate header.stamp")
     issues.duplicate_stamps = int(duplicate.sum())
     return Signal(times[keep], values[keep])

@@ -145,7 +145,12 @@ def process_bag(
         start_s = (span.start_ns - signals.start_ns) / 1e9
         if isinstance(result, DroppedEpisode):
             if strict:
-                raise IngestError(bag, f"episode dropped: {result.reason}", time_ns=result.start_ns)
+                topic = (
+                    config.episodes.marker_topic
+                    if signals.markers
+                    else config.observations[config.episodes.goal_field].topic
+                )
+                raise IngestError(bag, f"episode dropped: {result.reason}", topic=topic, time_ns=result.start_ns)
             report.episodes.append(
                 EpisodeReport(start_s=start_s, kept=False, reason=result.reason, controller=span.controller)
             )
@@ -284,7 +289,13 @@ def ingest(
         bags=[r.report for r in results],
     )
     if not episodes:
-        raise IngestError(", ".join(b.name for b in bags), "no usable episodes; nothing written")
+        reasons = sorted(
+            {e.reason for r in results for e in r.report.episodes} | {r.report.skipped or "" for r in results} - {""}
+        )
+        raise IngestError(
+            ", ".join(b.name for b in bags),
+            f"no usable episodes ({'; '.join(reasons) or 'none found'}); nothing written",
+        )
     _write_dataset(root, dataset_id, config, env, robot, results, episodes, report, overwrite)
     return final, report
 

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from sim.contexts import ContextSetName, ContextSets
 from sim.robot import DEFAULT_URDF
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _ordered_range(value: tuple[_Number, _Number]) -> tuple[_Number, _Number]:
+    low, high = value
+    if not 0 <= low <= high:
+        raise ValueError(f"need 0 <= low <= high, got ({low}, {high})")
+    return value
+
+
+#: A (low, high) range of non-negative values.
+FloatRange = Annotated[tuple[float, float], AfterValidator(_ordered_range)]
+IntRange = Annotated[tuple[int, int], AfterValidator(_ordered_range)]
 
 
 class DomainRandomization(BaseModel):
@@ -17,13 +31,13 @@ class DomainRandomization(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    link_mass_scale: tuple[float, float] = Field(
+    link_mass_scale: FloatRange = Field(
         (1.0, 1.0), description="Range of the factor each moving link's mass is multiplied by, drawn per episode."
     )
-    joint_friction: tuple[float, float] = Field(
+    joint_friction: FloatRange = Field(
         (0.0, 0.0), description="Range of the Coulomb friction torque (N·m) of each joint, drawn per episode."
     )
-    action_latency_steps: tuple[int, int] = Field(
+    action_latency_steps: IntRange = Field(
         (0, 0), description="Range of the delay, in control steps, before a command reaches the motors, per episode."
     )
     observation_noise_std: float = Field(
@@ -31,11 +45,7 @@ class DomainRandomization(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _ranges_ordered(self) -> DomainRandomization:
-        for name in ("link_mass_scale", "joint_friction", "action_latency_steps"):
-            low, high = getattr(self, name)
-            if low > high or low < 0:
-                raise ValueError(f"{name}: need 0 <= low <= high, got ({low}, {high})")
+    def _positive_masses(self) -> DomainRandomization:
         if self.link_mass_scale[0] <= 0:
             raise ValueError("link_mass_scale: masses must stay positive")
         return self

@@ -26,30 +26,30 @@ Times = NDArray[np.int64]
 Values = NDArray[np.float64]
 
 
+def _line_through(times: Times, values: Values, ticks: Times, first: NDArray[np.intp]) -> Values:
+    """At each tick, the line through samples ``first`` and ``first + 1`` (inter- or extrapolated)."""
+    t0, t1 = times[first], times[first + 1]
+    weight = ((ticks - t0) / (t1 - t0))[:, None]
+    line: Values = values[first] + weight * (values[first + 1] - values[first])
+    return line
+
+
 def linear(times: Times, values: Values, ticks: Times) -> Values:
     """Linear interpolation at ``ticks``, extrapolating the edge segments outside the samples."""
     if len(times) == 1:
         return np.repeat(values, len(ticks), axis=0)
-    t = (times - times[0]).astype(np.float64)
-    x = (ticks - times[0]).astype(np.float64)
-    # The segment [i, i+1] each tick falls in, clamped to the first/last segment outside the samples.
-    i = np.clip(np.searchsorted(t, x, side="right") - 1, 0, len(t) - 2)
-    weight = ((x - t[i]) / (t[i + 1] - t[i]))[:, None]
-    interpolated: Values = values[i] + weight * (values[i + 1] - values[i])
-    return interpolated
+    # The segment each tick falls in, clamped to the first/last segment outside the samples.
+    first = np.clip(np.searchsorted(times, ticks, side="right") - 1, 0, len(times) - 2)
+    return _line_through(times, values, ticks, first)
 
 
 def causal_linear(times: Times, values: Values, ticks: Times) -> Values:
     """Linear extrapolation from the two latest samples at or before each tick (no look-ahead)."""
     if len(times) == 1:
         return np.repeat(values, len(ticks), axis=0)
-    t = (times - times[0]).astype(np.float64)
-    x = (ticks - times[0]).astype(np.float64)
-    # Segment [i-1, i] ending at the latest sample at or before the tick (the first segment before any).
-    i = np.clip(np.searchsorted(t, x, side="right") - 1, 1, len(t) - 1)
-    weight = ((x - t[i - 1]) / (t[i] - t[i - 1]))[:, None]
-    extrapolated: Values = values[i - 1] + weight * (values[i] - values[i - 1])
-    return extrapolated
+    # The segment ending at the latest sample at or before the tick (the first segment before any).
+    first = np.clip(np.searchsorted(times, ticks, side="right") - 2, 0, len(times) - 2)
+    return _line_through(times, values, ticks, first)
 
 
 def zero_order_hold(times: Times, values: Values, ticks: Times) -> Values:

@@ -152,3 +152,12 @@ def test_manifest_round_trips(recorded_fleet: tuple[Path, FleetManifest]) -> Non
     out, manifest = recorded_fleet
     assert FleetManifest.model_validate_json((out / MANIFEST).read_text()) == manifest
     assert isinstance(manifest.config, FleetConfig)
+
+
+def test_invalid_fleet_configs_name_the_field() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"transport_latency_s\n.*need 0 <= low <= high"):
+        FleetConfig.model_validate({"sensor": {"transport_latency_s": (0.003, 0.001)}})
+    with pytest.raises(ValidationError, match="must exceed env.control_hz"):
+        FleetConfig.model_validate({"sensor": {"joint_state_hz": 40.0}})

@@ -879,22 +879,14 @@ def test_strict_turns_every_repair_into_an_error(
 # ---------------------------------------------------------------- atomicity and existing datasets
 
 
-def test_one_broken_bag_fails_the_whole_ingest(source_bag: Path, root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["inline", "worker-processes"])
+def test_one_broken_bag_fails_the_whole_ingest(source_bag: Path, root: Path, tmp_path: Path, workers: int) -> None:
+    """One good and one broken bag: nothing is written, and a worker's IngestError reaches the caller intact."""
     fleet = tmp_path / "fleet"
     copy_bag(source_bag, fleet / "robot_000")
     rewrite_bag(source_bag, fleet / "robot_001", without_topic(COMMANDS))
     with pytest.raises(IngestError, match=rf"robot_001.*topic {COMMANDS}.*absent"):
-        ingest([fleet], IngestConfig(), DATASET_ID, workers=1)
-    assert_nothing_written(root)
-
-
-def test_broken_bag_in_a_worker_process_is_an_ingest_error(source_bag: Path, root: Path, tmp_path: Path) -> None:
-    """With parallel workers (the default for several bags) the worker's IngestError must reach the caller intact."""
-    fleet = tmp_path / "fleet"
-    copy_bag(source_bag, fleet / "robot_000")
-    rewrite_bag(source_bag, fleet / "robot_001", without_topic(COMMANDS))
-    with pytest.raises(IngestError, match=rf"robot_001.*topic {COMMANDS}.*absent"):
-        ingest([fleet], IngestConfig(), DATASET_ID, workers=2)
+        ingest([fleet], IngestConfig(), DATASET_ID, workers=workers)
     assert_nothing_written(root)
 
 

@@ -358,11 +358,17 @@ def _write_dataset(
         namespace_meta = staged.parent / "namespace_metadata.json"
         if namespace_meta.exists() and not (final.parent / namespace_meta.name).exists():
             namespace_meta.replace(final.parent / namespace_meta.name)
-        if final.exists():
-            if not overwrite:
-                raise FileExistsError(f"{final}: appeared while ingesting; refusing to overwrite it")
-            old = staging / "previous"
-            final.rename(old)
-        staged.rename(final)
+        if not final.exists():
+            staged.rename(final)
+        elif not overwrite:
+            raise FileExistsError(f"{final}: appeared while ingesting; refusing to overwrite it")
+        else:  # swap, putting the old dataset back if the swap fails
+            previous = staging / "previous"
+            final.rename(previous)
+            try:
+                staged.rename(final)
+            except BaseException:
+                previous.rename(final)
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

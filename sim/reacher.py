@@ -64,7 +64,9 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
     """Continuous-torque Rotational Reacher (``symgate/RotationalReacher-v0``).
 
     Reset options: ``{"context": θ}`` with θ in rad; without it θ is drawn from the
-    ``reset_context_set`` of the config.
+    ``reset_context_set`` of the config. ``{"joint_position": [q1, q2], "joint_velocity": [v1, v2]}``
+    starts from that exact joint state instead of the start pose (e.g. to check that the dynamics
+    are equivariant on logged states).
 
     Args:
         config: A :class:`ReacherConfig`, a mapping of its fields, or None for the defaults.
@@ -176,11 +178,15 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         shoulder_offset, elbow = self.config.start_offset_rad
         bearing = self.context if self.config.start_mode == "relative" else 0.0
         start = np.array([bearing + shoulder_offset, elbow]) + noise
+        velocity = np.zeros(2)
+        if options and "joint_position" in options:
+            start = np.asarray(options["joint_position"], dtype=np.float64).reshape(2)
+            velocity = np.asarray(options.get("joint_velocity", velocity), dtype=np.float64).reshape(2)
 
         self._build_world()
         friction = self._randomize()
-        for joint_id, angle, f in zip(self._joint_ids, start, friction, strict=True):
-            self._bullet.resetJointState(self._body, joint_id, angle, targetVelocity=0.0)
+        for joint_id, angle, speed, f in zip(self._joint_ids, start, velocity, friction, strict=True):
+            self._bullet.resetJointState(self._body, joint_id, angle, targetVelocity=speed)
             # A velocity motor with target 0 and force = friction is Coulomb friction; force 0 frees the joint.
             self._bullet.setJointMotorControl2(
                 self._body, joint_id, pybullet.VELOCITY_CONTROL, targetVelocity=0.0, force=f

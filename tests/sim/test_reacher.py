@@ -232,3 +232,12 @@ def test_invalid_configs_are_rejected_with_the_field_named() -> None:
 def test_step_before_reset_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="reset"):
         RotationalReacherEnv().step(np.zeros(2))
+
+
+def test_reset_can_start_from_a_given_joint_state() -> None:
+    env = RotationalReacherEnv()
+    observation, _ = env.reset(
+        seed=0, options={"context": 1.0, "joint_position": [0.3, -0.4], "joint_velocity": [1.5, -2.0]}
+    )
+    np.testing.assert_allclose(observation[:4], [0.3, -0.4, 1.5, -2.0], atol=1e-6)
+    np.testing.assert_allclose(observation[4:], 0.7 * np.array([math.cos(1.0), math.sin(1.0)]), atol=1e-6)

@@ -1,0 +1,1 @@
+"""Networks and the symmetry machinery they are built with (all torch; exported to ONNX later)."""

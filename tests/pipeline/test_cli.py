@@ -18,8 +18,8 @@ def test_only_built_commands_are_listed() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     listed = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
-    assert {"fleet", "ingest", "demo"} <= listed
-    assert not listed & {"train", "export", "gate", "serve", "experiment"}
+    assert {"fleet", "ingest", "symmetry", "train", "demo"} <= listed
+    assert not listed & {"export", "gate", "serve", "experiment"}
 
 
 def test_documented_fleet_yaml_is_the_default_config() -> None:

@@ -1,0 +1,34 @@
+"""Pieces every algorithm shares: network type aliases, twin-critic evaluation, target updates."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from models.networks import CategoricalActor, DiscreteTwinQ, GaussianTanhActor, TwinQ
+
+Actor = GaussianTanhActor | CategoricalActor
+Critic = TwinQ | DiscreteTwinQ
+
+
+def twin_q(critic: Critic, observations: Tensor, actions: Tensor) -> Tensor:
+    """Both heads' Q(s, a), ``(2, E, B)``, for continuous actions or discrete action indices."""
+    if isinstance(critic, DiscreteTwinQ):
+        values: Tensor = critic(observations)  # (2, E, B, n)
+        return values.gather(-1, actions[None, ..., None].expand(2, *actions.shape, 1)).squeeze(-1)
+    q: Tensor = critic(observations, actions)
+    return q
+
+
+def member_noise(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """Standard normal noise ``(E, *shape)``, member i from generator i."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, online: nn.Module, polyak: float) -> None:
+    """Polyak update: target ← (1 - p)·target + p·online (p = 1: hard copy)."""
+    for target_parameter, parameter in zip(target.parameters(), online.parameters(), strict=True):
+        target_parameter.lerp_(parameter, polyak)
+    for target_buffer, buffer in zip(target.buffers(), online.buffers(), strict=True):
+        target_buffer.copy_(buffer)

@@ -1,0 +1,141 @@
+"""Implicit Q-Learning (Kostrikov, Nair & Levine, 2022) with the symmetry imposed on actor and/or critics.
+
+With twin target critics Q̄ = min(Q̄₁, Q̄₂), expectile τ, inverse temperature β and discount γ:
+
+    L_V(ψ)  = E_(s,a)~D [ L₂^τ(Q̄(s,a) - V_ψ(s)) ],        L₂^τ(u) = |τ - 1(u < 0)| · u²
+    L_Q(θᵢ) = E_(s,a,r,s′)~D [ (r + γ(1 - d) V_ψ(s′) - Q_θᵢ(s,a))² ]
+    L_π(φ)  = -E_(s,a)~D [ min(exp(β (Q̄(s,a) - V_ψ(s))), w_max) · log π_φ(a|s) ]
+
+V is pessimistic through the expectile: it never queries actions outside the data. The actor is
+extracted by advantage-weighted regression on dataset actions; the paper's data-augmentation
+variants (see :mod:`pipeline.train.augment`) change this extraction step, and optionally the
+critic losses. Every loss is computed per ensemble member and summed, so members stay independent.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from models.networks import ValueNet
+from models.symmetry import GroupElement
+from pipeline.train.augment import Augmenter, actor_consistency, concat
+from pipeline.train.buffer import Batch
+from pipeline.train.common import Actor, Critic, soft_update, twin_q
+from pipeline.train.config import TrainConfig
+
+
+def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
+    """L₂^τ(u) = |τ - 1(u < 0)| · u², elementwise."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return weight * diff**2
+
+
+class IQL:
+    """IQL for an ensemble of E members, continuous or discrete actions.
+
+    Args:
+        config: Training config (``config.iql`` holds τ, β and the weight clip).
+        actor: Gaussian-tanh or categorical actor.
+        critic: Twin Q critic (continuous or discrete).
+        value: State-value network.
+        augmenter: How the symmetry is imposed, or None for plain IQL.
+    """
+
+    def __init__(
+        self, config: TrainConfig, actor: Actor, critic: Critic, value: ValueNet, augmenter: Augmenter | None
+    ) -> None:
+        self.config = config
+        self.actor, self.critic, self.value = actor, critic, value
+        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        self.augmenter = augmenter
+        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr)
+        critic_parameters = [*critic.parameters(), *value.parameters()]
+        self.critic_optimizer = torch.optim.Adam(critic_parameters, lr=config.critic_lr)
+
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        """Everything a checkpoint must hold."""
+        return {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target, "value": self.value}
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers, by name."""
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
+
+    def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
+        """One gradient step on V, both Q heads and the actor; returns per-member losses ``(E,)``."""
+        cfg, aug = self.config.iql, self.augmenter
+        critic_batch, actor_batch = batch, batch
+        if aug is not None and aug.canonical:
+            canonical = aug.canonicalize(batch)
+            critic_batch = canonical if aug.critic else batch
+            actor_batch = canonical if aug.actor else batch
+        metrics: dict[str, Tensor] = {}
+
+        # ---- critics: expectile V, then Bellman Q towards r + γ(1-d)V(s′)
+        strategy = aug.config.strategy if aug is not None and aug.critic and g is not None else "none"
+        original = critic_batch
+        if strategy in ("aug-d", "aug-d-online"):
+            assert aug is not None and g is not None
+            critic_batch = concat(critic_batch, aug.transform(critic_batch, g))
+        with torch.no_grad():
+            target_q = twin_q(self.critic_target, critic_batch.observations, critic_batch.actions).min(dim=0).values
+            if strategy == "aug-d-online":  # targets from the original transitions only, shared by both copies
+                next_v = self.value(original.next_observations).repeat(1, 2)
+            else:
+                next_v = self.value(critic_batch.next_observations)
+            td_target = critic_batch.rewards + self.config.gamma * (1.0 - critic_batch.terminals) * next_v
+        v = self.value(critic_batch.observations)
+        value_loss = expectile_loss(target_q - v, cfg.expectile).mean(dim=1)
+        q = twin_q(self.critic, critic_batch.observations, critic_batch.actions)
+        q_loss = ((q - td_target[None]) ** 2).mean(dim=2).sum(dim=0)
+        critic_loss = value_loss + q_loss
+        if strategy == "dac-output":
+            assert aug is not None and g is not None
+            moved = aug.transform(original, g)
+            q_g = twin_q(self.critic, moved.observations, moved.actions)
+            v_g = self.value(moved.observations)
+            consistency = ((q_g - q.detach()) ** 2).mean(dim=2).sum(dim=0) + ((v_g - v.detach()) ** 2).mean(dim=1)
+            critic_loss = critic_loss + aug.config.consistency_weight * consistency
+            metrics["critic_consistency"] = consistency.detach()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(critic_loss.sum())
+        self.critic_optimizer.step()
+        metrics |= {"value_loss": value_loss.detach(), "q_loss": q_loss.detach()}
+
+        # ---- actor: advantage-weighted regression on dataset actions
+        def weights(observations: Tensor, actions: Tensor) -> Tensor:
+            with torch.no_grad():
+                advantage = twin_q(self.critic_target, observations, actions).min(dim=0).values - self.value(
+                    observations
+                )
+                return torch.clamp(torch.exp(cfg.temperature * advantage), max=cfg.max_weight)
+
+        o, a = actor_batch.observations, actor_batch.actions
+        w = weights(o, a)
+        log_prob = self.actor.log_prob(o, a)
+        actor_strategy = aug.config.strategy if aug is not None and aug.actor and g is not None else "none"
+        if actor_strategy in ("aug-d", "aug-d-online"):
+            assert aug is not None and g is not None
+            moved = aug.transform(actor_batch, g)
+            w_g = weights(moved.observations, moved.actions) if actor_strategy == "aug-d" else w
+            log_prob_g = self.actor.log_prob(moved.observations, moved.actions)
+            actor_loss = -0.5 * (w * log_prob + w_g * log_prob_g).mean(dim=1)
+        else:
+            actor_loss = -(w * log_prob).mean(dim=1)
+        if actor_strategy in ("dac-output", "dac-latent"):
+            assert aug is not None and g is not None
+            consistency = actor_consistency(self.actor, aug, o, g)
+            actor_loss = actor_loss + aug.config.consistency_weight * consistency
+            metrics["actor_consistency"] = consistency.detach()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(actor_loss.sum())
+        self.actor_optimizer.step()
+        metrics |= {"actor_loss": actor_loss.detach(), "advantage_weight": w.mean(dim=1)}
+
+        if step % self.config.target_update_every == 0:
+            soft_update(self.critic_target, self.critic, self.config.target_polyak)
+        return metrics

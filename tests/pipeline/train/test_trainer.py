@@ -1,0 +1,169 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.train.config import TrainConfig, with_overrides
+from pipeline.train.trainer import METRICS_FILE, SUMMARY_FILE, RunDirError, TrainingDivergedError, train
+
+REPO = Path(__file__).resolve().parents[3]
+SMALL: dict[str, Any] = {
+    "steps": 40,
+    "batch_size": 64,
+    "hidden": (64, 64),
+    "log_every": 20,
+    "checkpoint_every": 20,
+    "metric_states": 256,
+    "augmentation": {"spec": str(REPO / "deploy/symmetry/reacher.yaml")},
+}
+
+
+def small(**overrides: Any) -> TrainConfig:
+    data = {**SMALL, **overrides}
+    data["augmentation"] = {**SMALL["augmentation"], **overrides.get("augmentation", {})}
+    return TrainConfig.model_validate(data)
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    latest = json.loads((run / "checkpoints/latest.json").read_text())["path"]
+    return load_file(str(run / "checkpoints" / latest / "tensors.safetensors"))
+
+
+@pytest.mark.parametrize("algorithm", ["iql", "cql"])
+@pytest.mark.parametrize("strategy", ["none", "aug-d", "aug-d-online", "dac-latent", "dac-output", "canonical"])
+def test_every_algorithm_and_strategy_trains_continuous(
+    dataset: str, tmp_path: Path, algorithm: str, strategy: str
+) -> None:
+    applied_to = "actor" if strategy == "dac-latent" else "both"
+    config = small(algorithm=algorithm, steps=20, augmentation={"strategy": strategy, "applied_to": applied_to})
+    summary = train(config, dataset, tmp_path / "run")
+    assert summary["steps"] == 20 and len(summary["equivariance_error"]) == 1
+    records = [json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
+    assert records[-1]["step"] == 20 and "actor_loss" in records[-1] and "pessimism" in records[-1]
+
+
+@pytest.mark.parametrize("algorithm", ["iql", "cql"])
+@pytest.mark.parametrize("strategy", ["none", "aug-d-online", "dac-output", "canonical"])
+def test_discrete_actions_train(discrete_dataset: str, tmp_path: Path, algorithm: str, strategy: str) -> None:
+    config = small(algorithm=algorithm, steps=20, augmentation={"strategy": strategy, "applied_to": "both"})
+    summary = train(config, discrete_dataset, tmp_path / "run")
+    assert 0.0 <= summary["equivariance_error"][0] <= 1.0
+
+
+def test_run_folder_holds_config_metrics_checkpoints_and_summary(dataset: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(small(), dataset, run)
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", METRICS_FILE, SUMMARY_FILE, "checkpoints", "tensorboard"}
+    assert any((run / "tensorboard").iterdir())
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    assert set(summary) >= {"equivariance_error", "q_invariance_error", "pessimism"}
+    with pytest.raises(RunDirError, match="another config"):
+        train(small(steps=41), dataset, run)
+
+
+def test_vectorised_seeds_equal_single_seed_runs(dataset: str, tmp_path: Path) -> None:
+    train(small(seeds=3, seed=0, steps=20), dataset, tmp_path / "three")
+    train(small(seeds=1, seed=1, steps=20), dataset, tmp_path / "one")
+    three, one = final_weights(tmp_path / "three"), final_weights(tmp_path / "one")
+    compared = 0
+    for key, value in one.items():
+        if not key.startswith("module.actor.") or value.ndim == 0 or value.shape[0] != 1 or "encoder" in key:
+            continue
+        torch.testing.assert_close(three[key][1:2], value, rtol=1e-4, atol=1e-5, msg=key)
+        compared += 1
+    assert compared >= 4
+
+
+def test_nan_stops_the_run_naming_the_loss_and_step(dataset: str, tmp_path: Path) -> None:
+    config = small(critic_lr=1e30, actor_lr=1e30, steps=40)
+    with pytest.raises(TrainingDivergedError, match=r"loss \w+ became NaN/inf at step \d+"):
+        train(config, dataset, tmp_path / "run")
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(dataset: str, tmp_path: Path) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "steps: 400\nbatch_size: 64\nhidden: [64, 64]\nlog_every: 50\ncheckpoint_every: 50\nmetric_states: 64\n"
+        f"augmentation: {{spec: {REPO / 'deploy/symmetry/reacher.yaml'}}}\n"
+    )
+    symgate = Path(sys.executable).with_name("symgate")
+    command = [str(symgate), "train", "--config", str(config), "--dataset", dataset, "--out", str(tmp_path / "killed")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    deadline = time.time() + 120
+    latest = tmp_path / "killed/checkpoints/latest.json"
+    while time.time() < deadline and not (latest.exists() and json.loads(latest.read_text())["step"] >= 100):
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else "train exited"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / SUMMARY_FILE).exists(), "the run finished before it could be killed"
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    train(
+        with_overrides(
+            TrainConfig(),
+            [
+                f"{k}={v}"
+                for k, v in {
+                    "steps": 400,
+                    "batch_size": 64,
+                    "hidden": "[64, 64]",
+                    "log_every": 50,
+                    "checkpoint_every": 50,
+                    "metric_states": 64,
+                    "augmentation.spec": REPO / "deploy/symmetry/reacher.yaml",
+                }.items()
+            ],
+        ),
+        dataset,
+        tmp_path / "straight",
+    )
+    killed, straight = final_weights(tmp_path / "killed"), final_weights(tmp_path / "straight")
+    for key in straight:
+        if key.startswith("module."):
+            torch.testing.assert_close(killed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_overrides_are_validated() -> None:
+    config = with_overrides(TrainConfig(), ["iql.expectile=0.9", "hidden=[32, 32]", "augmentation.strategy=none"])
+    assert (config.iql.expectile, config.hidden, config.augmentation.strategy) == (0.9, (32, 32), "none")
+    with pytest.raises(ValueError, match="unknown field 'iql.nope'"):
+        with_overrides(TrainConfig(), ["iql.nope=1"])
+    with pytest.raises(ValueError, match="expectile"):
+        with_overrides(TrainConfig(), ["iql.expectile=2"])
+    with pytest.raises(ValueError, match="expected dotted.key=value"):
+        with_overrides(TrainConfig(), ["steps"])
+
+
+def test_dac_output_is_far_more_equivariant_on_held_out_rotations_than_no_augmentation(
+    dataset: str, tmp_path: Path
+) -> None:
+    """The paper's claim in miniature: data from one context; error measured on uniformly random rotations."""
+    errors = {}
+    for strategy in ("none", "dac-output"):
+        config = small(
+            steps=1500,
+            batch_size=128,
+            hidden=(128, 128),
+            log_every=1500,
+            checkpoint_every=1500,
+            augmentation={"strategy": strategy},
+        )
+        errors[strategy] = train(config, dataset, tmp_path / strategy)["equivariance_error"][0]
+    assert errors["dac-output"] * 10 <= errors["none"], errors
+
+
+def test_canonical_policies_are_exactly_invariant(dataset: str, tmp_path: Path) -> None:
+    summary = train(
+        small(steps=100, augmentation={"strategy": "canonical", "applied_to": "both"}), dataset, tmp_path / "run"
+    )
+    assert summary["equivariance_error"][0] < 1e-5
+    assert summary["q_invariance_error"][0] < 1e-4

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Algorithm = Literal["iql", "cql"]
+Algorithm = Literal["iql", "cql", "bc"]
 Strategy = Literal["none", "aug-d", "aug-d-online", "dac-latent", "dac-output", "canonical"]
 AppliedTo = Literal["actor", "critic", "both"]
 FeatureKind = Literal["reacher", "generic"]
@@ -69,7 +69,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    algorithm: Algorithm = Field("iql", description="iql or cql.")
+    algorithm: Algorithm = Field("iql", description="iql, cql or bc (behaviour cloning, the baseline).")
     steps: int = Field(2000, gt=0, description="Gradient updates.")
     batch_size: int = Field(256, gt=0, description="Transitions per member per update.")
     hidden: tuple[int, ...] = Field((256, 256), description="Hidden layer sizes (the paper: 512, 256, 128).")

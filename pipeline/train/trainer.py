@@ -27,6 +27,7 @@ from models.networks import CategoricalActor, DiscreteTwinQ, GaussianTanhActor, 
 from models.symmetry import BoundSymmetry, GroupElement, SymmetrySpec
 from pipeline.io import ConfigError, atomic_write_json, atomic_write_text, load_config
 from pipeline.train.augment import Augmenter
+from pipeline.train.bc import BC
 from pipeline.train.buffer import OfflineData, load_offline_data
 from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.train.common import Actor, twin_q
@@ -63,7 +64,7 @@ def resolve_device(name: str) -> torch.device:
 class Agent:
     """The networks of one run and how to query the policy and critics symmetry-aware."""
 
-    algorithm: IQL | CQL
+    algorithm: IQL | CQL | BC
     augmenter: Augmenter | None
     symmetry: BoundSymmetry
     discrete: bool
@@ -101,6 +102,7 @@ class Agent:
                 self.symmetry.act_observation(observations, g),
                 self.augmenter.act_actions(actions, g),
             )
+        assert not isinstance(self.algorithm, BC), "behaviour cloning has no critic"
         return twin_q(self.algorithm.critic, observations, actions).min(dim=0).values
 
 
@@ -148,11 +150,13 @@ def build_agent(
         actor = GaussianTanhActor(members, encoder, data.action_low, data.action_high, hidden, generators)
         critic = TwinQ(members, encoder, len(data.action_names), hidden, generators)
     actor.to(device), critic.to(device)
-    algorithm: IQL | CQL
+    algorithm: IQL | CQL | BC
     if config.algorithm == "iql":
         algorithm = IQL(config, actor, critic, ValueNet(members, encoder, hidden, generators).to(device), augmenter)
-    else:
+    elif config.algorithm == "cql":
         algorithm = CQL(config, actor, critic, augmenter, generators)
+    else:
+        algorithm = BC(config, actor, augmenter)
     return Agent(algorithm, augmenter, symmetry, data.discrete)
 
 
@@ -187,10 +191,12 @@ def symmetry_metrics(agent: Agent, states: MetricStates, members: int) -> dict[s
         equivariance = (got != expected).float().mean(dim=1)
     else:
         equivariance = torch.linalg.vector_norm(got - expected, dim=-1).mean(dim=1)
-    q = agent.q(o, a)
-    q_invariance = (agent.q(moved, act_actions(a, g)) - q).abs().mean(dim=1)
-    pessimism = (q - states.returns_to_go).mean(dim=1)
-    return {"equivariance_error": equivariance, "q_invariance_error": q_invariance, "pessimism": pessimism}
+    metrics = {"equivariance_error": equivariance}
+    if not isinstance(agent.algorithm, BC):
+        q = agent.q(o, a)
+        metrics["q_invariance_error"] = (agent.q(moved, act_actions(a, g)) - q).abs().mean(dim=1)
+        metrics["pessimism"] = (q - states.returns_to_go).mean(dim=1)
+    return metrics
 
 
 def _member_generators(config: TrainConfig) -> list[torch.Generator]:

@@ -71,6 +71,7 @@ def test_existing_output_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "refusing to overwrite" in result.output
 
 
+@pytest.mark.slow
 def test_demo_runs_the_existing_stages_end_to_end(tmp_path: Path) -> None:
     """The installed console script, in a fresh process, twice (the demo is re-runnable)."""
     symgate = Path(sys.executable).with_name("symgate")
@@ -82,6 +83,9 @@ def test_demo_runs_the_existing_stages_end_to_end(tmp_path: Path) -> None:
     assert "Fleet written to" in done.stdout and "argv" not in done.stdout
     assert "40 episodes kept" in done.stdout
     assert (tmp_path / "datasets/symgate/reacher-fleet-v0/quality_report.md").exists()
+    assert "dac-output" in done.stdout and "equivariance error" in done.stdout
+    for strategy in ("none", "dac-output"):
+        assert (tmp_path / "runs" / strategy / "summary.json").exists()
 
 
 def test_ingest_command_writes_a_dataset_and_prints_the_quality_summary(

@@ -31,6 +31,20 @@ from pipeline.train.common import Actor, Critic, member_noise, soft_update, twin
 from pipeline.train.config import TrainConfig
 
 
+def conservative_gap(q_candidates: Tensor, q_data: Tensor, log_count: float = 0.0) -> Tensor:
+    """The CQL(H) gap, averaged over the batch: E_s[log Σ_ã exp Q(s,ã) - log_count - Q(s,a)].
+
+    Args:
+        q_candidates: Q over every discrete action, or importance-corrected Q of sampled actions, ``(..., B, K)``.
+        q_data: Q of the dataset actions, ``(..., B)``.
+        log_count: log of the number of samples (sampled actions estimate a mean, not a sum); 0 for discrete.
+
+    Returns:
+        ``(...)``.
+    """
+    return (torch.logsumexp(q_candidates, dim=-1) - log_count - q_data).mean(dim=-1)
+
+
 class CQL:
     """CQL(H) for an ensemble of E members, continuous or discrete actions.
 
@@ -90,7 +104,7 @@ class CQL:
         """α-term per head and member, ``(2, E)``: E_s[logsumexp Q(s, ·) - Q(s, a)]."""
         o = batch.observations
         if isinstance(self.actor, CategoricalActor):
-            return (torch.logsumexp(self.critic(o), dim=-1) - q_data).mean(dim=-1)
+            return conservative_gap(self.critic(o), q_data)
         n = self.config.cql.sampled_actions
         low, high = self.actor.action_low, self.actor.action_high
 
@@ -110,8 +124,7 @@ class CQL:
             twin_q(self.critic, repeated, following) - log_following,
         ]
         stacked = torch.stack([c.reshape(2, o.shape[0], o.shape[1], n) for c in candidates], dim=-1)
-        logsumexp = torch.logsumexp(stacked.flatten(-2), dim=-1) - math.log(3 * n)
-        return (logsumexp - q_data).mean(dim=-1)
+        return conservative_gap(stacked.flatten(-2), q_data, log_count=math.log(3 * n))
 
     def _actor_objective(self, observations: Tensor) -> Tensor:
         """Per-sample SAC-style actor loss, ``(E, B)``."""

@@ -33,6 +33,11 @@ def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
     return weight * diff**2
 
 
+def awr_weights(advantage: Tensor, temperature: float, max_weight: float) -> Tensor:
+    """Advantage-weighted-regression weights min(exp(β·A), w_max), elementwise."""
+    return torch.clamp(torch.exp(temperature * advantage), max=max_weight)
+
+
 class IQL:
     """IQL for an ensemble of E members, continuous or discrete actions.
 
@@ -109,10 +114,8 @@ class IQL:
         # ---- actor: advantage-weighted regression on dataset actions
         def weights(observations: Tensor, actions: Tensor) -> Tensor:
             with torch.no_grad():
-                advantage = twin_q(self.critic_target, observations, actions).min(dim=0).values - self.value(
-                    observations
-                )
-                return torch.clamp(torch.exp(cfg.temperature * advantage), max=cfg.max_weight)
+                q = twin_q(self.critic_target, observations, actions).min(dim=0).values
+                return awr_weights(q - self.value(observations), cfg.temperature, cfg.max_weight)
 
         o, a = actor_batch.observations, actor_batch.actions
         w = weights(o, a)

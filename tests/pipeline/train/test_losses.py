@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.train.augment import categorical_consistency, gaussian_consistency, latent_consistency
-from pipeline.train.iql import expectile_loss
+from pipeline.train.cql import conservative_gap
+from pipeline.train.iql import awr_weights, expectile_loss
 
 
 def test_expectile_loss_weights_the_two_sides() -> None:
@@ -78,3 +79,30 @@ def test_latent_consistency_is_per_member() -> None:
 @pytest.mark.parametrize("tau", [0.7, 0.8])
 def test_expectile_loss_is_non_negative(tau: float) -> None:
     assert bool((expectile_loss(torch.linspace(-3, 3, 13), tau) >= 0).all())
+
+
+def test_awr_weights_are_exponentiated_advantages_clipped() -> None:
+    advantage = torch.tensor([-1.0, 0.0, 0.5, 10.0])
+    expected = torch.tensor([math.exp(-3.0), 1.0, math.exp(1.5), 100.0])
+    torch.testing.assert_close(awr_weights(advantage, temperature=3.0, max_weight=100.0), expected)
+
+
+def test_discrete_cql_gap_by_hand() -> None:
+    q_all = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    q_data = torch.tensor([3.0, 0.0])
+    gap_0 = math.log(math.exp(1) + math.exp(2) + math.exp(3)) - 3.0
+    gap_1 = math.log(3.0)
+    torch.testing.assert_close(conservative_gap(q_all, q_data), torch.tensor((gap_0 + gap_1) / 2))
+
+
+def test_sampled_cql_gap_is_zero_when_every_sample_equals_the_data_value() -> None:
+    q_data = torch.tensor([[0.7, -0.2]])
+    samples = q_data[..., None].expand(1, 2, 30)
+    torch.testing.assert_close(conservative_gap(samples, q_data, log_count=math.log(30)), torch.zeros(1))
+
+
+@given(st.lists(st.floats(-5, 5), min_size=2, max_size=9))
+def test_cql_gap_is_non_negative_for_dataset_actions_among_the_candidates(values: list[float]) -> None:
+    q_all = torch.tensor([values], dtype=torch.float64)
+    for index in range(len(values)):
+        assert float(conservative_gap(q_all, q_all[:, index])) >= -1e-12

@@ -176,3 +176,11 @@ def test_evaluation_rollouts_on_train_and_held_out_contexts(dataset: str, tmp_pa
         result = summary["evaluation"][name]
         assert len(result["success"]) == 2 and all(0.0 <= s <= 1.0 for s in result["success"])
         assert all(0.0 <= r <= 1.0 for r in result["discounted_return"])
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "deploy/train").glob("*.yaml")))
+def test_presets_are_valid_configs(preset: str) -> None:
+    from pipeline.io import load_config
+
+    config = load_config(REPO / "deploy/train" / preset, TrainConfig)
+    assert (REPO / config.augmentation.spec).exists()

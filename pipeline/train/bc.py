@@ -31,7 +31,7 @@ class BC:
         self.config = config
         self.actor = actor
         self.augmenter = augmenter
-        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr)
+        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, fused=True)
 
     @property
     def modules(self) -> dict[str, nn.Module]:

@@ -69,8 +69,8 @@ class CQL:
         self.critic_target = copy.deepcopy(critic).requires_grad_(False)
         self.augmenter = augmenter
         self.generators = generators
-        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_lr)
+        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, fused=True)
+        self.critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_lr, fused=True)
 
     @property
     def modules(self) -> dict[str, nn.Module]:

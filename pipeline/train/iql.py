@@ -56,9 +56,9 @@ class IQL:
         self.actor, self.critic, self.value = actor, critic, value
         self.critic_target = copy.deepcopy(critic).requires_grad_(False)
         self.augmenter = augmenter
-        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr)
+        self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, fused=True)
         critic_parameters = [*critic.parameters(), *value.parameters()]
-        self.critic_optimizer = torch.optim.Adam(critic_parameters, lr=config.critic_lr)
+        self.critic_optimizer = torch.optim.Adam(critic_parameters, lr=config.critic_lr, fused=True)
 
     @property
     def modules(self) -> dict[str, nn.Module]:
@@ -100,31 +100,41 @@ class IQL:
         critic_loss = value_loss + q_loss
         if strategy == "dac-output":
             assert aug is not None and g is not None
-            moved = aug.transform(original, g)
-            q_g = twin_q(self.critic, moved.observations, moved.actions)
-            v_g = self.value(moved.observations)
+            transformed = aug.transform(original, g)
+            q_g = twin_q(self.critic, transformed.observations, transformed.actions)
+            v_g = self.value(transformed.observations)
             consistency = ((q_g - q.detach()) ** 2).mean(dim=2).sum(dim=0) + ((v_g - v.detach()) ** 2).mean(dim=1)
             critic_loss = critic_loss + aug.config.consistency_weight * consistency
             metrics["critic_consistency"] = consistency.detach()
+        # ---- advantage weights for the actor, from the critics before this step (as in the original IQL)
+        actor_strategy = aug.config.strategy if aug is not None and aug.actor and g is not None else "none"
+
+        def weights(observations: Tensor, actions: Tensor) -> Tensor:
+            with torch.no_grad():
+                q_target = twin_q(self.critic_target, observations, actions).min(dim=0).values
+                return awr_weights(q_target - self.value(observations), cfg.temperature, cfg.max_weight)
+
+        o, a = actor_batch.observations, actor_batch.actions
+        # Same transitions as the value loss: reuse its Q̄ and V instead of evaluating them again.
+        w = (
+            awr_weights(target_q - v.detach(), cfg.temperature, cfg.max_weight)
+            if actor_batch is critic_batch
+            else weights(o, a)
+        )
+        moved: Batch | None = None
+        if actor_strategy in ("aug-d", "aug-d-online"):
+            assert aug is not None and g is not None
+            moved = aug.transform(actor_batch, g)
+        w_g = weights(moved.observations, moved.actions) if moved is not None and actor_strategy == "aug-d" else w
+
         self.critic_optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(critic_loss.sum())
         self.critic_optimizer.step()
         metrics |= {"value_loss": value_loss.detach(), "q_loss": q_loss.detach()}
 
         # ---- actor: advantage-weighted regression on dataset actions
-        def weights(observations: Tensor, actions: Tensor) -> Tensor:
-            with torch.no_grad():
-                q = twin_q(self.critic_target, observations, actions).min(dim=0).values
-                return awr_weights(q - self.value(observations), cfg.temperature, cfg.max_weight)
-
-        o, a = actor_batch.observations, actor_batch.actions
-        w = weights(o, a)
         log_prob = self.actor.log_prob(o, a)
-        actor_strategy = aug.config.strategy if aug is not None and aug.actor and g is not None else "none"
-        if actor_strategy in ("aug-d", "aug-d-online"):
-            assert aug is not None and g is not None
-            moved = aug.transform(actor_batch, g)
-            w_g = weights(moved.observations, moved.actions) if actor_strategy == "aug-d" else w
+        if moved is not None:
             log_prob_g = self.actor.log_prob(moved.observations, moved.actions)
             actor_loss = -0.5 * (w * log_prob + w_g * log_prob_g).mean(dim=1)
         else:

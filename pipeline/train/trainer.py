@@ -235,6 +235,8 @@ def train(
         RunDirError: ``out`` belongs to another run.
     """
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormal floats late in training can slow CPU maths down 2x
     _prepare_run_dir(out, config, dataset_id)
     data = load_offline_data(dataset_id, device, config.gamma)
     generators = _member_generators(config)  # initial weights, minibatches, group elements: per member

@@ -164,12 +164,12 @@ def demo(
         _record(FleetConfig(), out / "fleet", workers=None, overwrite=True)
         console.rule("[bold]stage 2: ROS 2 bags → Minari dataset")
         _ingest([out / "fleet"], IngestConfig(), "symgate/reacher-fleet-v0", None, strict=False, overwrite=True)
-        console.rule("[bold]stage 3: Minari dataset → IQL policies, without and with DAC-Output")
+        console.rule("[bold]stage 3: Minari dataset → IQL policies: no augmentation, DAC-Output, canonical")
         _demo_training(out / "runs", "symgate/reacher-fleet-v0")
 
 
 def _demo_training(runs: Path, dataset_id: str) -> None:
-    """Train IQL with no augmentation and with DAC-Output; compare them on rotations never in the data."""
+    """Train IQL without augmentation, with DAC-Output and canonical; compare them on rotations never in the data."""
     import shutil
 
     from pipeline.train import TrainConfig, train
@@ -177,9 +177,9 @@ def _demo_training(runs: Path, dataset_id: str) -> None:
     table = Table(title="IQL on data from one context, evaluated on held-out rotations")
     for column in ("strategy", "equivariance error (SO(2))", "success, train contexts", "success, held-out"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
-    for strategy in ("none", "dac-output"):
+    for strategy in ("none", "dac-output", "canonical"):
         config = TrainConfig.model_validate(
-            {"steps": 1500, "log_every": 500, "augmentation": {"strategy": strategy}, "evaluation": {"episodes": 20}}
+            {"steps": 5000, "log_every": 500, "augmentation": {"strategy": strategy}, "evaluation": {"episodes": 20}}
         )
         shutil.rmtree(runs / strategy, ignore_errors=True)  # a fresh dataset each demo: never resume an old run
         with _progress(f"IQL, {strategy}", config.steps) as advance:

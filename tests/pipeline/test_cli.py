@@ -84,7 +84,7 @@ def test_demo_runs_the_existing_stages_end_to_end(tmp_path: Path) -> None:
     assert "40 episodes kept" in done.stdout
     assert (tmp_path / "datasets/symgate/reacher-fleet-v0/quality_report.md").exists()
     assert "dac-output" in done.stdout and "equivariance error" in done.stdout
-    for strategy in ("none", "dac-output"):
+    for strategy in ("none", "dac-output", "canonical"):
         assert (tmp_path / "runs" / strategy / "summary.json").exists()
 
 

@@ -22,8 +22,8 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest, record_fleet
 from pipeline.fleet.config import StorageName
-from pipeline.ingest import REPORT_MD, IngestConfig, IngestError, QualityReport, find_bags, ingest
-from pipeline.io import ConfigError, load_config
+from pipeline.ingest import REPORT_MD, IngestConfig, QualityReport, find_bags, ingest
+from pipeline.io import ConfigError, UserInputError, load_config
 from sim.behaviour import RecipeName
 
 app = typer.Typer(
@@ -42,7 +42,7 @@ def _user_errors() -> Iterator[None]:
     """Report bad input as one red line and exit 2; bugs still raise with a traceback."""
     try:
         yield
-    except (ConfigError, IngestError, FileExistsError, FileNotFoundError) as error:
+    except (UserInputError, FileExistsError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}", soft_wrap=True)  # never break paths across lines
         raise typer.Exit(2) from error
 

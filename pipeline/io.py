@@ -18,7 +18,14 @@ from pydantic import BaseModel, ValidationError
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class UserInputError(ValueError):
+    """Bad input from the user (a file, a dataset, a run folder); the message says which and why.
+
+    The command line reports these as one line and exit code 2; anything else is a bug and keeps its traceback.
+    """
+
+
+class ConfigError(UserInputError):
     """A config file is missing, unparsable or invalid; the message names the file and the field."""
 
 

@@ -23,12 +23,13 @@ from rosbags.typesys import Stores, get_typestore
 
 from pipeline.ingest.config import FieldMapping, IngestConfig
 from pipeline.ingest.resample import Times, Values
+from pipeline.io import UserInputError
 
 STRING = "std_msgs/msg/String"
 BOOL = "std_msgs/msg/Bool"
 
 
-class IngestError(ValueError):
+class IngestError(UserInputError):
     """Bad input that ingestion refuses; the message names bag, topic, field, time and problem."""
 
     def __init__(

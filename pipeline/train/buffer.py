@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.io import UserInputError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserInputError):
     """The Minari dataset is missing, empty or not a symgate dataset; the message names it."""
 
 

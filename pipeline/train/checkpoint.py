@@ -19,13 +19,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pipeline.io import atomic_directory, atomic_write_json
+from pipeline.io import UserInputError, atomic_directory, atomic_write_json
 
 LATEST = "latest.json"
 KEEP = 2
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint is missing, corrupt or does not fit the run; the message names the file."""
 
 

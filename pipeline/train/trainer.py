@@ -24,8 +24,8 @@ from torch import Tensor
 
 from models.features import FeatureExtractor, GenericFeatures, Normalizer, ObservationEncoder, ReacherFeatures
 from models.networks import CategoricalActor, DiscreteTwinQ, GaussianTanhActor, TwinQ, ValueNet
-from models.symmetry import BoundSymmetry, GroupElement, SymmetrySpec
-from pipeline.io import ConfigError, atomic_write_json, atomic_write_text, load_config
+from models.symmetry import BoundSymmetry, GroupElement, SymmetrySpec, SymmetrySpecError
+from pipeline.io import ConfigError, UserInputError, atomic_write_json, atomic_write_text, load_config
 from pipeline.train.augment import Augmenter
 from pipeline.train.bc import BC
 from pipeline.train.buffer import OfflineData, load_offline_data
@@ -47,7 +47,7 @@ class TrainingDivergedError(RuntimeError):
     """A loss became NaN or inf; the message names the loss and the step."""
 
 
-class RunDirError(ValueError):
+class RunDirError(UserInputError):
     """The run folder belongs to another run (different config or dataset)."""
 
 
@@ -111,7 +111,10 @@ def build_agent(
 ) -> Agent:
     """Encoder (fitted on the dataset), actor, critics and the symmetry, all on ``device``."""
     spec = load_config(config.augmentation.spec, SymmetrySpec)
-    symmetry = spec.bind(data.observation_names, data.action_names, data.discrete_torques)
+    try:
+        symmetry = spec.bind(data.observation_names, data.action_names, data.discrete_torques)
+    except SymmetrySpecError as error:
+        raise ConfigError(f"{config.augmentation.spec}: does not fit dataset {data.dataset_id}: {error}") from error
     features: FeatureExtractor
     if config.features == "reacher":
         features = ReacherFeatures(data.observation_names, load_robot_description().link_lengths)

@@ -121,3 +121,11 @@ def test_ingest_command_reports_bad_input_in_one_line(tmp_path: Path, monkeypatc
     assert result.exit_code == 2
     assert "robot_000" in result.output and "/goal" in result.output and "absent" in result.output
     assert not (tmp_path / "datasets/symgate").exists()
+
+
+def test_train_command_reports_bad_input_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    result = runner.invoke(app, ["train", "--dataset", "symgate/nothing-v0", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "symgate/nothing-v0" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["train", "--dataset", "x/y-v0", "--out", str(tmp_path / "run"), "--set", "iql.nope=1"])
+    assert result.exit_code == 2 and "unknown field 'iql.nope'" in result.output

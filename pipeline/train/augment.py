@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from models.networks import GaussianTanhActor
+from models.networks import DiscreteTwinQ, GaussianTanhActor, ValueNet
 from models.symmetry import BoundSymmetry, GroupElement
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Actor
+from pipeline.train.common import Actor, Critic
 from pipeline.train.config import AugmentationConfig
 
 
@@ -159,3 +159,33 @@ def actor_consistency(actor: Actor, augmenter: Augmenter, observations: Tensor, 
         angle=g.angle[..., None].expand(*logits.shape), mirror=g.mirror[..., None].expand(*logits.shape)
     )
     return categorical_consistency(logits, logits_g.gather(-1, augmenter.act_actions(every_action, per_action)))
+
+
+def critic_consistency(
+    critic: Critic, value: ValueNet | None, batch: Batch, transformed: Batch, latent: bool
+) -> Tensor:
+    """The DAC consistency term of the critics, per member ``(E,)``, summed over the twin heads.
+
+    ``dac-output``: E(Q(g·o, g·a) - sg Q(o, a))² (+ E(V(g·o) - sg V(o))² when there is a V);
+    ``dac-latent``: the same on the last hidden layer of each network.
+    """
+
+    def q_and_hidden(b: Batch) -> tuple[Tensor, Tensor]:
+        if isinstance(critic, DiscreteTwinQ):
+            q_all, hidden = critic.forward_with_hidden(b.observations)
+            return q_all.gather(-1, b.actions[None, ..., None].expand(2, *b.actions.shape, 1)).squeeze(-1), hidden
+        q, hidden = critic.forward_with_hidden(b.observations, b.actions)
+        return q, hidden
+
+    (q, q_hidden), (q_g, q_hidden_g) = q_and_hidden(batch), q_and_hidden(transformed)
+    if latent:
+        total = ((q_hidden_g - q_hidden.detach()) ** 2).mean(dim=(2, 3)).sum(dim=0)
+    else:
+        total = ((q_g - q.detach()) ** 2).mean(dim=2).sum(dim=0)
+    if value is not None:
+        (v, v_hidden), (v_g, v_hidden_g) = (
+            value.forward_with_hidden(batch.observations),
+            value.forward_with_hidden(transformed.observations),
+        )
+        total = total + (latent_consistency(v_hidden, v_hidden_g) if latent else ((v_g - v.detach()) ** 2).mean(dim=1))
+    return total

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 Algorithm = Literal["iql", "cql", "bc"]
 Strategy = Literal["none", "aug-d", "aug-d-online", "dac-latent", "dac-output", "canonical"]
@@ -47,12 +47,6 @@ class AugmentationConfig(BaseModel):
     applied_to: AppliedTo = Field("actor", description="Which networks the strategy is applied to.")
     consistency_weight: float = Field(100.0, ge=0.0, description="λ of the DAC consistency losses.")
     spec: Path = Field(Path("deploy/symmetry/reacher.yaml"), description="Symmetry spec (YAML).")
-
-    @model_validator(mode="after")
-    def _supported(self) -> AugmentationConfig:
-        if self.strategy == "dac-latent" and self.applied_to != "actor":
-            raise ValueError("dac-latent is implemented for the actor only (critics expose no latent)")
-        return self
 
 
 class EvaluationConfig(BaseModel):

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from models.networks import CategoricalActor, GaussianTanhActor
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, actor_consistency, concat
+from pipeline.train.augment import Augmenter, actor_consistency, concat, critic_consistency
 from pipeline.train.buffer import Batch
 from pipeline.train.common import Actor, Critic, member_noise, soft_update, twin_q
 from pipeline.train.config import TrainConfig
@@ -163,12 +163,10 @@ class CQL:
         bellman = ((q - td_target[None]) ** 2).mean(dim=2).sum(dim=0)
         penalty = self._conservative_penalty(critic_batch, q).sum(dim=0)
         critic_loss = bellman + self.config.cql.alpha * penalty
-        if strategy == "dac-output":
+        if strategy in ("dac-output", "dac-latent"):
             assert aug is not None and g is not None
-            moved = aug.transform(original, g)
-            consistency = (
-                ((twin_q(self.critic, moved.observations, moved.actions) - q.detach()) ** 2).mean(dim=2).sum(dim=0)
-            )
+            transformed = aug.transform(original, g)
+            consistency = critic_consistency(self.critic, None, original, transformed, strategy == "dac-latent")
             critic_loss = critic_loss + aug.config.consistency_weight * consistency
             metrics["critic_consistency"] = consistency.detach()
         self.critic_optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from models.networks import ValueNet
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, actor_consistency, concat
+from pipeline.train.augment import Augmenter, actor_consistency, concat, critic_consistency
 from pipeline.train.buffer import Batch
 from pipeline.train.common import Actor, Critic, soft_update, twin_q
 from pipeline.train.config import TrainConfig
@@ -98,12 +98,10 @@ class IQL:
         q = twin_q(self.critic, critic_batch.observations, critic_batch.actions)
         q_loss = ((q - td_target[None]) ** 2).mean(dim=2).sum(dim=0)
         critic_loss = value_loss + q_loss
-        if strategy == "dac-output":
+        if strategy in ("dac-output", "dac-latent"):
             assert aug is not None and g is not None
             transformed = aug.transform(original, g)
-            q_g = twin_q(self.critic, transformed.observations, transformed.actions)
-            v_g = self.value(transformed.observations)
-            consistency = ((q_g - q.detach()) ** 2).mean(dim=2).sum(dim=0) + ((v_g - v.detach()) ** 2).mean(dim=1)
+            consistency = critic_consistency(self.critic, self.value, original, transformed, strategy == "dac-latent")
             critic_loss = critic_loss + aug.config.consistency_weight * consistency
             metrics["critic_consistency"] = consistency.detach()
         # ---- advantage weights for the actor, from the critics before this step (as in the original IQL)

@@ -42,8 +42,7 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
 def test_every_algorithm_and_strategy_trains_continuous(
     dataset: str, tmp_path: Path, algorithm: str, strategy: str
 ) -> None:
-    applied_to = "actor" if strategy == "dac-latent" else "both"
-    config = small(algorithm=algorithm, steps=20, augmentation={"strategy": strategy, "applied_to": applied_to})
+    config = small(algorithm=algorithm, steps=20, augmentation={"strategy": strategy, "applied_to": "both"})
     summary = train(config, dataset, tmp_path / "run")
     assert summary["steps"] == 20 and len(summary["equivariance_error"]) == 1
     records = [json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
@@ -52,7 +51,7 @@ def test_every_algorithm_and_strategy_trains_continuous(
 
 
 @pytest.mark.parametrize("algorithm", ["iql", "cql"])
-@pytest.mark.parametrize("strategy", ["none", "aug-d-online", "dac-output", "canonical"])
+@pytest.mark.parametrize("strategy", ["none", "aug-d-online", "dac-latent", "dac-output", "canonical"])
 def test_discrete_actions_train(discrete_dataset: str, tmp_path: Path, algorithm: str, strategy: str) -> None:
     config = small(algorithm=algorithm, steps=20, augmentation={"strategy": strategy, "applied_to": "both"})
     summary = train(config, discrete_dataset, tmp_path / "run")

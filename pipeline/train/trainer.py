@@ -238,8 +238,22 @@ def train(
         RunDirError: ``out`` belongs to another run.
     """
     device = resolve_device(config.device)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # denormal floats late in training can slow CPU maths down 2x
+    # Denormal floats late in training can slow CPU maths down 2x; the flag is process-global, so it is reset below.
+    flushing = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        return _train(config, dataset_id, out, device, on_progress)
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
+
+
+def _train(
+    config: TrainConfig,
+    dataset_id: str,
+    out: Path,
+    device: torch.device,
+    on_progress: Callable[[int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
     _prepare_run_dir(out, config, dataset_id)
     data = load_offline_data(dataset_id, device, config.gamma)
     generators = _member_generators(config)  # initial weights, minibatches, group elements: per member

@@ -67,6 +67,7 @@ def test_run_folder_holds_config_metrics_checkpoints_and_summary(dataset: str, t
     assert set(summary) >= {"equivariance_error", "q_invariance_error", "pessimism"}
     with pytest.raises(RunDirError, match="another config"):
         train(small(steps=41), dataset, run)
+    assert float(torch.tensor(1e-38) / 10) > 0, "training left denormal flushing on for the whole process"
 
 
 def test_vectorised_seeds_equal_single_seed_runs(dataset: str, tmp_path: Path) -> None:

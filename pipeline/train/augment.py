@@ -189,3 +189,40 @@ def critic_consistency(
         )
         total = total + (latent_consistency(v_hidden, v_hidden_g) if latent else ((v_g - v.detach()) ** 2).mean(dim=1))
     return total
+
+
+@dataclass
+class Views:
+    """What each loss of one update sees, once the symmetry strategy is applied to a minibatch.
+
+    Attributes:
+        original: The critics' transitions before augmentation (canonicalised if the critics are canonical).
+        critic: What the Bellman losses train on: ``[o, g·o]`` for ``aug-d``/``aug-d-online``, else ``original``.
+        actor: The actor's transitions (canonicalised if the actor is canonical).
+        critic_strategy: The strategy acting on the critic losses (``none`` when they are not augmented).
+        actor_strategy: The strategy acting on the actor loss.
+    """
+
+    original: Batch
+    critic: Batch
+    actor: Batch
+    critic_strategy: str
+    actor_strategy: str
+
+
+def views(augmenter: Augmenter | None, batch: Batch, g: GroupElement | None) -> Views:
+    """Split one minibatch into the views of the critic and actor losses."""
+    if augmenter is None or g is None:
+        return Views(batch, batch, batch, "none", "none")
+    critic_batch = actor_batch = batch
+    if augmenter.canonical:
+        canonical = augmenter.canonicalize(batch)
+        critic_batch = canonical if augmenter.critic else batch
+        actor_batch = canonical if augmenter.actor else batch
+    strategy = augmenter.config.strategy
+    critic_strategy = strategy if augmenter.critic and not augmenter.canonical else "none"
+    actor_strategy = strategy if augmenter.actor and not augmenter.canonical else "none"
+    augmented = critic_batch
+    if critic_strategy in ("aug-d", "aug-d-online"):
+        augmented = concat(critic_batch, augmenter.transform(critic_batch, g))
+    return Views(critic_batch, augmented, actor_batch, critic_strategy, actor_strategy)

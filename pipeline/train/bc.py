@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, actor_consistency
+from pipeline.train.augment import Augmenter, actor_consistency, views
 from pipeline.train.buffer import Batch
 from pipeline.train.common import Actor
 from pipeline.train.config import TrainConfig
@@ -46,9 +46,8 @@ class BC:
     def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
         """One gradient step on the actor; returns the per-member loss ``(E,)``."""
         aug = self.augmenter
-        if aug is not None and aug.canonical and aug.actor:
-            batch = aug.canonicalize(batch)
-        strategy = aug.config.strategy if aug is not None and aug.actor and g is not None else "none"
+        view = views(aug, batch, g)
+        batch, strategy = view.actor, view.actor_strategy
         loss = -self.actor.log_prob(batch.observations, batch.actions).mean(dim=1)
         metrics: dict[str, Tensor] = {}
         if strategy in ("aug-d", "aug-d-online"):

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from models.networks import CategoricalActor, GaussianTanhActor
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, actor_consistency, concat, critic_consistency
+from pipeline.train.augment import Augmenter, actor_consistency, critic_consistency, views
 from pipeline.train.buffer import Batch
 from pipeline.train.common import Actor, Critic, member_noise, soft_update, twin_q
 from pipeline.train.config import TrainConfig
@@ -141,18 +141,10 @@ class CQL:
     def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
         """One gradient step on both Q heads and the actor; returns per-member losses ``(E,)``."""
         aug = self.augmenter
-        critic_batch, actor_batch = batch, batch
-        if aug is not None and aug.canonical:
-            canonical = aug.canonicalize(batch)
-            critic_batch = canonical if aug.critic else batch
-            actor_batch = canonical if aug.actor else batch
+        view = views(aug, batch, g)
+        original, critic_batch, actor_batch, strategy = view.original, view.critic, view.actor, view.critic_strategy
         metrics: dict[str, Tensor] = {}
 
-        strategy = aug.config.strategy if aug is not None and aug.critic and g is not None else "none"
-        original = critic_batch
-        if strategy in ("aug-d", "aug-d-online"):
-            assert aug is not None and g is not None
-            critic_batch = concat(critic_batch, aug.transform(critic_batch, g))
         with torch.no_grad():
             source = original if strategy == "aug-d-online" else critic_batch
             next_value = self._next_value(source)
@@ -175,7 +167,7 @@ class CQL:
         metrics |= {"q_loss": bellman.detach(), "cql_penalty": penalty.detach()}
 
         o = actor_batch.observations
-        actor_strategy = aug.config.strategy if aug is not None and aug.actor and g is not None else "none"
+        actor_strategy = view.actor_strategy
         objective = self._actor_objective(o)
         if actor_strategy == "aug-d":
             assert aug is not None and g is not None

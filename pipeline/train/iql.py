@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from models.networks import ValueNet
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, actor_consistency, concat, critic_consistency
+from pipeline.train.augment import Augmenter, actor_consistency, critic_consistency, views
 from pipeline.train.buffer import Batch
 from pipeline.train.common import Actor, Critic, soft_update, twin_q
 from pipeline.train.config import TrainConfig
@@ -73,19 +73,11 @@ class IQL:
     def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
         """One gradient step on V, both Q heads and the actor; returns per-member losses ``(E,)``."""
         cfg, aug = self.config.iql, self.augmenter
-        critic_batch, actor_batch = batch, batch
-        if aug is not None and aug.canonical:
-            canonical = aug.canonicalize(batch)
-            critic_batch = canonical if aug.critic else batch
-            actor_batch = canonical if aug.actor else batch
+        view = views(aug, batch, g)
+        original, critic_batch, actor_batch, strategy = view.original, view.critic, view.actor, view.critic_strategy
         metrics: dict[str, Tensor] = {}
 
         # ---- critics: expectile V, then Bellman Q towards r + γ(1-d)V(s′)
-        strategy = aug.config.strategy if aug is not None and aug.critic and g is not None else "none"
-        original = critic_batch
-        if strategy in ("aug-d", "aug-d-online"):
-            assert aug is not None and g is not None
-            critic_batch = concat(critic_batch, aug.transform(critic_batch, g))
         with torch.no_grad():
             target_q = twin_q(self.critic_target, critic_batch.observations, critic_batch.actions).min(dim=0).values
             if strategy == "aug-d-online":  # targets from the original transitions only, shared by both copies
@@ -105,7 +97,7 @@ class IQL:
             critic_loss = critic_loss + aug.config.consistency_weight * consistency
             metrics["critic_consistency"] = consistency.detach()
         # ---- advantage weights for the actor, from the critics before this step (as in the original IQL)
-        actor_strategy = aug.config.strategy if aug is not None and aug.actor and g is not None else "none"
+        actor_strategy = view.actor_strategy
 
         def weights(observations: Tensor, actions: Tensor) -> Tensor:
             with torch.no_grad():

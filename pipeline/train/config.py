@@ -54,7 +54,7 @@ class EvaluationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    every: int = Field(0, ge=0, description="Evaluate every this many updates; 0 = only at the end, if episodes > 0.")
+    every: int = Field(0, ge=0, description="Also evaluate every this many updates (learning curves); 0 = at the end.")
     episodes: int = Field(0, ge=0, description="Episodes per context set (train and test); 0 = no rollouts.")
 
 

@@ -298,6 +298,10 @@ def _train(
                 if on_progress is not None:
                     on_progress(step, record)
                 sums, count, wall = {}, 0, time.perf_counter()
+            evaluation = config.evaluation
+            if evaluation.episodes and evaluation.every and step % evaluation.every == 0 and step < config.steps:
+                curve = {"step": step, "evaluation": evaluate_agent(agent, data, config)}
+                _append_metrics(out, curve, writer)  # learning curve: success and return on train / held-out
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save_checkpoint(
                     checkpoints,
@@ -353,10 +357,13 @@ def _append_metrics(out: Path, record: dict[str, Any], writer: Any) -> None:
     with (out / METRICS_FILE).open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
     for name, value in record.items():
-        if name == "step":
-            continue
-        values = value if isinstance(value, list) else [value]
-        writer.add_scalar(f"{name}/mean", float(np.mean(values)), record["step"])
+        if name == "evaluation":
+            for contexts, metrics in value.items():
+                for metric, values in metrics.items():
+                    writer.add_scalar(f"evaluation/{contexts}/{metric}", float(np.mean(values)), record["step"])
+        elif name != "step":
+            values = value if isinstance(value, list) else [value]
+            writer.add_scalar(f"{name}/mean", float(np.mean(values)), record["step"])
 
 
 def evaluate_agent(agent: Agent, data: OfflineData, config: TrainConfig) -> dict[str, Any]:

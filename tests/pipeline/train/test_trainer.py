@@ -171,7 +171,10 @@ def test_canonical_policies_are_exactly_invariant(dataset: str, tmp_path: Path) 
 
 
 def test_evaluation_rollouts_on_train_and_held_out_contexts(dataset: str, tmp_path: Path) -> None:
-    summary = train(small(steps=20, seeds=2, evaluation={"episodes": 2}), dataset, tmp_path / "run")
+    summary = train(small(steps=20, seeds=2, evaluation={"episodes": 2, "every": 10}), dataset, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()]
+    curve = [r for r in records if "evaluation" in r]
+    assert [r["step"] for r in curve] == [10] and set(curve[0]["evaluation"]) == {"train", "test"}
     for name in ("train", "test"):
         result = summary["evaluation"][name]
         assert len(result["success"]) == 2 and all(0.0 <= s <= 1.0 for s in result["success"])

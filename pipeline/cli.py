@@ -297,6 +297,31 @@ def train_command(
     console.print(table)
 
 
+# ----------------------------------------------------------------------------- export
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished `symgate train` run folder.")],
+    out: Annotated[Path, typer.Option(help="Model folder to create: policy.onnx + contract.json.")],
+    seed: Annotated[int, typer.Option(min=0, help="Which seed (ensemble member) of the run to export.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+) -> None:
+    """Export a trained policy to one ONNX file with its contract; refuses unless ONNX Runtime matches torch."""
+    from pipeline.export import export_run
+
+    with _user_errors():
+        contract = export_run(run_dir, out, member=seed, overwrite=overwrite)
+    assert contract.parity is not None and contract.equivariance is not None
+    table = Table(title=f"{out} ({contract.algorithm}, {contract.strategy}, seed {contract.seed})")
+    table.add_column("check")
+    table.add_column("result", justify="right")
+    table.add_row("inputs", ", ".join(f"{i.name}{list(i.shape)}" for i in contract.inputs))
+    table.add_row("output", ", ".join(f"{o.name}{list(o.shape)}" for o in contract.outputs))
+    table.add_row(f"parity on {contract.parity.states} states (max |Δ|)", f"{contract.parity.max_abs_diff:.2e}")
+    table.add_row("equivariance error, random rotations (mean)", f"{contract.equivariance.mean_error:.3g}")
+    table.add_row("onnx sha256", contract.onnx_sha256[:16] + "…")
+    console.print(table)
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,

@@ -90,7 +90,12 @@ class Augmenter:
         names = self.symmetry.observation_names
         x = observations[..., names.index(f"{frame_field}.x")]
         y = observations[..., names.index(f"{frame_field}.y")]
-        return GroupElement(angle=-torch.atan2(y, x), mirror=torch.zeros_like(x, dtype=torch.bool))
+        # atan2 in float32 (ONNX Runtime has no float64 Atan), then one Newton step in the input's precision:
+        # δ = tan(φ - φ₀) = (y cos φ₀ - x sin φ₀) / (x cos φ₀ + y sin φ₀), exact to O(δ³).
+        bearing = torch.atan2(y.float(), x.float()).to(x.dtype)
+        cos, sin = torch.cos(bearing), torch.sin(bearing)
+        bearing = bearing + (y * cos - x * sin) / (x * cos + y * sin)
+        return GroupElement(angle=-bearing, mirror=torch.zeros_like(x, dtype=torch.bool))
 
     def canonicalize(self, batch: Batch) -> Batch:
         """Every transition in its canonical frame (observation, next observation and action alike)."""

@@ -84,13 +84,19 @@ class Agent:
         """Whether the critics were trained on canonicalised inputs."""
         return self.augmenter is not None and self.augmenter.canonical and self.augmenter.critic
 
-    def act(self, observations: Tensor) -> Tensor:
-        """Deterministic actions for ``(E, B, D)`` observations, in the original frame."""
+    def act(self, observations: Tensor, actor: Actor | None = None) -> Tensor:
+        """Deterministic actions for ``(E, B, D)`` observations, in the original frame.
+
+        Args:
+            observations: Raw observations.
+            actor: Another actor trained the same way (e.g. one member selected for export); default: this run's.
+        """
+        actor = actor if actor is not None else self.actor
         if not self.canonical_actor:
-            return self.actor.deterministic(observations)
+            return actor.deterministic(observations)
         assert self.augmenter is not None
         g = self.augmenter.canonical_element(observations)
-        action = self.actor.deterministic(self.symmetry.act_observation(observations, g))
+        action = actor.deterministic(self.symmetry.act_observation(observations, g))
         return self.augmenter.act_actions(action, self.symmetry.invert(g))
 
     def q(self, observations: Tensor, actions: Tensor) -> Tensor:

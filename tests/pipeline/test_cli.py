@@ -18,8 +18,8 @@ def test_only_built_commands_are_listed() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     listed = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
-    assert {"fleet", "ingest", "symmetry", "train", "demo"} <= listed
-    assert not listed & {"export", "gate", "serve", "experiment"}
+    assert {"fleet", "ingest", "symmetry", "train", "export", "demo"} <= listed
+    assert not listed & {"gate", "serve", "experiment"}
 
 
 def test_documented_fleet_yaml_is_the_default_config() -> None:
@@ -129,3 +129,10 @@ def test_train_command_reports_bad_input_in_one_line(tmp_path: Path, monkeypatch
     assert result.exit_code == 2 and "symgate/nothing-v0" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["train", "--dataset", "x/y-v0", "--out", str(tmp_path / "run"), "--set", "iql.nope=1"])
     assert result.exit_code == 2 and "unknown field 'iql.nope'" in result.output
+
+
+def test_export_command_reports_an_unfinished_run_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    result = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "model")])
+    assert result.exit_code == 2 and "not a training run" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "model").exists()

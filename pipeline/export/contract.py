@@ -1,0 +1,114 @@
+"""The deployment contract: everything a robot needs to feed an exported policy and trust it.
+
+``contract.json`` sits next to ``policy.onnx`` and is also embedded in the ONNX file's
+``metadata_props`` (key ``symgate.contract``), there without ``onnx_sha256`` (a file cannot hold
+its own hash). The robot side reads only this model and the ONNX file: no torch, no symgate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.io import UserInputError, sha256_file
+
+CONTRACT_FILE = "contract.json"
+ONNX_FILE = "policy.onnx"
+METADATA_KEY = "symgate.contract"
+
+
+class ContractError(UserInputError):
+    """A model folder is incomplete, tampered with, or its contract is invalid; the message says which."""
+
+
+class TensorSpec(BaseModel):
+    """One named input or output of the graph."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Graph input/output name (a raw signal group, e.g. joint_position).")
+    shape: tuple[int | None, ...] = Field(description="Shape; None is the dynamic batch axis.")
+    dtype: Literal["float32", "int64"] = Field(description="Element type.")
+    components: tuple[str, ...] = Field(description="Names of the last axis' entries, in order (e.g. joints).")
+    unit: str = Field(description="Physical unit of the values.")
+
+
+class Parity(BaseModel):
+    """Torch vs ONNX Runtime on the same states."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    states: int = Field(description="States compared (dataset states and random ones).")
+    max_abs_diff: float = Field(description="Largest |torch - onnxruntime| over every action component.")
+    argmax_agreement: float = Field(description="Fraction of identical discrete actions (1.0 for continuous).")
+
+
+class Equivariance(BaseModel):
+    """How symmetric the exported graph is under rotations drawn uniformly from SO(2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    states: int = Field(description="States × rotations evaluated.")
+    mean_error: float = Field(description="Mean ‖π(g·o) - g·π(o)‖ (continuous) or disagreement rate (discrete).")
+    max_error: float = Field(description="Largest such error.")
+
+
+class Contract(BaseModel):
+    """The I/O contract of one exported policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = Field(1, description="Version of this contract format.")
+    symgate_version: str = Field(description="symgate version that exported the model.")
+    inputs: tuple[TensorSpec, ...] = Field(description="Graph inputs, one per raw signal group.")
+    outputs: tuple[TensorSpec, ...] = Field(description="Graph outputs (joint_effort or action_index).")
+    joint_names: tuple[str, ...] = Field(description="Robot joint names in chain order.")
+    control_hz: float = Field(description="Rate the policy must be run at.")
+    action_low: tuple[float, ...] = Field(description="Lower action limits (torques, N·m), joint order.")
+    action_high: tuple[float, ...] = Field(description="Upper action limits (torques, N·m), joint order.")
+    discrete_action_torques: tuple[tuple[float, ...], ...] | None = Field(
+        None, description="Torques of each discrete action index, or null for continuous actions."
+    )
+    observation_names: tuple[str, ...] = Field(description="The training observation layout, component by component.")
+    symmetry_spec: dict[str, Any] = Field(description="The symmetry spec the policy was trained with.")
+    strategy: str = Field(description="How the symmetry was imposed (none, dac-output, canonical, ...).")
+    algorithm: str = Field(description="Training algorithm.")
+    dataset_id: str = Field(description="Minari dataset id.")
+    dataset_sha256: str = Field(description="Hash of the dataset's ingest config and source-bag hashes.")
+    training_config_sha256: str = Field(description="Hash of the resolved training config.")
+    member: int = Field(description="Which ensemble member (seed index) was exported.")
+    seed: int = Field(description="The seed of that member.")
+    opset: int = Field(description="ONNX opset.")
+    parity: Parity | None = Field(None, description="Torch vs ONNX Runtime parity.")
+    equivariance: Equivariance | None = Field(None, description="Equivariance error of the exported graph.")
+    onnx_sha256: str = Field("", description="sha256 of policy.onnx (empty inside the ONNX file itself).")
+
+    def sha256(self) -> str:
+        """Hash of the canonical JSON form (what the gate's certificate binds)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def load_contract(model_dir: Path) -> Contract:
+    """Read and verify a model folder: the contract parses and the ONNX file's sha256 matches it.
+
+    Raises:
+        ContractError: Missing files, an invalid contract, or an ONNX file whose bytes changed.
+    """
+    contract_path, onnx_path = model_dir / CONTRACT_FILE, model_dir / ONNX_FILE
+    for path in (contract_path, onnx_path):
+        if not path.is_file():
+            raise ContractError(f"{path}: missing; not a symgate model folder")
+    try:
+        contract = Contract.model_validate_json(contract_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ContractError(f"{contract_path}: invalid contract: {error}") from error
+    actual = sha256_file(onnx_path)
+    if actual != contract.onnx_sha256:
+        raise ContractError(
+            f"{onnx_path}: sha256 {actual} does not match the contract's {contract.onnx_sha256}: the file was changed"
+        )
+    return contract

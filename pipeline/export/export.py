@@ -1,0 +1,305 @@
+"""``symgate export``: a finished training run → ``policy.onnx`` + ``contract.json``.
+
+The graph takes one input per raw signal group (``joint_position``, ``joint_velocity``,
+``goal_position``; dynamic batch axis) and returns ``joint_effort`` (clipped to the torque
+limits) or ``action_index``. Everything between is inside the graph: assembling the observation
+in training order, canonicalisation (for canonical policies), the forward-kinematics features,
+normalisation, the deterministic policy head, action scaling and clipping. Before anything is
+written, ONNX Runtime must reproduce torch on ≥ 10k states (max |Δ| ≤ 1e-5, or identical
+discrete actions) and ``onnx.checker`` must pass; the numbers go into the contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from numpy.typing import NDArray
+from torch import Tensor, nn
+
+from models.networks import GaussianTanhActor
+from pipeline import __version__
+from pipeline.export.contract import (
+    CONTRACT_FILE,
+    METADATA_KEY,
+    ONNX_FILE,
+    Contract,
+    ContractError,
+    Equivariance,
+    Parity,
+    TensorSpec,
+)
+from pipeline.io import atomic_directory, atomic_write_json, sha256_file
+from pipeline.train.buffer import OfflineData, load_offline_data
+from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint
+from pipeline.train.common import Actor
+from pipeline.train.config import TrainConfig
+from pipeline.train.trainer import CONFIG_FILE, SUMMARY_FILE, Agent, build_agent
+from sim.robot import load_robot_description
+
+OPSET = 18
+PARITY_STATES = 10_000
+PARITY_TOLERANCE = 1e-5
+EQUIVARIANCE_STATES = 2_000
+
+
+class ExportedPolicy(nn.Module):
+    """Raw signal groups → action, with every preprocessing and postprocessing step inside.
+
+    Args:
+        agent: The trained run (its symmetry and canonicalisation).
+        actor: One member of its actor.
+        groups: ``(input name, indices of its components in the observation vector)``, in input order.
+        discrete: Return the action index instead of torques.
+    """
+
+    def __init__(self, agent: Agent, actor: Actor, groups: list[tuple[str, list[int]]], discrete: bool) -> None:
+        super().__init__()
+        self.agent, self.actor, self.discrete = agent, actor, discrete
+        order = [index for _, indices in groups for index in indices]
+        # Position of every training-order component within the concatenated inputs.
+        self.gather: Tensor
+        self.low: Tensor
+        self.high: Tensor
+        self.register_buffer("gather", torch.tensor([order.index(i) for i in range(len(order))]))
+        if not discrete:
+            assert isinstance(actor, GaussianTanhActor)
+            self.register_buffer("low", torch.as_tensor(actor.action_low).detach().clone())
+            self.register_buffer("high", torch.as_tensor(actor.action_high).detach().clone())
+
+    def forward(self, *signals: Tensor) -> Tensor:
+        """One batch of raw signal groups (float32) → ``(B, A)`` float32 torques or ``(B,)`` action indices.
+
+        The graph computes in float64 inside: the robot's runtime then reproduces it to ~1e-12 instead of
+        accumulating float32 round-off through the trigonometry of the features and the canonical frame.
+        """
+        observation = torch.cat(signals, dim=-1).index_select(-1, self.gather).double()
+        action = self.agent.act(observation[None], self.actor)[0]
+        if self.discrete:
+            return action
+        return torch.clamp(action, self.low, self.high).float()
+
+
+def _signal_groups(names: tuple[str, ...]) -> list[tuple[str, list[int]]]:
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        groups.setdefault(name.split(".", 1)[0], []).append(index)
+    return list(groups.items())
+
+
+def _load_run(run_dir: Path) -> tuple[TrainConfig, str, str]:
+    """The run's config, dataset id and config hash; the run must have finished."""
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise ContractError(f"{run_dir}: not a training run (no {CONFIG_FILE})")
+    resolved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    dataset_id, config_sha = resolved.pop("dataset"), resolved.pop("config_sha256")
+    config = TrainConfig.model_validate(resolved)
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    step = int(latest.name.removeprefix("step_")) if latest is not None else 0
+    if not (run_dir / SUMMARY_FILE).is_file() or step != config.steps:
+        raise ContractError(f"{run_dir}: the run has not finished (checkpoint step {step} of {config.steps})")
+    return config, dataset_id, config_sha
+
+
+def _random_states(data: OfflineData, count: int, rng: np.random.Generator) -> NDArray[np.float32]:
+    """Plausible raw observations beyond the data: any joint angles, velocities, goal bearings."""
+    names = data.observation_names
+    robot = load_robot_description()
+    states = np.zeros((count, len(names)), dtype=np.float32)
+    bearing = rng.uniform(-math.pi, math.pi, count)
+    distance = float(
+        np.linalg.norm(data.observations[0, [names.index("goal_position.x"), names.index("goal_position.y")]].cpu())
+    )
+    for i, name in enumerate(names):
+        field, component = name.split(".", 1)
+        if field == "joint_position":
+            joint = robot.joints[robot.joint_names.index(component)]
+            low, high = (-math.pi, math.pi) if joint.continuous else (joint.lower, joint.upper)
+            states[:, i] = rng.uniform(low, high, count)
+        elif field == "joint_velocity":
+            states[:, i] = rng.normal(0.0, 3.0, count)
+        elif name == "goal_position.x":
+            states[:, i] = distance * np.cos(bearing)
+        elif name == "goal_position.y":
+            states[:, i] = distance * np.sin(bearing)
+    return states
+
+
+def _feeds(states: NDArray[np.float32], groups: list[tuple[str, list[int]]]) -> dict[str, NDArray[np.float32]]:
+    return {name: np.ascontiguousarray(states[:, indices]) for name, indices in groups}
+
+
+def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = False) -> Contract:
+    """Export one member of a finished run; nothing is written unless every check passes.
+
+    Args:
+        run_dir: A finished ``symgate train`` run.
+        out: Model folder to create (``policy.onnx`` + ``contract.json``).
+        member: Which seed of a vectorised run to export.
+        overwrite: Replace an existing model folder.
+
+    Raises:
+        ContractError: Unfinished run, non-finite weights, failed parity or ONNX check.
+        CheckpointError: Corrupt checkpoint.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    config, dataset_id, config_sha = _load_run(run_dir)
+    if not 0 <= member < config.seeds:
+        raise ContractError(f"--seed {member}: the run trained seeds 0..{config.seeds - 1}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: already exists; refusing to overwrite it")
+    device = torch.device("cpu")
+    data = load_offline_data(dataset_id, device, config.gamma)
+    generators = [torch.Generator().manual_seed(config.seed + i) for i in range(config.seeds)]
+    agent = build_agent(config, data, generators, device)
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    assert latest is not None
+    load_checkpoint(latest, agent.algorithm.modules, agent.algorithm.optimizers, generators)
+    for name, tensor in agent.actor.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ContractError(f"{latest}: actor weight {name} holds NaN/inf; refusing to export it")
+    actor = agent.actor.select_members([member]).eval()
+    groups = _signal_groups(data.observation_names)
+    policy = ExportedPolicy(agent, actor.double(), groups, data.discrete).double().eval()
+
+    meta = data.metadata["symgate"]
+    units = meta["observation_units"]
+    action_units = next(iter(meta["action_units"].values()))
+    inputs = tuple(
+        TensorSpec(
+            name=name,
+            shape=(None, len(indices)),
+            dtype="float32",
+            components=tuple(data.observation_names[i].split(".", 1)[1] for i in indices),
+            unit=units.get(name, ""),
+        )
+        for name, indices in groups
+    )
+    action_field = data.action_names[0].split(".", 1)[0]
+    output = (
+        TensorSpec(name="action_index", shape=(None,), dtype="int64", components=(), unit="index")
+        if data.discrete
+        else TensorSpec(
+            name=action_field,
+            shape=(None, len(data.action_names)),
+            dtype="float32",
+            components=tuple(n.split(".", 1)[1] for n in data.action_names),
+            unit=action_units,
+        )
+    )
+    dataset_sha = hashlib.sha256(
+        json.dumps({"ingest": meta["ingest_config_sha256"], "bags": meta["source_bags"]}, sort_keys=True).encode()
+    ).hexdigest()
+    spec = yaml.safe_load(config.augmentation.spec.read_text(encoding="utf-8"))
+    contract = Contract(
+        symgate_version=__version__,
+        inputs=inputs,
+        outputs=(output,),
+        joint_names=tuple(meta["joint_names"]),
+        control_hz=float(meta["control_hz"]),
+        action_low=tuple(float(x) for x in data.action_low.tolist()),
+        action_high=tuple(float(x) for x in data.action_high.tolist()),
+        discrete_action_torques=None
+        if data.discrete_torques is None
+        else tuple(tuple(float(x) for x in row) for row in data.discrete_torques),
+        observation_names=data.observation_names,
+        symmetry_spec=spec,
+        strategy=config.augmentation.strategy,
+        algorithm=config.algorithm,
+        dataset_id=dataset_id,
+        dataset_sha256=dataset_sha,
+        training_config_sha256=config_sha,
+        member=member,
+        seed=config.seed + member,
+        opset=OPSET,
+    )
+
+    rng = np.random.default_rng(0)
+    dataset_states = data.observations.cpu().numpy()
+    states = np.concatenate([dataset_states, _random_states(data, max(PARITY_STATES - len(dataset_states), 1000), rng)])
+    with tempfile.TemporaryDirectory(prefix="symgate-export-") as scratch:
+        path = Path(scratch) / ONNX_FILE
+        example = tuple(torch.zeros(2, len(indices)) for _, indices in groups)
+        batch = torch.export.Dim("batch")
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # The exporter narrates on stdout and warns that our one batch axis name is shared by every input.
+            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+            torch.onnx.export(
+                policy,
+                example,
+                str(path),
+                input_names=[name for name, _ in groups],
+                output_names=[output.name],
+                dynamic_shapes=(tuple({0: batch} for _ in groups),),  # forward(*signals): one varargs tuple
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        model = onnx.load(str(path))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, contract.model_dump_json()
+        onnx.save_model(model, str(path))
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except onnx.checker.ValidationError as error:
+            raise ContractError(f"{run_dir}: the exported graph fails onnx.checker: {error}") from error
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        onnx_actions = session.run(None, _feeds(states, groups))[0]
+        with torch.no_grad():
+            torch_actions = policy(*(torch.as_tensor(v) for v in _feeds(states, groups).values())).numpy()
+        parity = _parity(torch_actions, onnx_actions, data.discrete)
+        if parity.max_abs_diff > PARITY_TOLERANCE or parity.argmax_agreement < 1.0:
+            raise ContractError(f"{run_dir}: ONNX Runtime disagrees with torch: {parity.model_dump()}")
+        equivariance = _equivariance(agent, session, groups, states, data.discrete, rng)
+        final = contract.model_copy(update={"parity": parity, "equivariance": equivariance})
+        with atomic_directory(out, overwrite=overwrite) as staging:
+            (staging / ONNX_FILE).write_bytes(path.read_bytes())
+            final = final.model_copy(update={"onnx_sha256": sha256_file(staging / ONNX_FILE)})
+            atomic_write_json(staging / CONTRACT_FILE, final.model_dump(mode="json"))
+    return final
+
+
+def _parity(torch_actions: NDArray[Any], onnx_actions: NDArray[Any], discrete: bool) -> Parity:
+    if discrete:
+        agreement = float((torch_actions == onnx_actions).mean())
+        return Parity(states=len(torch_actions), max_abs_diff=0.0, argmax_agreement=agreement)
+    diff = float(np.abs(torch_actions.astype(np.float64) - onnx_actions.astype(np.float64)).max())
+    return Parity(states=len(torch_actions), max_abs_diff=diff, argmax_agreement=1.0)
+
+
+def _equivariance(
+    agent: Agent,
+    session: Any,
+    groups: list[tuple[str, list[int]]],
+    states: NDArray[np.float32],
+    discrete: bool,
+    rng: np.random.Generator,
+) -> Equivariance:
+    """‖π(g·o) - g·π(o)‖ of the ONNX graph itself, g uniform on SO(2) (mirror drawn if the group has it)."""
+    picked = states[rng.choice(len(states), size=min(EQUIVARIANCE_STATES, len(states)), replace=False)]
+    symmetry = agent.symmetry
+    angle = rng.uniform(-math.pi, math.pi, len(picked))
+    mirror = rng.random(len(picked)) < 0.5 if symmetry.has_mirror else np.zeros(len(picked), dtype=bool)
+    moved = symmetry.act_observation_np(picked, angle, mirror).astype(np.float32)
+    action = session.run(None, _feeds(picked, groups))[0]
+    action_moved = session.run(None, _feeds(moved, groups))[0]
+    errors: NDArray[np.float64]
+    if discrete:
+        errors = (symmetry.act_discrete_action_np(action, angle, mirror) != action_moved).astype(np.float64)
+    else:
+        errors = np.linalg.norm(action_moved - symmetry.act_action_np(action, angle, mirror), axis=-1)
+    return Equivariance(states=len(picked), mean_error=float(errors.mean()), max_error=float(errors.max()))

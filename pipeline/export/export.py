@@ -18,6 +18,7 @@ import json
 import math
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,45 @@ def _feeds(states: NDArray[np.float32], groups: list[tuple[str, list[int]]]) -> 
     return {name: np.ascontiguousarray(states[:, indices]) for name, indices in groups}
 
 
+@dataclass
+class LoadedPolicy:
+    """A finished run's policy as the exporter sees it, with what the contract needs."""
+
+    policy: ExportedPolicy
+    agent: Agent
+    data: OfflineData
+    config: TrainConfig
+    groups: list[tuple[str, list[int]]]
+    dataset_id: str
+    config_sha256: str
+
+
+def load_policy(run_dir: Path, member: int = 0) -> LoadedPolicy:
+    """Rebuild one member of a finished run as the torch module that is exported.
+
+    Raises:
+        ContractError: Unfinished run, unknown member, non-finite weights.
+        CheckpointError: Corrupt checkpoint.
+    """
+    config, dataset_id, config_sha = _load_run(run_dir)
+    if not 0 <= member < config.seeds:
+        raise ContractError(f"--seed {member}: the run trained seeds 0..{config.seeds - 1}")
+    device = torch.device("cpu")
+    data = load_offline_data(dataset_id, device, config.gamma)
+    generators = [torch.Generator().manual_seed(config.seed + i) for i in range(config.seeds)]
+    agent = build_agent(config, data, generators, device)
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    assert latest is not None  # _load_run checked it
+    load_checkpoint(latest, agent.algorithm.modules, agent.algorithm.optimizers, generators)
+    for name, tensor in agent.actor.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ContractError(f"{latest}: actor weight {name} holds NaN/inf; refusing to export it")
+    actor = agent.actor.select_members([member]).double().eval()
+    groups = _signal_groups(data.observation_names)
+    policy = ExportedPolicy(agent, actor, groups, data.discrete).double().eval()
+    return LoadedPolicy(policy, agent, data, config, groups, dataset_id, config_sha)
+
+
 def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = False) -> Contract:
     """Export one member of a finished run; nothing is written unless every check passes.
 
@@ -156,24 +196,11 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
     import onnx
     import onnxruntime as ort
 
-    config, dataset_id, config_sha = _load_run(run_dir)
-    if not 0 <= member < config.seeds:
-        raise ContractError(f"--seed {member}: the run trained seeds 0..{config.seeds - 1}")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists; refusing to overwrite it")
-    device = torch.device("cpu")
-    data = load_offline_data(dataset_id, device, config.gamma)
-    generators = [torch.Generator().manual_seed(config.seed + i) for i in range(config.seeds)]
-    agent = build_agent(config, data, generators, device)
-    latest = latest_checkpoint(run_dir / "checkpoints")
-    assert latest is not None
-    load_checkpoint(latest, agent.algorithm.modules, agent.algorithm.optimizers, generators)
-    for name, tensor in agent.actor.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ContractError(f"{latest}: actor weight {name} holds NaN/inf; refusing to export it")
-    actor = agent.actor.select_members([member]).eval()
-    groups = _signal_groups(data.observation_names)
-    policy = ExportedPolicy(agent, actor.double(), groups, data.discrete).double().eval()
+    loaded = load_policy(run_dir, member)
+    policy, data, agent, config, groups = loaded.policy, loaded.data, loaded.agent, loaded.config, loaded.groups
+    dataset_id, config_sha = loaded.dataset_id, loaded.config_sha256
 
     meta = data.metadata["symgate"]
     units = meta["observation_units"]

@@ -231,3 +231,21 @@ def views(augmenter: Augmenter | None, batch: Batch, g: GroupElement | None) -> 
     if critic_strategy in ("aug-d", "aug-d-online"):
         augmented = concat(critic_batch, augmenter.transform(critic_batch, g))
     return Views(critic_batch, augmented, actor_batch, critic_strategy, actor_strategy)
+
+
+def with_actor_consistency(
+    actor_loss: Tensor,
+    actor: Actor,
+    augmenter: Augmenter | None,
+    strategy: str,
+    observations: Tensor,
+    g: GroupElement | None,
+    metrics: dict[str, Tensor],
+) -> Tensor:
+    """``actor_loss + λ·D`` for ``dac-output``/``dac-latent`` (recording D in ``metrics``), else ``actor_loss``."""
+    if strategy not in ("dac-output", "dac-latent"):
+        return actor_loss
+    assert augmenter is not None and g is not None
+    consistency = actor_consistency(actor, augmenter, observations, g)
+    metrics["actor_consistency"] = consistency.detach()
+    return actor_loss + augmenter.config.consistency_weight * consistency

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, actor_consistency, views
+from pipeline.train.augment import Augmenter, views, with_actor_consistency
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Actor
+from pipeline.train.common import Actor, gradient_step
 from pipeline.train.config import TrainConfig
 
 
@@ -54,12 +54,6 @@ class BC:
             assert aug is not None and g is not None
             moved = aug.transform(batch, g)
             loss = 0.5 * (loss - self.actor.log_prob(moved.observations, moved.actions).mean(dim=1))
-        elif strategy in ("dac-output", "dac-latent"):
-            assert aug is not None and g is not None
-            consistency = actor_consistency(self.actor, aug, batch.observations, g)
-            loss = loss + aug.config.consistency_weight * consistency
-            metrics["actor_consistency"] = consistency.detach()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss.sum())
-        self.actor_optimizer.step()
+        loss = with_actor_consistency(loss, self.actor, aug, strategy, batch.observations, g, metrics)
+        gradient_step(self.actor_optimizer, loss)
         return metrics | {"actor_loss": loss.detach()}

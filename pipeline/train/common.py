@@ -32,3 +32,10 @@ def soft_update(target: nn.Module, online: nn.Module, polyak: float) -> None:
         target_parameter.lerp_(parameter, polyak)
     for target_buffer, buffer in zip(target.buffers(), online.buffers(), strict=True):
         target_buffer.copy_(buffer)
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, per_member_loss: Tensor) -> None:
+    """One optimizer step on the sum of the members' losses (each member's gradient is its own)."""
+    optimizer.zero_grad(set_to_none=True)
+    torch.autograd.backward(per_member_loss.sum())
+    optimizer.step()

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 from models.networks import CategoricalActor, GaussianTanhActor
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, actor_consistency, critic_consistency, views
+from pipeline.train.augment import Augmenter, critic_consistency, views, with_actor_consistency
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Actor, Critic, member_noise, soft_update, twin_q
+from pipeline.train.common import Actor, Critic, gradient_step, member_noise, soft_update, twin_q
 from pipeline.train.config import TrainConfig
 
 
@@ -161,9 +161,7 @@ class CQL:
             consistency = critic_consistency(self.critic, None, original, transformed, strategy == "dac-latent")
             critic_loss = critic_loss + aug.config.consistency_weight * consistency
             metrics["critic_consistency"] = consistency.detach()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(critic_loss.sum())
-        self.critic_optimizer.step()
+        gradient_step(self.critic_optimizer, critic_loss)
         metrics |= {"q_loss": bellman.detach(), "cql_penalty": penalty.detach()}
 
         o = actor_batch.observations
@@ -177,14 +175,8 @@ class CQL:
             moved_objective = self._online_objective(o, g)
             objective = 0.5 * (objective + moved_objective)
         actor_loss = objective.mean(dim=1)
-        if actor_strategy in ("dac-output", "dac-latent"):
-            assert aug is not None and g is not None
-            consistency = actor_consistency(self.actor, aug, o, g)
-            actor_loss = actor_loss + aug.config.consistency_weight * consistency
-            metrics["actor_consistency"] = consistency.detach()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(actor_loss.sum())
-        self.actor_optimizer.step()
+        actor_loss = with_actor_consistency(actor_loss, self.actor, aug, actor_strategy, o, g, metrics)
+        gradient_step(self.actor_optimizer, actor_loss)
         metrics["actor_loss"] = actor_loss.detach()
 
         if step % self.config.target_update_every == 0:

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from models.networks import ValueNet
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, actor_consistency, critic_consistency, views
+from pipeline.train.augment import Augmenter, critic_consistency, views, with_actor_consistency
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Actor, Critic, soft_update, twin_q
+from pipeline.train.common import Actor, Critic, gradient_step, soft_update, twin_q
 from pipeline.train.config import TrainConfig
 
 
@@ -117,9 +117,7 @@ class IQL:
             moved = aug.transform(actor_batch, g)
         w_g = weights(moved.observations, moved.actions) if moved is not None and actor_strategy == "aug-d" else w
 
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(critic_loss.sum())
-        self.critic_optimizer.step()
+        gradient_step(self.critic_optimizer, critic_loss)
         metrics |= {"value_loss": value_loss.detach(), "q_loss": q_loss.detach()}
 
         # ---- actor: advantage-weighted regression on dataset actions
@@ -129,14 +127,8 @@ class IQL:
             actor_loss = -0.5 * (w * log_prob + w_g * log_prob_g).mean(dim=1)
         else:
             actor_loss = -(w * log_prob).mean(dim=1)
-        if actor_strategy in ("dac-output", "dac-latent"):
-            assert aug is not None and g is not None
-            consistency = actor_consistency(self.actor, aug, o, g)
-            actor_loss = actor_loss + aug.config.consistency_weight * consistency
-            metrics["actor_consistency"] = consistency.detach()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(actor_loss.sum())
-        self.actor_optimizer.step()
+        actor_loss = with_actor_consistency(actor_loss, self.actor, aug, actor_strategy, o, g, metrics)
+        gradient_step(self.actor_optimizer, actor_loss)
         metrics |= {"actor_loss": actor_loss.detach(), "advantage_weight": w.mean(dim=1)}
 
         if step % self.config.target_update_every == 0:

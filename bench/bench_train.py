@@ -39,7 +39,7 @@ from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.train.buffer import Batch, OfflineData, load_offline_data
 from pipeline.train.config import TrainConfig
-from pipeline.train.trainer import Agent, build_agent
+from pipeline.train.trainer import Agent, build_agent, member_generators
 
 REPEATS = 3
 UPDATES = 300  # timed updates per repeat, symgate and d3rlpy alike
@@ -92,7 +92,7 @@ class SymgateAgent:
     step: int = 0
 
     def __post_init__(self) -> None:
-        self.generators = [torch.Generator().manual_seed(self.config.seed + i) for i in range(self.config.seeds)]
+        self.generators = member_generators(self.config)
         self.agent = build_agent(self.config, self.data, self.generators, DEVICE)
 
     def sample(self, updates: int) -> list[Batch]:

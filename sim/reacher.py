@@ -34,8 +34,6 @@ from sim.config import ReacherConfig
 from sim.contexts import wrap_angle
 from sim.robot import load_robot_description
 
-#: Observation field groups, in the order they are laid out in the observation vector.
-OBSERVATION_FIELDS = ("joint_position", "joint_velocity", "goal_position")
 #: Action field group (joint torques, N·m).
 ACTION_FIELD = "joint_effort"
 

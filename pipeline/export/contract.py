@@ -7,14 +7,12 @@ its own hash). The robot side reads only this model and the ONNX file: no torch,
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.io import UserInputError, sha256_file
+from pipeline.io import UserInputError, sha256_file, sha256_json
 
 CONTRACT_FILE = "contract.json"
 ONNX_FILE = "policy.onnx"
@@ -89,7 +87,7 @@ class Contract(BaseModel):
 
     def sha256(self) -> str:
         """Hash of the canonical JSON form (what the gate's certificate binds)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        return sha256_json(self.model_dump(mode="json"))
 
 
 def load_contract(model_dir: Path) -> Contract:

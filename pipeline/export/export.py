@@ -12,9 +12,7 @@ discrete actions) and ``onnx.checker`` must pass; the numbers go into the contra
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import math
 import tempfile
 import warnings
@@ -40,12 +38,12 @@ from pipeline.export.contract import (
     Parity,
     TensorSpec,
 )
-from pipeline.io import atomic_directory, atomic_write_json, sha256_file
+from pipeline.io import atomic_directory, atomic_write_json, sha256_file, sha256_json
 from pipeline.train.buffer import OfflineData, load_offline_data
 from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint
 from pipeline.train.common import Actor
 from pipeline.train.config import TrainConfig
-from pipeline.train.trainer import CONFIG_FILE, SUMMARY_FILE, Agent, build_agent
+from pipeline.train.trainer import CONFIG_FILE, SUMMARY_FILE, Agent, build_agent, member_generators
 from sim.robot import load_robot_description
 
 OPSET = 18
@@ -166,7 +164,7 @@ def load_policy(run_dir: Path, member: int = 0) -> LoadedPolicy:
         raise ContractError(f"--seed {member}: the run trained seeds 0..{config.seeds - 1}")
     device = torch.device("cpu")
     data = load_offline_data(dataset_id, device, config.gamma)
-    generators = [torch.Generator().manual_seed(config.seed + i) for i in range(config.seeds)]
+    generators = member_generators(config)
     agent = build_agent(config, data, generators, device)
     latest = latest_checkpoint(run_dir / "checkpoints")
     assert latest is not None  # _load_run checked it
@@ -227,9 +225,7 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
             unit=action_units,
         )
     )
-    dataset_sha = hashlib.sha256(
-        json.dumps({"ingest": meta["ingest_config_sha256"], "bags": meta["source_bags"]}, sort_keys=True).encode()
-    ).hexdigest()
+    dataset_sha = sha256_json({"ingest": meta["ingest_config_sha256"], "bags": meta["source_bags"]})
     spec = yaml.safe_load(config.augmentation.spec.read_text(encoding="utf-8"))
     contract = Contract(
         symgate_version=__version__,

@@ -8,12 +8,11 @@ resampling rule). ``deploy/ingest/reacher.yaml`` documents every field.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.io import sha256_json
 from sim import CONTINUOUS_ENV_ID
 from sim.config import ReacherConfig
 
@@ -191,4 +190,4 @@ class IngestConfig(BaseModel):
 
     def sha256(self) -> str:
         """Hash of the canonical JSON form of this config (recorded in the dataset)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        return sha256_json(self.model_dump(mode="json"))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.io import sha256_json
 
 Algorithm = Literal["iql", "cql", "bc"]
 Strategy = Literal["none", "aug-d", "aug-d-online", "dac-latent", "dac-output", "canonical"]
@@ -88,7 +88,7 @@ class TrainConfig(BaseModel):
 
     def sha256(self) -> str:
         """Hash of the canonical JSON form (recorded in checkpoints and, later, the export contract)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        return sha256_json(self.model_dump(mode="json"))
 
 
 def with_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:

@@ -208,7 +208,8 @@ def symmetry_metrics(agent: Agent, states: MetricStates, members: int) -> dict[s
     return metrics
 
 
-def _member_generators(config: TrainConfig) -> list[torch.Generator]:
+def member_generators(config: TrainConfig) -> list[torch.Generator]:
+    """One generator per member, seeded ``seed + i``: member i's weights, minibatches and noise."""
     return [torch.Generator().manual_seed(config.seed + i) for i in range(config.seeds)]
 
 
@@ -262,7 +263,7 @@ def _train(
 ) -> dict[str, Any]:
     _prepare_run_dir(out, config, dataset_id)
     data = load_offline_data(dataset_id, device, config.gamma)
-    generators = _member_generators(config)  # initial weights, minibatches, group elements: per member
+    generators = member_generators(config)  # initial weights, minibatches, group elements: per member
     agent = build_agent(config, data, generators, device)
     algorithm = agent.algorithm
     metric_rng = torch.Generator().manual_seed(config.seed + 10_007)

@@ -1,7 +1,8 @@
 """Policy rollouts in PyBullet on train and held-out contexts, all members and contexts in lock-step.
 
-One env per (member, context); each control step batches every live env's observation into one
-policy call, so evaluating 20 members on 100 contexts costs 200 steps of one forward pass each.
+One env per (member, context); each control step batches every env's observation into one
+policy call (:func:`sim.rollout.run_lockstep`), so evaluating 20 members on 100 contexts costs
+200 steps of one forward pass each.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor
+
+from sim.rollout import run_lockstep
 
 PolicyFn = Callable[[Tensor], Tensor]  # (E, N, D) observations → (E, N, A) actions or (E, N) indices
 
@@ -41,35 +44,25 @@ def rollout(
     Returns:
         ``success`` and ``discounted_return``, each ``(E, len(contexts))``.
     """
-    envs = [[gym.make(env_spec["id"], **env_spec.get("kwargs", {})) for _ in contexts] for _ in range(members)]
+    shape = (members, len(contexts))
+    envs = [gym.make(env_spec["id"], **env_spec.get("kwargs", {})) for _ in range(members * len(contexts))]
+
+    def batched(observations: NDArray[np.float32]) -> NDArray[Any]:
+        with torch.no_grad():
+            actions = policy(torch.as_tensor(observations, device=device).reshape(*shape, -1))
+        return actions.reshape(members * len(contexts), *actions.shape[2:]).cpu().numpy()
+
     try:
-        observations = np.stack(
-            [
-                [
-                    env.reset(seed=seed + j, options={"context": float(c)})[0]
-                    for j, (env, c) in enumerate(zip(row, contexts, strict=True))
-                ]
-                for row in envs
-            ]
+        episodes = run_lockstep(
+            envs,
+            batched,
+            seeds=[seed + j for _ in range(members) for j in range(len(contexts))],
+            contexts=list(contexts) * members,
         )
-        done = np.zeros(observations.shape[:2], dtype=bool)
-        success = np.zeros_like(done)
-        steps = np.zeros(done.shape, dtype=np.int64)
-        while not done.all():
-            with torch.no_grad():
-                actions = policy(torch.as_tensor(observations, dtype=torch.float32, device=device)).cpu().numpy()
-            for i, row in enumerate(envs):
-                for j, env in enumerate(row):
-                    if done[i, j]:
-                        continue
-                    observation, _, terminated, truncated, _ = env.step(actions[i, j])
-                    observations[i, j] = observation
-                    steps[i, j] += 1
-                    success[i, j] = terminated
-                    done[i, j] = terminated or truncated
     finally:
-        for row in envs:
-            for env in row:
-                env.close()
-    discounted = np.where(success, gamma ** (steps - 1.0), 0.0)
-    return {"success": success.astype(np.float64), "discounted_return": discounted}
+        for env in envs:
+            env.close()
+    return {
+        "success": episodes.success.reshape(shape).astype(np.float64),
+        "discounted_return": episodes.discounted_return(gamma).reshape(shape),
+    }

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from models.networks import GaussianTanhActor
+from models.symmetry import BoundSymmetry
 from pipeline import __version__
 from pipeline.export.contract import (
     CONTRACT_FILE,
@@ -191,9 +192,6 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
         ContractError: Unfinished run, non-finite weights, failed parity or ONNX check.
         CheckpointError: Corrupt checkpoint.
     """
-    import onnx
-    import onnxruntime as ort
-
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists; refusing to overwrite it")
     loaded = load_policy(run_dir, member)
@@ -250,9 +248,47 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
         opset=OPSET,
     )
 
-    rng = np.random.default_rng(0)
     dataset_states = data.observations.cpu().numpy()
-    states = np.concatenate([dataset_states, _random_states(data, max(PARITY_STATES - len(dataset_states), 1000), rng)])
+    random_states = _random_states(data, max(PARITY_STATES - len(dataset_states), 1000), np.random.default_rng(0))
+    states = np.concatenate([dataset_states, random_states])
+    return write_model(policy, contract, groups, states, agent.symmetry, out, overwrite=overwrite, source=str(run_dir))
+
+
+def write_model(
+    policy: nn.Module,
+    contract: Contract,
+    groups: list[tuple[str, list[int]]],
+    states: NDArray[np.float32],
+    symmetry: BoundSymmetry,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    source: str = "policy",
+) -> Contract:
+    """Export a torch policy over raw signal groups to ``out`` (``policy.onnx`` + ``contract.json``).
+
+    The graph is checked with ``onnx.checker``, ONNX Runtime must reproduce ``policy`` on ``states``
+    and the graph's equivariance error under ``symmetry`` is measured; both go into the contract.
+    Nothing is written unless every check passes.
+
+    Args:
+        policy: ``forward(*signals)`` over the groups in order → ``(B, A)`` torques or ``(B,)`` indices.
+        contract: The contract to complete (parity, equivariance and the ONNX hash are filled in).
+        groups: ``(input name, indices in the observation vector)`` per graph input.
+        states: Raw observations (contract.observation_names order) for the parity check.
+        symmetry: The task's symmetry, bound to the observation names.
+        out: Model folder to create.
+        overwrite: Replace an existing model folder.
+        source: What is exported, for error messages.
+
+    Raises:
+        ContractError: The graph fails the checker, returns NaN/inf, or disagrees with torch.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    discrete = contract.discrete_action_torques is not None
+    output = contract.outputs[0]
     with tempfile.TemporaryDirectory(prefix="symgate-export-") as scratch:
         path = Path(scratch) / ONNX_FILE
         example = tuple(torch.zeros(2, len(indices)) for _, indices in groups)
@@ -279,15 +315,19 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
         try:
             onnx.checker.check_model(str(path), full_check=True)
         except onnx.checker.ValidationError as error:
-            raise ContractError(f"{run_dir}: the exported graph fails onnx.checker: {error}") from error
+            raise ContractError(f"{source}: the exported graph fails onnx.checker: {error}") from error
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         onnx_actions = session.run(None, _feeds(states, groups))[0]
         with torch.no_grad():
             torch_actions = policy(*(torch.as_tensor(v) for v in _feeds(states, groups).values())).numpy()
-        parity = _parity(torch_actions, onnx_actions, data.discrete)
+        parity = _parity(torch_actions, onnx_actions, discrete)
+        if not np.isfinite(torch_actions).all():
+            raise ContractError(
+                f"{source}: the policy returns NaN/inf on {int((~np.isfinite(torch_actions)).sum())} values"
+            )
         if parity.max_abs_diff > PARITY_TOLERANCE or parity.argmax_agreement < 1.0:
-            raise ContractError(f"{run_dir}: ONNX Runtime disagrees with torch: {parity.model_dump()}")
-        equivariance = _equivariance(agent, session, groups, states, data.discrete, rng)
+            raise ContractError(f"{source}: ONNX Runtime disagrees with torch: {parity.model_dump()}")
+        equivariance = _equivariance(symmetry, session, groups, states, discrete, np.random.default_rng(0))
         final = contract.model_copy(update={"parity": parity, "equivariance": equivariance})
         with atomic_directory(out, overwrite=overwrite) as staging:
             (staging / ONNX_FILE).write_bytes(path.read_bytes())
@@ -305,7 +345,7 @@ def _parity(torch_actions: NDArray[Any], onnx_actions: NDArray[Any], discrete: b
 
 
 def _equivariance(
-    agent: Agent,
+    symmetry: BoundSymmetry,
     session: Any,
     groups: list[tuple[str, list[int]]],
     states: NDArray[np.float32],
@@ -314,7 +354,6 @@ def _equivariance(
 ) -> Equivariance:
     """‖π(g·o) - g·π(o)‖ of the ONNX graph itself, g uniform on SO(2) (mirror drawn if the group has it)."""
     picked = states[rng.choice(len(states), size=min(EQUIVARIANCE_STATES, len(states)), replace=False)]
-    symmetry = agent.symmetry
     angle = rng.uniform(-math.pi, math.pi, len(picked))
     mirror = rng.random(len(picked)) < 0.5 if symmetry.has_mirror else np.zeros(len(picked), dtype=bool)
     moved = symmetry.act_observation_np(picked, angle, mirror).astype(np.float32)

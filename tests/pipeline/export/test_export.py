@@ -134,3 +134,25 @@ def test_existing_model_folder_is_not_overwritten(run: Path, dataset: str, tmp_p
     (tmp_path / "model").mkdir()
     with pytest.raises(FileExistsError):
         export_run(run, tmp_path / "model")
+
+
+class _NanPolicy(torch.nn.Module):
+    def forward(self, *signals: torch.Tensor) -> torch.Tensor:
+        velocity = signals[1]
+        return velocity / (velocity - velocity)
+
+
+def test_a_policy_that_returns_nan_is_refused(run: Path, dataset: str, tmp_path: Path) -> None:
+    from models.symmetry import SymmetrySpec
+    from pipeline.export import write_model
+
+    contract = export_run(run, tmp_path / "model")
+    names = contract.observation_names
+    groups = [(s.name, [names.index(f"{s.name}.{c}") for c in s.components]) for s in contract.inputs]
+    symmetry = SymmetrySpec.model_validate(contract.symmetry_spec).bind(
+        names, ["joint_effort.shoulder", "joint_effort.elbow"]
+    )
+    states = np.zeros((16, len(names)), dtype=np.float32)
+    with pytest.raises(ContractError, match="returns NaN/inf"):
+        write_model(_NanPolicy(), contract, groups, states, symmetry, tmp_path / "nan")
+    assert not (tmp_path / "nan").exists()

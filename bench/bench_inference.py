@@ -8,7 +8,6 @@ Each call is timed on its own; p50 and p99 over all calls are reported.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -19,16 +18,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import write_result
+from common import exported_model, write_result
 
-from pipeline.export import ONNX_FILE, export_run, load_contract
+from pipeline.export import ONNX_FILE, load_contract
 from pipeline.export.export import load_policy
-from pipeline.fleet import FleetConfig, record_fleet
-from pipeline.ingest import IngestConfig, ingest
-from pipeline.train import TrainConfig, train
 
 CALLS = 20_000
-REPO = Path(__file__).resolve().parents[1]
 
 
 def latencies_us(call: Callable[[Any], object], feeds: Sequence[Any]) -> np.ndarray:
@@ -42,20 +37,8 @@ def latencies_us(call: Callable[[Any], object], feeds: Sequence[Any]) -> np.ndar
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="symgate-bench-inference-"))
-    os.environ["MINARI_DATASETS_PATH"] = str(work / "datasets")
     try:
-        record_fleet(FleetConfig.model_validate({"robots": 1, "episodes": 4}), work / "fleet", workers=1)
-        ingest([work / "fleet"], IngestConfig(), "symgate/bench-inference-v0", workers=1)
-        config = TrainConfig.model_validate(
-            {
-                "steps": 200,
-                "log_every": 200,
-                "checkpoint_every": 200,
-                "augmentation": {"spec": str(REPO / "deploy/symmetry/reacher.yaml")},
-            }
-        )
-        train(config, "symgate/bench-inference-v0", work / "run")
-        export_run(work / "run", work / "model")
+        exported_model(work)
         contract = load_contract(work / "model")
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1

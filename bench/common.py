@@ -51,3 +51,22 @@ def write_result(name: str, rows: list[dict[str, Any]], samples: dict[str, list[
 def median(values: list[float]) -> float:
     """Median of the samples."""
     return statistics.median(values)
+
+
+def exported_model(work: Path, steps: int = 200) -> Path:
+    """A small fleet → dataset → IQL run → ``work/model`` through the real pipeline (for serving benchmarks)."""
+    from pipeline.export import export_run
+    from pipeline.fleet import FleetConfig, record_fleet
+    from pipeline.ingest import IngestConfig, ingest
+    from pipeline.train import TrainConfig, train
+
+    os.environ["MINARI_DATASETS_PATH"] = str(work / "datasets")
+    record_fleet(FleetConfig.model_validate({"robots": 1, "episodes": 4}), work / "fleet", workers=1)
+    ingest([work / "fleet"], IngestConfig(), "symgate/bench-model-v0", workers=1)
+    spec = Path(__file__).resolve().parents[1] / "deploy/symmetry/reacher.yaml"
+    config = TrainConfig.model_validate(
+        {"steps": steps, "log_every": steps, "checkpoint_every": steps, "augmentation": {"spec": str(spec)}}
+    )
+    train(config, "symgate/bench-model-v0", work / "run")
+    export_run(work / "run", work / "model")
+    return work / "model"

@@ -95,6 +95,10 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         self.action_space = self._make_action_space()
 
         self._bullet = connect_direct()
+        # BulletClient builds a new partial on every attribute access; the control loop's calls are bound once.
+        self._step_simulation = self._bullet.stepSimulation
+        self._set_torques = self._bullet.setJointMotorControlArray
+        self._get_joint_states = self._bullet.getJointStates
         self._listeners: list[PhysicsListener] = []
         self._body = -1
         self._joint_ids: list[int] = []
@@ -136,12 +140,14 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         self._joint_ids = [by_name[name] for name in self.robot.joint_names]
         for link in range(-1, bc.getNumJoints(self._body)):
             bc.changeDynamics(self._body, link, linearDamping=0.0, angularDamping=0.0)
-        self._goal_marker = bc.createMultiBody(
-            baseMass=0.0,
-            baseVisualShapeIndex=bc.createVisualShape(
-                pybullet.GEOM_SPHERE, radius=self.config.success_radius, rgbaColor=(0.1, 0.8, 0.1, 0.6)
-            ),
-        )
+        self._goal_marker = -1
+        if self.render_mode is not None:  # purely visual: skipped headless, where it costs a third of a reset
+            self._goal_marker = bc.createMultiBody(
+                baseMass=0.0,
+                baseVisualShapeIndex=bc.createVisualShape(
+                    pybullet.GEOM_SPHERE, radius=self.config.success_radius, rgbaColor=(0.1, 0.8, 0.1, 0.6)
+                ),
+            )
 
     def _randomize(self) -> NDArray[np.float64]:
         """Draw this episode's domain randomisation; returns the joint friction torques."""
@@ -158,7 +164,7 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         return np.asarray(friction + nominal, dtype=np.float64)
 
     def _joint_state(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        states = self._bullet.getJointStates(self._body, self._joint_ids)
+        states = self._get_joint_states(self._body, self._joint_ids)
         return np.array([s[0] for s in states]), np.array([s[1] for s in states])
 
     # ----------------------------------------------------------------------------- gym API
@@ -190,7 +196,8 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
                 self._body, joint_id, pybullet.VELOCITY_CONTROL, targetVelocity=0.0, force=f
             )
         self.goal_position = self.config.goal_distance * np.array([math.cos(self.context), math.sin(self.context)])
-        self._bullet.resetBasePositionAndOrientation(self._goal_marker, (*self.goal_position, 0.05), (0, 0, 0, 1))
+        if self._goal_marker >= 0:
+            self._bullet.resetBasePositionAndOrientation(self._goal_marker, (*self.goal_position, 0.05), (0, 0, 0, 1))
         self._steps = 0
         self._physics_step = 0
         observation, info = self._read_out(np.zeros(2))
@@ -203,10 +210,9 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
             raise RuntimeError("call reset() before step()")
         self._pending.append(self.torque(action))
         applied = self._pending.popleft()
-        bc = self._bullet
         for _ in range(self.config.action_repeat):
-            bc.setJointMotorControlArray(self._body, self._joint_ids, pybullet.TORQUE_CONTROL, forces=applied)
-            bc.stepSimulation()
+            self._set_torques(self._body, self._joint_ids, pybullet.TORQUE_CONTROL, forces=applied)
+            self._step_simulation()
             self._physics_step += 1
             if self._listeners:
                 position, velocity = self._joint_state()

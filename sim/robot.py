@@ -99,8 +99,9 @@ class RobotDescription:
             raise ValueError(f"joint_position must have shape (..., 2), got {q.shape}")
         l1, l2 = self.link_lengths
         q1, q12 = q[..., 0], q[..., 0] + q[..., 1]
-        elbow = np.stack([l1 * np.cos(q1), l1 * np.sin(q1)], axis=-1)
-        hand = elbow + np.stack([l2 * np.cos(q12), l2 * np.sin(q12)], axis=-1)
+        elbow, hand = np.empty(q.shape), np.empty(q.shape)  # filled in place: np.stack dominates for one arm
+        elbow[..., 0], elbow[..., 1] = l1 * np.cos(q1), l1 * np.sin(q1)
+        hand[..., 0], hand[..., 1] = elbow[..., 0] + l2 * np.cos(q12), elbow[..., 1] + l2 * np.sin(q12)
         return elbow, hand
 
 

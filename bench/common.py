@@ -55,7 +55,7 @@ def median(values: list[float]) -> float:
 
 def exported_model(work: Path, steps: int = 200) -> Path:
     """A small fleet → dataset → IQL run → ``work/model`` through the real pipeline (for serving benchmarks)."""
-    from pipeline.export import export_run
+    from pipeline.export.export import export_run
     from pipeline.fleet import FleetConfig, record_fleet
     from pipeline.ingest import IngestConfig, ingest
     from pipeline.train import TrainConfig, train

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import tempfile
 import warnings
@@ -296,6 +297,8 @@ def write_model(
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             # The exporter narrates on stdout and warns that our one batch axis name is shared by every input.
             warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)  # torch's own internals
+            logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # no torchvision
             torch.onnx.export(
                 policy,
                 example,

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.export import CONTRACT_FILE, ONNX_FILE, Contract, ContractError, export_run, load_contract
+from pipeline.export import CONTRACT_FILE, ONNX_FILE, Contract, ContractError, load_contract
 from pipeline.export.contract import METADATA_KEY
+from pipeline.export.export import export_run
 from pipeline.train.checkpoint import CheckpointError
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import train
@@ -144,7 +145,7 @@ class _NanPolicy(torch.nn.Module):
 
 def test_a_policy_that_returns_nan_is_refused(run: Path, dataset: str, tmp_path: Path) -> None:
     from models.symmetry import SymmetrySpec
-    from pipeline.export import write_model
+    from pipeline.export.export import write_model
 
     contract = export_run(run, tmp_path / "model")
     names = contract.observation_names

@@ -22,7 +22,9 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest, record_fleet
 from pipeline.fleet.config import StorageName
-from pipeline.ingest import REPORT_MD, IngestConfig, QualityReport, find_bags, ingest
+from pipeline.gate import CERTIFICATE_FILE, REPORT_MD, GateConfig, GateOutcome, planned_episodes, run_gate
+from pipeline.ingest import REPORT_MD as INGEST_REPORT_MD
+from pipeline.ingest import IngestConfig, QualityReport, find_bags, ingest
 from pipeline.io import ConfigError, UserInputError, load_config
 from sim.behaviour import RecipeName
 
@@ -48,7 +50,8 @@ def _user_errors() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+def _progress(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """A progress bar; the yielded ``advance(n=1)`` moves it n steps."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -58,7 +61,7 @@ def _progress(description: str, total: int) -> Iterator[Callable[[], None]]:
         transient=False,
     ) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
+        yield lambda steps=1: progress.advance(task, steps)
 
 
 def _fleet_table(manifest: FleetManifest, out: Path) -> Table:
@@ -130,7 +133,7 @@ def _ingest(
             bag_folders, config, dataset_id, workers=workers, strict=strict, overwrite=overwrite, on_bag=advance
         )
     console.print(Markdown(report.markdown()))
-    console.print(f"Dataset: {folder}  (report: {folder / REPORT_MD})")
+    console.print(f"Dataset: {folder}  (report: {folder / INGEST_REPORT_MD})")
     return report
 
 
@@ -166,6 +169,11 @@ def demo(
         _ingest([out / "fleet"], IngestConfig(), "symgate/reacher-fleet-v0", None, strict=False, overwrite=True)
         console.rule("[bold]stage 3: Minari dataset → IQL policies: no augmentation, DAC-Output, canonical")
         _demo_training(out / "runs", "symgate/reacher-fleet-v0")
+        console.rule("[bold]stage 4: export to ONNX and gate on held-out rotations")
+        _demo_gate(out / "runs", out / "models")
+
+
+DEMO_STRATEGIES = ("none", "dac-output", "canonical")
 
 
 def _demo_training(runs: Path, dataset_id: str) -> None:
@@ -177,7 +185,7 @@ def _demo_training(runs: Path, dataset_id: str) -> None:
     table = Table(title="IQL on data from one context, evaluated on held-out rotations")
     for column in ("strategy", "equivariance error (SO(2))", "success, train contexts", "success, held-out"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
-    for strategy in ("none", "dac-output", "canonical"):
+    for strategy in DEMO_STRATEGIES:
         config = TrainConfig.model_validate(
             {"steps": 5000, "log_every": 500, "augmentation": {"strategy": strategy}, "evaluation": {"episodes": 20}}
         )
@@ -186,8 +194,7 @@ def _demo_training(runs: Path, dataset_id: str) -> None:
             done = [0]
 
             def progress(step: int, record: dict[str, Any], done: list[int] = done, advance: Any = advance) -> None:
-                for _ in range(step - done[0]):
-                    advance()
+                advance(step - done[0])
                 done[0] = step
 
             summary = train(config, dataset_id, runs / strategy, on_progress=progress)
@@ -200,6 +207,33 @@ def _demo_training(runs: Path, dataset_id: str) -> None:
         )
     console.print(table)
     console.print(f"Runs: {runs} (metrics.jsonl, TensorBoard, checkpoints, summary.json)")
+
+
+def _demo_gate(runs: Path, models: Path) -> None:
+    """Export every demo policy to ONNX and put it through the gate; the verdicts end the demo."""
+    from pipeline.export.export import export_run
+
+    config = GateConfig()
+    verdicts = Table(title="Validation gate on 100 held-out rotations (ONNX Runtime in PyBullet)")
+    for column in ("strategy", "held-out success [95% CI]", "train", "gap", "randomised", "verdict"):
+        verdicts.add_column(column, justify="left" if column == "strategy" else "right", no_wrap=True)
+    for strategy in DEMO_STRATEGIES:
+        export_run(runs / strategy, models / strategy, overwrite=True)
+        report = _run_gate(models / strategy, config, workers=None, report_dir=None).report
+        success = {suite.name: suite.success for suite in report.suites}
+        colour = "green" if report.verdict == "pass" else "red"
+        verdicts.add_row(
+            strategy,
+            success["test"].text() if "test" in success else "n/a",
+            success["train"].text(ci=False) if "train" in success else "n/a",
+            report.success_gap.text(ci=False) if report.success_gap else "n/a",
+            success["test-randomized"].text(ci=False) if "test-randomized" in success else "n/a",
+            f"[bold {colour}]{report.verdict.upper()}[/]",
+        )
+    console.print(verdicts)
+    console.print(
+        f"Models, gate reports and certificates: {models}/<strategy>/ (gate_report.md, plots)", soft_wrap=True
+    )
 
 
 # ----------------------------------------------------------------------------- symmetry
@@ -277,8 +311,7 @@ def train_command(
             done = [0]
 
             def progress(step: int, record: dict[str, Any]) -> None:
-                for _ in range(step - done[0]):
-                    advance()
+                advance(step - done[0])
                 done[0] = step
 
             try:
@@ -306,7 +339,7 @@ def export_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
 ) -> None:
     """Export a trained policy to one ONNX file with its contract; refuses unless ONNX Runtime matches torch."""
-    from pipeline.export import export_run
+    from pipeline.export.export import export_run
 
     with _user_errors():
         contract = export_run(run_dir, out, member=seed, overwrite=overwrite)
@@ -320,6 +353,56 @@ def export_command(
     table.add_row("equivariance error, random rotations (mean)", f"{contract.equivariance.mean_error:.3g}")
     table.add_row("onnx sha256", contract.onnx_sha256[:16] + "…")
     console.print(table)
+
+
+# ----------------------------------------------------------------------------- gate
+def _gate_table(outcome: GateOutcome) -> Table:
+    report = outcome.report
+    colour = "green" if report.verdict == "pass" else "red"
+    table = Table(title=f"Gate: [bold {colour}]{report.verdict.upper()}[/] · {report.model.model_dir}")
+    for column in ("suite", "n", "success [95% CI]", "return", "to goal s", "NaN"):
+        table.add_column(column, justify="left" if column == "suite" else "right", no_wrap=True)
+    for suite in report.suites:
+        table.add_row(
+            suite.name,
+            str(suite.episodes),
+            suite.success.text(),
+            suite.normalised_return.text(3, ci=False),
+            suite.time_to_goal_s.text(ci=False),
+            str(suite.non_finite_actions),
+        )
+    if report.success_gap is not None:
+        table.caption = f"generalisation gap (success, train - held-out): {report.success_gap.text()}"
+    return table
+
+
+def _run_gate(model_dir: Path, config: GateConfig, workers: int | None, report_dir: Path | None) -> GateOutcome:
+    with _progress(f"Gating {model_dir.name}", planned_episodes(config)) as advance:
+        outcome = run_gate(model_dir, config, workers=workers, report_dir=report_dir, on_episodes=advance)
+    console.print(_gate_table(outcome))
+    for reason in outcome.report.reasons:
+        console.print(f"[bold red]fail:[/] {reason}", soft_wrap=True)
+    console.print(f"Report: {outcome.report_dir / REPORT_MD}", soft_wrap=True)
+    if outcome.certificate is not None:
+        console.print(
+            f"Certificate {outcome.certificate.certificate_id[:16]}…: {model_dir / CERTIFICATE_FILE}", soft_wrap=True
+        )
+    return outcome
+
+
+@app.command("gate")
+def gate_command(
+    model_dir: Annotated[Path, typer.Argument(help="A model folder made by `symgate export`.")],
+    config: Annotated[Path | None, typer.Option(help="Gate config YAML (deploy/gate/reacher.yaml).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: one per core).")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Where the report goes (default: MODEL_DIR).")] = None,
+) -> None:
+    """Run the ONNX policy in PyBullet on train and held-out contexts; exit 0 and certify on pass, exit 1 on fail."""
+    with _user_errors():
+        gate_config = load_config(config, GateConfig) if config else GateConfig()
+        outcome = _run_gate(model_dir, gate_config, workers, report_dir)
+    if outcome.report.verdict != "pass":
+        raise typer.Exit(1)
 
 
 @app.callback(invoke_without_command=True)

@@ -49,7 +49,7 @@ class SensorTiming(BaseModel):
     )
 
 
-def _paper_env() -> ReacherConfig:
+def paper_env() -> ReacherConfig:
     """The paper's data setting: every episode in context 0."""
     return ReacherConfig(contexts=ContextSets(train_deg=(0.0,)))
 
@@ -73,7 +73,7 @@ class FleetConfig(BaseModel):
         1_767_225_600.0, ge=0.0, description="Wall-clock start of robot 0's session, Unix time in s."
     )
     env: ReacherConfig = Field(
-        default_factory=_paper_env, description="The simulated robot and task; contexts drawn from its train set."
+        default_factory=paper_env, description="The simulated robot and task; contexts drawn from its train set."
     )
     behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig, description="Behaviour policy gains and noise.")
     topics: TopicNames = Field(default_factory=TopicNames, description="Topic names.")

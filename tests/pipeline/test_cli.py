@@ -18,7 +18,7 @@ def test_only_built_commands_are_listed() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     listed = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
-    assert {"fleet", "ingest", "symmetry", "train", "export", "demo"} <= listed
+    assert {"fleet", "ingest", "symmetry", "train", "export", "gate", "demo"} <= listed
     assert not listed & {"gate", "serve", "experiment"}
 
 
@@ -86,6 +86,11 @@ def test_demo_runs_the_existing_stages_end_to_end(tmp_path: Path) -> None:
     assert "dac-output" in done.stdout and "equivariance error" in done.stdout
     for strategy in ("none", "dac-output", "canonical"):
         assert (tmp_path / "runs" / strategy / "summary.json").exists()
+        assert (tmp_path / "models" / strategy / "gate_report.md").exists()
+    # The symmetric policy is certified, the one trained without symmetry on one context is not.
+    assert (tmp_path / "models/canonical/certificate.json").exists()
+    assert not (tmp_path / "models/none/certificate.json").exists()
+    assert "Validation gate on 100 held-out rotations" in done.stdout
 
 
 def test_ingest_command_writes_a_dataset_and_prints_the_quality_summary(

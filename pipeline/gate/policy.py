@@ -1,0 +1,111 @@
+"""The deployed artefact as the gate runs it: the ONNX graph in ONNX Runtime, fed raw env signals by name.
+
+Nothing here imports torch: the gate exercises exactly what the robot will load (``policy.onnx``
+and its ``contract.json``), and the contract is checked against the simulated robot first, so a
+model built for another arm, another joint order or another control rate fails with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.export.contract import ONNX_FILE, Contract
+from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def providers() -> list[str]:
+    """ONNX Runtime execution providers: CUDA first when this onnxruntime build has it, CPU always."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in (CUDA_PROVIDER, "CPUExecutionProvider") if p in available]
+
+
+def open_session(model_dir: Path, threads: int = 1) -> Any:
+    """An ONNX Runtime session for ``model_dir/policy.onnx`` (``threads`` intra-op threads, as on the robot)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_dir / ONNX_FILE), options, providers=providers())
+
+
+def contract_mismatches(contract: Contract, env: RotationalReacherEnv) -> list[str]:
+    """Every way the contract disagrees with the simulated robot; empty when the model fits it.
+
+    Checks the joint names and their order, the control rate, each input's components against the
+    env's named observation, and the action: type, joints, torque limits or discrete torque table.
+    """
+    problems: list[str] = []
+    joints = tuple(env.robot.joint_names)
+    if contract.joint_names != joints:
+        problems.append(f"joint_names: contract {list(contract.joint_names)}, robot {list(joints)}")
+    if contract.control_hz != env.config.control_hz:
+        problems.append(f"control_hz: contract {contract.control_hz:g} Hz, env {env.config.control_hz} Hz")
+    for spec in contract.inputs:
+        missing = [c for c in spec.components if f"{spec.name}.{c}" not in env.observation_names]
+        if missing:
+            problems.append(f"input {spec.name}: the env observes no {missing}; it has {list(env.observation_names)}")
+        if spec.dtype != "float32" or spec.shape != (None, len(spec.components)):
+            problems.append(f"input {spec.name}: expected float32 (batch, {len(spec.components)}), got {spec}")
+    if len(contract.outputs) != 1:
+        return [*problems, f"outputs: expected one action output, got {[o.name for o in contract.outputs]}"]
+    output = contract.outputs[0]
+    if isinstance(env, RotationalReacherDiscreteEnv):
+        if contract.discrete_action_torques is None or output.dtype != "int64":
+            problems.append(f"output {output.name}: the env takes discrete action indices, the model emits torques")
+        elif not np.allclose(contract.discrete_action_torques, env.action_table):
+            problems.append("discrete_action_torques: the model's torque table differs from the env's")
+    elif contract.discrete_action_torques is not None or output.dtype != "float32":
+        problems.append(f"output {output.name}: the env takes torques, the model emits discrete action indices")
+    else:
+        if output.components != joints or output.shape != (None, len(joints)):
+            problems.append(f"output {output.name}: components {list(output.components)} do not match {list(joints)}")
+        if not (np.allclose(contract.action_high, env.tau_max) and np.allclose(contract.action_low, -env.tau_max)):
+            problems.append(
+                f"action limits: contract [{list(contract.action_low)}, {list(contract.action_high)}], "
+                f"robot ±{env.tau_max.tolist()} N·m"
+            )
+    return problems
+
+
+def graph_mismatches(contract: Contract, session: Any) -> list[str]:
+    """Differences between the graph's actual inputs/outputs and the ones the contract declares."""
+    declared = [(s.name, list(s.shape[1:])) for s in contract.inputs]
+    actual = [(i.name, list(i.shape[1:])) for i in session.get_inputs()]
+    problems = [] if declared == actual else [f"graph inputs {actual} differ from the contract's {declared}"]
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs != [o.name for o in contract.outputs]:
+        problems.append(f"graph outputs {outputs} differ from the contract's {[o.name for o in contract.outputs]}")
+    return problems
+
+
+class OnnxPolicy:
+    """Batched env observations → actions through the ONNX graph, inputs assembled by component name.
+
+    Args:
+        session: An ONNX Runtime session of the model.
+        contract: Its contract (checked against the env with :func:`contract_mismatches` first).
+        observation_names: The env's observation component names.
+    """
+
+    def __init__(self, session: Any, contract: Contract, observation_names: tuple[str, ...]) -> None:
+        self.session = session
+        self.output = contract.outputs[0].name
+        self.inputs = [
+            (spec.name, [observation_names.index(f"{spec.name}.{c}") for c in spec.components])
+            for spec in contract.inputs
+        ]
+
+    def __call__(self, observations: NDArray[np.float32]) -> NDArray[Any]:
+        """``(N, D)`` raw observations → ``(N, A)`` torques or ``(N,)`` action indices."""
+        feeds = {name: np.ascontiguousarray(observations[:, indices]) for name, indices in self.inputs}
+        actions: NDArray[Any] = self.session.run([self.output], feeds)[0]
+        return actions

@@ -11,7 +11,15 @@ PYTEST_ARGS ?=
 # Tests marked slow run in CI (which sets CI=true) and are skipped locally.
 PYTEST_MARKERS := $(if $(filter true,$(CI)),,-m "not slow")
 
-.PHONY: venv demo test lint typecheck bench clean
+# ROS 2 (rclpy community wheels, dev/CI only) lives in its own venv: its .pth re-executes every Python
+# process of the venv it is installed in. It holds symgate too (the sim robot and the model builders).
+ROS_VENV := .venv-ros
+ROS_BIN := $(ROS_VENV)/bin
+# DDS tests run in a private network namespace: only loopback exists, so no packet can leave the machine.
+ROS_TEST_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$(or $(ROS_DOMAIN_ID),42)
+NETNS := unshare --net sh -c 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$$0" "$$@"'
+
+.PHONY: venv ros-venv demo test pytest ros-test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +35,16 @@ $(VENV)/.installed-$(ORT): pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed-$(ORT)
 
-demo: venv
+$(ROS_VENV)/.installed: pyproject.toml ros_nodes/setup.py
+	@command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2)
+	$(PYTHON) -m venv $(ROS_VENV)
+	$(ROS_BIN)/python -m pip install --quiet --upgrade pip
+	$(ROS_BIN)/python -m pip install --quiet -e '.[cpu,dev,ros]' -e ros_nodes
+	touch $@
+
+ros-venv: $(ROS_VENV)/.installed
+
+demo: venv ros-venv
 	$(BIN)/symgate demo --out $(DEMO_DIR)
 
 lint: venv
@@ -37,14 +54,21 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+test: lint typecheck pytest ros-test
+
 # pytest exits 5 when it collected no test: a test run that tests nothing is a failure here.
-test: lint typecheck
+pytest: venv ros-venv
 	@$(BIN)/pytest $(PYTEST_MARKERS) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
+
+# The ROS 2 tests: real rclpy and DDS, nodes in separate processes, inside a loopback-only namespace.
+ros-test: ros-venv
+	@$(ROS_TEST_ENV) $(NETNS) $(ROS_BIN)/pytest tests/ros_nodes $(PYTEST_MARKERS) $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no ROS tests: failing" >&2; fi; exit $$rc
 
 # Every bench/bench_*.py writes bench/results/<name>-<date>-<host>.json, symgate beside its reference.
 bench: venv
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ROS_VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -170,7 +170,11 @@ def demo(
         console.rule("[bold]stage 3: Minari dataset → IQL policies: no augmentation, DAC-Output, canonical")
         _demo_training(out / "runs", "symgate/reacher-fleet-v0")
         console.rule("[bold]stage 4: export to ONNX and gate on held-out rotations")
-        _demo_gate(out / "runs", out / "models")
+        certified = _demo_gate(out / "runs", out / "models")
+        console.rule("[bold]stage 5: serve the certified policy to the simulated robot over ROS 2")
+        for model in certified:
+            outcome = _serve_sim(model, "test", 10, 1.0, model / "serve_sim.json")
+            console.print(_serve_table(outcome, model))
 
 
 DEMO_STRATEGIES = ("none", "dac-output", "canonical")
@@ -209,11 +213,12 @@ def _demo_training(runs: Path, dataset_id: str) -> None:
     console.print(f"Runs: {runs} (metrics.jsonl, TensorBoard, checkpoints, summary.json)")
 
 
-def _demo_gate(runs: Path, models: Path) -> None:
-    """Export every demo policy to ONNX and put it through the gate; the verdicts end the demo."""
+def _demo_gate(runs: Path, models: Path) -> list[Path]:
+    """Export every demo policy to ONNX and put it through the gate; returns the certified model folders."""
     from pipeline.export.export import export_run
 
     config = GateConfig()
+    certified: list[Path] = []
     verdicts = Table(title="Validation gate on 100 held-out rotations (ONNX Runtime in PyBullet)")
     for column in ("strategy", "held-out success [95% CI]", "train", "gap", "randomised", "verdict"):
         verdicts.add_column(column, justify="left" if column == "strategy" else "right", no_wrap=True)
@@ -230,10 +235,13 @@ def _demo_gate(runs: Path, models: Path) -> None:
             success["test-randomized"].text(ci=False) if "test-randomized" in success else "n/a",
             f"[bold {colour}]{report.verdict.upper()}[/]",
         )
+        if report.verdict == "pass":
+            certified.append(models / strategy)
     console.print(verdicts)
     console.print(
         f"Models, gate reports and certificates: {models}/<strategy>/ (gate_report.md, plots)", soft_wrap=True
     )
+    return certified
 
 
 # ----------------------------------------------------------------------------- symmetry
@@ -403,6 +411,83 @@ def gate_command(
         outcome = _run_gate(model_dir, gate_config, workers, report_dir)
     if outcome.report.verdict != "pass":
         raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- serve
+REPO = Path(__file__).resolve().parents[1]
+#: The ROS environment (`make ros-venv`): rclpy's community wheels must not share the main venv.
+ROS_PYTHON = Path(os.environ.get("SYMGATE_ROS_PYTHON", REPO / ".venv-ros" / "bin" / "python"))
+#: Run the rehearsal in a private network namespace when possible: DDS then cannot reach any network.
+NETNS = ["unshare", "--net", "sh", "-c", 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"']
+
+
+def _serve_sim(model: Path, contexts: str, count: int, speedup: float, out: Path) -> dict[str, Any]:
+    """Run ``pipeline.serve.launch`` in the ROS venv; returns its outcome (also written to ``out``)."""
+    import json
+    import shutil
+    import subprocess
+
+    if not ROS_PYTHON.exists():
+        raise UserInputError(f"{ROS_PYTHON}: no ROS environment; create it with `make ros-venv`")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = out.with_suffix(".log")
+    command = [str(ROS_PYTHON), "-m", "pipeline.serve.launch", "--model", str(model.resolve())]
+    command += ["--contexts", contexts, "--count", str(count), "--speedup", str(speedup), "--out", str(out)]
+    isolated = os.geteuid() == 0 and shutil.which("unshare") is not None and shutil.which("ip") is not None
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    env.setdefault("ROS_DOMAIN_ID", "42")
+    with log.open("w") as handle:
+        done = subprocess.run(
+            NETNS + command if isolated else command, stdout=handle, stderr=subprocess.STDOUT, env=env
+        )
+    if done.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        raise UserInputError(f"the ROS rehearsal failed (log: {log}): " + " | ".join(tail))
+    outcome: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    outcome["isolated_network"] = isolated
+    return outcome
+
+
+def _serve_table(outcome: dict[str, Any], model: Path) -> Table:
+    episodes = outcome["episodes"]
+    latency = outcome["obs_to_command_ms"] or {"p50": float("nan"), "p99": float("nan")}
+    diagnostics = outcome["diagnostics"]
+    table = Table(title=f"Closed loop over ROS 2: sim_robot ⇄ policy_server ({model.name})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("success (held-out goals)", f"{sum(e['success'] for e in episodes)}/{len(episodes)}")
+    table.add_row("control rate", f"{outcome['control_hz']:g} Hz")
+    table.add_row("JointState → command, p50 / p99", f"{latency['p50']:.2f} / {latency['p99']:.2f} ms")
+    table.add_row(
+        "inference p50 / p99",
+        f"{diagnostics.get('inference_p50_us', 'n/a')} / {diagnostics.get('inference_p99_us', 'n/a')} µs",
+    )
+    table.add_row("loop jitter (std)", f"{diagnostics.get('period_jitter_std_us', 'n/a')} µs")
+    table.add_row("overruns", diagnostics.get("overruns", "n/a"))
+    table.add_row("certificate", diagnostics.get("certificate_id", "n/a")[:16])
+    table.add_row("network", "private namespace (loopback only)" if outcome["isolated_network"] else "localhost DDS")
+    return table
+
+
+@app.command("serve")
+def serve_command(
+    model: Annotated[Path, typer.Option(help="A certified model folder (symgate export + symgate gate).")],
+    sim: Annotated[bool, typer.Option("--sim", help="Serve the simulated robot (sim_robot) over ROS 2.")] = False,
+    contexts: Annotated[
+        str, typer.Option(help="Context set the simulated robot runs: train, test, validation.")
+    ] = "test",
+    count: Annotated[int, typer.Option(min=1, help="Episodes: the first N contexts of the set.")] = 10,
+    speedup: Annotated[float, typer.Option(min=0.1, help="Simulated seconds per wall-clock second.")] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="Outcome JSON (default: MODEL/serve_sim.json).")] = None,
+) -> None:
+    """Serve a certified policy with the real ROS 2 node; --sim closes the loop with the PyBullet robot."""
+    with _user_errors():
+        if not sim:
+            raise UserInputError(
+                "only --sim runs here; on a robot, colcon build ros_nodes/ and see deploy/ros/README.md"
+            )
+        outcome = _serve_sim(model, contexts, count, speedup, out or model / "serve_sim.json")
+    console.print(_serve_table(outcome, model))
 
 
 @app.callback(invoke_without_command=True)

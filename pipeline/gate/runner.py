@@ -168,7 +168,10 @@ def _results(model_dir: Path, contract: Contract, tasks: list[Task], workers: in
         finally:
             worker.close()
         return
-    context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime / PyBullet threads exist
+    # Workers fork from a clean server that has imported this module once: no fork after ONNX Runtime,
+    # PyBullet or torch threads exist in the caller, and no per-worker re-import as with spawn.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pipeline.gate.runner"])
     initargs = (str(model_dir), contract.model_dump_json())
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
         pending: set[Future[list[EpisodeRecord]]] = {pool.submit(_run_in_worker, task) for task in tasks}

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,10 @@ def test_demo_runs_the_existing_stages_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "models/canonical/certificate.json").exists()
     assert not (tmp_path / "models/none/certificate.json").exists()
     assert "Validation gate on 100 held-out rotations" in done.stdout
+    # Stage 5: the certified policy served to the simulated robot over real ROS 2.
+    served = json.loads((tmp_path / "models/canonical/serve_sim.json").read_text())
+    assert len(served["episodes"]) == 10 and served["success_rate"] >= 0.9
+    assert "Closed loop over ROS 2" in done.stdout
 
 
 def test_ingest_command_writes_a_dataset_and_prints_the_quality_summary(

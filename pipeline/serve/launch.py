@@ -1,0 +1,202 @@
+"""The plain-Python launcher of the sim-to-robot rehearsal: ``sim_robot`` + ``policy_server`` over real DDS.
+
+Runs in the ROS environment (``.venv-ros``; ``symgate serve --sim`` calls it there). It starts both
+nodes as separate processes, drives the policy server through its lifecycle (configure →
+activate) with the standard ``lifecycle_msgs`` services, waits for the simulated robot to finish
+its episodes, measures the observation → command latency from the server's command trace
+(``JointState`` stamp → command receipt in this process), reads the server's diagnostics, then
+deactivates and shuts everything down. ``deploy/ros/policy_server.launch.py`` is the equivalent
+for a real ROS 2 installation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import Float64MultiArray, Header
+
+SERVER = "policy_server"
+
+
+def ros_args(node: str, parameters: dict[str, Any]) -> list[str]:
+    """``--ros-args -r __node:=NAME -p key:=value ...`` with values written as YAML."""
+    args = ["--ros-args", "-r", f"__node:={node}"]
+    for key, value in parameters.items():
+        args += ["-p", f"{key}:={json.dumps(value)}"]
+    return args
+
+
+class LifecycleClient(Node):
+    """Drives a lifecycle node and watches its commands, trace and diagnostics."""
+
+    def __init__(self, server: str = SERVER) -> None:
+        super().__init__(f"{server}_supervisor")
+        self.server = server
+        self._change = self.create_client(ChangeState, f"/{server}/change_state")
+        self.trace_latency_s: list[float] = []
+        self.commands = 0
+        self.diagnostics: dict[str, str] = {}
+        self.create_subscription(Header, f"/{server}/command_trace", self._on_trace, 100)
+        self.create_subscription(Float64MultiArray, "/joint_commands", self._on_command, 100)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_trace(self, message: Header) -> None:
+        sent = message.stamp.sec + message.stamp.nanosec * 1e-9
+        self.trace_latency_s.append(time.time() - sent)
+
+    def _on_command(self, message: Float64MultiArray) -> None:
+        self.commands += 1
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            if status.name.startswith(f"{self.server}:"):
+                self.diagnostics = {value.key: value.value for value in status.values}
+                self.diagnostics["level"] = str(int.from_bytes(status.level, "little"))
+                self.diagnostics["message"] = status.message
+
+    def transition(self, transition_id: int, timeout_s: float = 30.0) -> bool:
+        """Request a lifecycle transition; True when the node accepted it."""
+        if not self._change.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"/{self.server}/change_state did not appear within {timeout_s} s")
+        future = self._change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        result = future.result()
+        return bool(result is not None and result.success)
+
+
+@contextmanager
+def spinning(node: Node) -> Iterator[None]:
+    """Spin ``node`` in a background thread for the duration of the block."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5)
+
+
+def rehearse(
+    model_dir: Path,
+    context_set: str,
+    count: int,
+    speedup: float,
+    server_parameters: dict[str, Any] | None = None,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Run the closed loop and return the episodes, success rate, latency and diagnostics.
+
+    Raises:
+        RuntimeError: The server refused to configure or activate (its log says why), or a node died.
+    """
+    contract = json.loads((model_dir / "contract.json").read_text(encoding="utf-8"))
+    control_hz = float(contract["control_hz"]) * speedup
+    with tempfile.TemporaryDirectory(prefix="symgate-serve-") as scratch:
+        result_file = Path(scratch) / "episodes.json"
+        robot_parameters = {
+            "context_set": context_set,
+            "count": count,
+            "speedup": speedup,
+            "result_file": str(result_file),
+        }
+        robot = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.serve.sim_robot", *ros_args("sim_robot", robot_parameters)]
+        )
+        parameters = {
+            "model_dir": str(model_dir),
+            "control_hz": control_hz,
+            "joint_state_max_age_s": 2.5 / control_hz,
+            "publish_trace": True,
+            **(server_parameters or {}),
+        }
+        server = subprocess.Popen([sys.executable, "-m", "symgate_ros.policy_server", *ros_args(SERVER, parameters)])
+        client = LifecycleClient()
+        try:
+            with spinning(client):
+                if not client.transition(Transition.TRANSITION_CONFIGURE):
+                    raise RuntimeError(f"{SERVER} refused to configure {model_dir} (see its log above)")
+                if not client.transition(Transition.TRANSITION_ACTIVATE):
+                    raise RuntimeError(f"{SERVER} refused to activate")
+                started = time.monotonic()
+                while robot.poll() is None and time.monotonic() - started < timeout_s:
+                    if server.poll() is not None:
+                        raise RuntimeError(f"{SERVER} exited with code {server.returncode}")
+                    time.sleep(0.05)
+                wall = time.monotonic() - started
+                diagnostics = dict(client.diagnostics)  # the last report while the robot was running
+                client.transition(Transition.TRANSITION_DEACTIVATE)
+                client.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+            if robot.returncode != 0 or not result_file.exists():
+                raise RuntimeError(f"sim_robot did not finish (exit code {robot.returncode})")
+            outcome: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+        finally:
+            client.destroy_node()
+            for process in (robot, server):
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait(timeout=10)
+    latency_ms = np.asarray(client.trace_latency_s) * 1e3
+    outcome.update(
+        {
+            "control_hz": control_hz,
+            "wall_s": wall,
+            "commands": client.commands,
+            "obs_to_command_ms": {
+                "p50": float(np.percentile(latency_ms, 50)),
+                "p99": float(np.percentile(latency_ms, 99)),
+                "max": float(latency_ms.max()),
+            }
+            if len(latency_ms)
+            else None,
+            "diagnostics": diagnostics,
+        }
+    )
+    return outcome
+
+
+def main() -> None:
+    """``python -m pipeline.serve.launch --model DIR [--contexts test] [--count N] [--speedup S] [--out JSON]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="Certified model folder.")
+    parser.add_argument("--contexts", default="test", help="Context set the sim robot runs: train, test, validation.")
+    parser.add_argument("--count", type=int, default=10, help="Episodes (the first N contexts of the set; 0 = all).")
+    parser.add_argument("--speedup", type=float, default=1.0, help="Simulated seconds per wall-clock second.")
+    parser.add_argument("--out", type=Path, help="Write the outcome as JSON here.")
+    options = parser.parse_args()
+    rclpy.init()
+    try:
+        outcome = rehearse(options.model.resolve(), options.contexts, options.count, options.speedup)
+    except (RuntimeError, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        rclpy.try_shutdown()
+    text = json.dumps(outcome, indent=2)
+    if options.out:
+        options.out.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

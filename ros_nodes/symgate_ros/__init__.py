@@ -1,0 +1,1 @@
+"""symgate on the robot: serve a gate-certified ONNX policy (``policy_server``)."""

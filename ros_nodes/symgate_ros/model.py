@@ -1,0 +1,179 @@
+"""A certified model folder as the robot loads it: contract, hashes, gate certificate, ONNX Runtime session.
+
+This module is the robot side of ``symgate export`` and ``symgate gate``: it reads ``contract.json``,
+``policy.onnx`` and ``certificate.json`` with nothing but the standard library, numpy and
+onnxruntime (no torch, no symgate), and re-checks every binding the gate certified:
+
+- ``sha256(policy.onnx)`` equals the contract's ``onnx_sha256``;
+- the certificate's id is the sha256 of its other fields (it was not edited);
+- the certificate names this ONNX file's sha256 and this contract's hash
+  (sha256 of the contract's canonical JSON, sorted keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+CONTRACT_FILE = "contract.json"
+ONNX_FILE = "policy.onnx"
+CERTIFICATE_FILE = "certificate.json"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+class ModelError(Exception):
+    """A model folder that must not be served; the message names the file and the problem."""
+
+
+def sha256_json(data: Any) -> str:
+    """Hex sha256 of a value's canonical JSON form (sorted keys), as symgate hashes contracts."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelError(f"{path}: missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: unreadable: {error}") from error
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return data
+
+
+def verify_certificate(model_dir: Path, contract: dict[str, Any], onnx_sha256: str) -> str:
+    """Check ``certificate.json`` against the files beside it; returns the certificate id.
+
+    Raises:
+        ModelError: Missing, edited, failed, or issued for another ONNX file or contract.
+    """
+    path = model_dir / CERTIFICATE_FILE
+    certificate = _read_json(path)
+    bindings = {key: value for key, value in certificate.items() if key != "certificate_id"}
+    if certificate.get("certificate_id") != sha256_json(bindings):
+        raise ModelError(f"{path}: certificate_id does not match its contents: the certificate was edited")
+    if certificate.get("verdict") != "pass":
+        raise ModelError(f"{path}: verdict is {certificate.get('verdict')!r}, not 'pass'")
+    if certificate.get("onnx_sha256") != onnx_sha256:
+        raise ModelError(f"{path}: issued for ONNX sha256 {certificate.get('onnx_sha256')}, not {onnx_sha256}")
+    if certificate.get("contract_sha256") != sha256_json(contract):
+        raise ModelError(f"{path}: issued for another contract (contract sha256 differs)")
+    return str(certificate["certificate_id"])
+
+
+def execution_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it, CPU always."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in (CUDA_PROVIDER, "CPUExecutionProvider") if p in available]
+
+
+@dataclass(frozen=True)
+class InputGroup:
+    """One graph input: its name and the joint (or axis) names of its components, in order."""
+
+    name: str
+    components: tuple[str, ...]
+
+
+class PolicyModel:
+    """A verified model folder with its ONNX Runtime session; ``act`` maps raw signals to joint torques.
+
+    Args:
+        model_dir: Folder with ``policy.onnx``, ``contract.json`` and (unless ``allow_uncertified``)
+            ``certificate.json``.
+        allow_uncertified: Serve a model that has no valid gate certificate (development only).
+
+    Raises:
+        ModelError: Any file missing, unreadable or not matching its hash or certificate, or a
+            contract this node cannot serve.
+    """
+
+    def __init__(self, model_dir: Path, *, allow_uncertified: bool = False) -> None:
+        import onnxruntime as ort
+
+        self.directory = model_dir
+        self.contract = _read_json(model_dir / CONTRACT_FILE)
+        onnx_path = model_dir / ONNX_FILE
+        if not onnx_path.is_file():
+            raise ModelError(f"{onnx_path}: missing")
+        self.onnx_sha256 = sha256_file(onnx_path)
+        if self.onnx_sha256 != self.contract.get("onnx_sha256"):
+            raise ModelError(
+                f"{onnx_path}: sha256 {self.onnx_sha256} does not match the contract's "
+                f"{self.contract.get('onnx_sha256')}: the file was changed"
+            )
+        try:
+            self.certificate_id: str | None = verify_certificate(model_dir, self.contract, self.onnx_sha256)
+        except ModelError:
+            if not allow_uncertified:
+                raise
+            self.certificate_id = None
+        try:
+            self.joint_names = tuple(str(j) for j in self.contract["joint_names"])
+            self.control_hz = float(self.contract["control_hz"])
+            self.action_low = np.asarray(self.contract["action_low"], dtype=np.float64)
+            self.action_high = np.asarray(self.contract["action_high"], dtype=np.float64)
+            table = self.contract.get("discrete_action_torques")
+            self.discrete_torques = None if table is None else np.asarray(table, dtype=np.float64)
+            self.inputs = tuple(InputGroup(i["name"], tuple(i["components"])) for i in self.contract["inputs"])
+            self.output = str(self.contract["outputs"][0]["name"])
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise ModelError(f"{model_dir / CONTRACT_FILE}: not a symgate contract: {error!r}") from error
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=execution_providers())
+        except Exception as error:  # ONNX Runtime raises its own exception types
+            raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it: {error}") from error
+        self.provider = self.session.get_providers()[0]
+        actual = [i.name for i in self.session.get_inputs()]
+        if actual != [group.name for group in self.inputs]:
+            raise ModelError(f"{onnx_path}: graph inputs {actual} differ from the contract's")
+
+    def act(self, feeds: dict[str, NDArray[np.float32]]) -> NDArray[np.float64]:
+        """One observation (each input ``(1, k)`` float32) → joint torques in contract joint order (N·m).
+
+        The result may hold NaN/inf if the graph produced them: the caller decides what is safe.
+        """
+        (output,) = self.session.run([self.output], feeds)
+        if self.discrete_torques is not None:
+            index = int(output[0])
+            if not 0 <= index < len(self.discrete_torques):
+                return np.full(len(self.joint_names), np.nan)
+            torque: NDArray[np.float64] = self.discrete_torques[index].copy()
+            return torque
+        return np.asarray(output[0], dtype=np.float64)
+
+    def compatible_with(self, other: PolicyModel) -> list[str]:
+        """Why ``other`` cannot replace this model on the same robot (joints, rate, inputs, limits); empty if it can."""
+        problems = []
+        if other.joint_names != self.joint_names:
+            problems.append(f"joint_names {list(other.joint_names)} != {list(self.joint_names)}")
+        if other.control_hz != self.control_hz:
+            problems.append(f"control_hz {other.control_hz:g} != {self.control_hz:g}")
+        if other.inputs != self.inputs:
+            problems.append("inputs differ")
+        if not (
+            np.array_equal(other.action_low, self.action_low) and np.array_equal(other.action_high, self.action_high)
+        ):
+            problems.append("action limits differ")
+        return problems

@@ -1,0 +1,417 @@
+"""``policy_server``: an rclpy lifecycle node that serves a gate-certified symgate ONNX policy.
+
+Lifecycle contract (``ros2 lifecycle set /policy_server <transition>``):
+
+- **configure**: load ``model_dir``: ``policy.onnx``'s sha256 must match ``contract.json`` and a
+  gate ``certificate.json`` must bind both (refused otherwise, unless ``allow_uncertified``).
+  Create the ONNX Runtime session (CUDA provider if installed, else CPU with one intra-op thread).
+  Subscribe to the joint states, goal and e-stop topics and wait up to ``joint_state_timeout_s``
+  for the first ``JointState``: every contract joint must be in it (mapped **by name**, any
+  order), or configure fails naming the missing joints. Start ``/diagnostics`` at 1 Hz.
+- **activate**: start the control timer at the contract's control rate (or ``control_hz``).
+  Each tick assembles the graph inputs by name from the latest ``JointState`` and
+  ``PointStamped`` goal, runs the model, clamps to the contract's torque limits, limits the
+  change per tick (``max_torque_rate``) and publishes ``Float64MultiArray`` torques in contract
+  joint order (ros2_control's JointGroupEffortController format).
+- **deactivate**: publish the safe action once and stop the timer.
+- **cleanup** / **shutdown**: release the model, subscriptions, publishers and services.
+
+Safety (each path tested over real DDS):
+
+- Watchdog: a ``JointState`` older than ``joint_state_max_age_s`` (or a goal older than
+  ``goal_max_age_s`` when that is > 0) switches to the safe action on the next tick and latches a
+  fault, reported as ERROR on ``/diagnostics``, until a fresh message arrives.
+- NaN/inf in an input or in the model's output → the safe action for that tick (counted).
+- E-stop: ``True`` on ``estop_topic`` latches the safe action; only the ``~/reset_estop``
+  (``std_srvs/Trigger``) service clears it.
+- Safe action: ``zero`` torque, or ``damping`` ``τ = -damping_gain·q̇`` while velocities are fresh.
+- Loop overruns (a tick longer than the period, or a gap over 1.5 periods) are counted.
+
+Hot swap: set the ``model_dir`` parameter, then call ``~/swap_model`` (``std_srvs/Trigger``).
+The new folder is loaded and verified in the service's thread while the loop keeps running, its
+contract must be compatible (joints, rate, inputs, limits), and the model reference is swapped
+between two ticks. On any failure the current model keeps running and the response (and the
+diagnostics) give the reason.
+
+The node imports no torch, pybullet or minari: only rclpy, the message packages, numpy and
+onnxruntime (or onnxruntime-gpu).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.wait_for_message import wait_for_message
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, Header
+from std_srvs.srv import Trigger
+
+from symgate_ros.model import ModelError, PolicyModel
+from symgate_ros.safety import ActionFilter, EStop, LoopMonitor, Watchdog, safe_action
+
+#: Which JointState array feeds each joint input of the graph.
+JOINT_FIELDS = {"joint_position": "position", "joint_velocity": "velocity", "joint_effort": "effort"}
+#: The graph input fed from the goal topic (components x, y, z of the point).
+GOAL_INPUT = "goal_position"
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "model_dir": ("", "Model folder made by symgate export and certified by symgate gate."),
+    "allow_uncertified": (False, "Serve a model without a valid gate certificate (development only)."),
+    "joint_states_topic": ("/joint_states", "sensor_msgs/JointState input."),
+    "goal_topic": ("/goal", "geometry_msgs/PointStamped goal in the robot's base frame."),
+    "commands_topic": ("/joint_commands", "std_msgs/Float64MultiArray torques out (contract joint order)."),
+    "estop_topic": ("/estop", "std_msgs/Bool; True latches the e-stop."),
+    "control_hz": (0.0, "Control rate; 0 = the contract's."),
+    "joint_state_max_age_s": (0.05, "Watchdog: the latest JointState may be at most this old."),
+    "goal_max_age_s": (0.0, "Watchdog on the goal; 0 = the goal only has to have arrived once."),
+    "joint_state_timeout_s": (5.0, "configure waits this long for the first JointState."),
+    "safe_action": ("zero", "Safe action: zero (no torque) or damping (tau = -damping_gain * velocity)."),
+    "damping_gain": (0.5, "Damping gain of the safe action, N·m·s/rad."),
+    "max_torque_rate": (200.0, "Largest torque change per second, N·m/s (0 = no limit)."),
+    "diagnostics_period_s": (1.0, "Period of /diagnostics."),
+    "publish_trace": (
+        False,
+        "Publish ~/command_trace: a Header with the stamp of the JointState each policy command used.",
+    ),
+}
+
+
+class PolicyServer(LifecycleNode):
+    """Serves one certified policy; see the module docstring for the lifecycle and safety contract."""
+
+    def __init__(self, node_name: str = "policy_server", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        self._lock = threading.Lock()
+        self._model: PolicyModel | None = None
+        self._entities: list[Any] = []
+        self._loop: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._diagnostics_timer: Any = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._joint_state: JointState | None = None
+        self._joint_index: dict[tuple[str, ...], list[int] | None] = {}
+        self._name_error = ""
+        self._goal: PointStamped | None = None
+        self.estop = EStop()
+        self.nan_inputs = 0
+        self.nan_outputs = 0
+        self.safe_ticks = 0
+        self.last_safe_reason = ""
+        self.swap_status = "none"
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and verify the model, subscribe, wait for the first JointState and check joint names."""
+        self._reset_state()
+        try:
+            model = PolicyModel(Path(self._param("model_dir")), allow_uncertified=self._param("allow_uncertified"))
+            unsupported = [i.name for i in model.inputs if i.name not in JOINT_FIELDS and i.name != GOAL_INPUT]
+            if unsupported:
+                raise ModelError(f"graph inputs {unsupported} cannot be fed from JointState or the goal")
+            safe_action(self._param("safe_action"), 0.0, 1, None)  # validates the mode
+        except (ModelError, ValueError) as error:
+            self.get_logger().error(f"configure refused: {error}")
+            return TransitionCallbackReturn.FAILURE
+        if model.certificate_id is None:
+            self.get_logger().warning(f"serving an UNCERTIFIED model from {model.directory} (allow_uncertified)")
+        self._model = model
+        self._commands = self.create_publisher(Float64MultiArray, self._param("commands_topic"), 10)
+        self._trace = self.create_publisher(Header, "~/command_trace", 10) if self._param("publish_trace") else None
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._entities = [
+            self.create_subscription(JointState, self._param("joint_states_topic"), self._on_joint_state, 10),
+            self.create_subscription(PointStamped, self._param("goal_topic"), self._on_goal, 10),
+            self.create_subscription(Bool, self._param("estop_topic"), self._on_estop, 10),
+            self.create_service(Trigger, "~/reset_estop", self._on_reset_estop),
+            self.create_service(Trigger, "~/swap_model", self._on_swap_model),
+            self._commands,
+            self._diagnostics,
+            *([self._trace] if self._trace else []),
+        ]
+        self.joint_watchdog = Watchdog("joint_states", self._param("joint_state_max_age_s"))
+        self.goal_watchdog = Watchdog("goal", self._param("goal_max_age_s"))
+        received, first = wait_for_message(
+            JointState, self, self._param("joint_states_topic"), time_to_wait=self._param("joint_state_timeout_s")
+        )
+        if received:
+            self._on_joint_state(first)
+        if self._joint_state is None or self._name_error:
+            why = self._name_error or f"no JointState on {self._param('joint_states_topic')} within the timeout"
+            self.get_logger().error(f"configure refused: {why}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self._diagnostics_timer = self.create_timer(self._param("diagnostics_period_s"), self._publish_diagnostics)
+        model.act(self._feeds(model, self._joint_state, PointStamped()))  # warm-up (the first run allocates)
+        self.get_logger().info(
+            f"configured {model.directory} (sha256 {model.onnx_sha256[:12]}, certificate "
+            f"{(model.certificate_id or 'NONE')[:12]}, {model.provider})"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start the control loop at the contract's rate (or the ``control_hz`` override)."""
+        assert self._model is not None
+        hz = self._param("control_hz") or self._model.control_hz
+        rate = self._param("max_torque_rate")
+        self._filter = ActionFilter(self._model.action_low, self._model.action_high, rate / hz if rate > 0 else np.inf)
+        self.monitor = LoopMonitor(1.0 / hz)
+        self._stop.clear()
+        self._loop = threading.Thread(target=self._run, args=(1.0 / hz,), name="control_loop", daemon=True)
+        self._loop.start()
+        self.get_logger().info(f"active at {hz:g} Hz")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the loop, then publish the safe action."""
+        self._stop_loop()
+        self._publish(self._safe("deactivated"), None)
+        return super().on_deactivate(state)
+
+    def _stop_loop(self) -> None:
+        if self._loop is not None:
+            self._stop.set()
+            self._loop.join()
+            self._loop = None
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the model and every ROS entity."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop everything; the safe action goes out first if the loop was running."""
+        if self._loop is not None:
+            self.on_deactivate(state)
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        self._stop_loop()
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        for entity in self._entities:
+            destroy = getattr(self, f"destroy_{_kind(entity)}")
+            destroy(entity)
+        self._entities = []
+        with self._lock:
+            self._model = None
+
+    # ------------------------------------------------------------------------------------ inputs
+    def _on_joint_state(self, message: JointState) -> None:
+        assert self._model is not None
+        names = tuple(message.name)
+        if names not in self._joint_index:
+            missing = [j for j in self._model.joint_names if j not in names]
+            self._joint_index[names] = None if missing else [names.index(j) for j in self._model.joint_names]
+            self._name_error = f"JointState lacks joints {missing} of the contract" if missing else ""
+        if self._joint_index[names] is None:
+            return  # never feeds the watchdog: the loop falls back to the safe action
+        self._joint_state = message
+        self.joint_watchdog.feed(time.monotonic())
+
+    def _on_goal(self, message: PointStamped) -> None:
+        self._goal = message
+        self.goal_watchdog.feed(time.monotonic())
+
+    def _on_estop(self, message: Bool) -> None:
+        if message.data and not self.estop.engaged:
+            self.get_logger().error("E-STOP engaged: safe action until ~/reset_estop")
+        self.estop.signal(bool(message.data))
+
+    def _feeds(self, model: PolicyModel, state: JointState, goal: PointStamped) -> dict[str, np.ndarray]:
+        index = self._joint_index[tuple(state.name)]
+        assert index is not None
+        feeds = {}
+        for group in model.inputs:
+            if group.name == GOAL_INPUT:
+                values = [getattr(goal.point, axis) for axis in group.components]
+            else:
+                array = getattr(state, JOINT_FIELDS[group.name])
+                values = [array[index[model.joint_names.index(j)]] for j in group.components]
+            feeds[group.name] = np.asarray([values], dtype=np.float32)
+        return feeds
+
+    # ------------------------------------------------------------------------------------ loop
+    def _run(self, period_s: float) -> None:
+        """The fixed-rate control loop, on its own thread so that no callback of the executor can delay it.
+
+        Ticks are scheduled on absolute times (no drift); a tick that falls more than a period behind
+        is not made up for (the monitor counts it as an overrun) and the schedule restarts from now.
+        """
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            self._tick()
+            deadline += period_s
+            delay = deadline - time.monotonic()
+            if delay < -period_s:
+                deadline = time.monotonic()
+            elif delay > 0:
+                self._stop.wait(delay)
+
+    def _safe(self, reason: str) -> np.ndarray:
+        model = self._model
+        joints = len(model.joint_names) if model else 0
+        velocity = None
+        if self._joint_state is not None and not self.joint_watchdog.faulted and model is not None:
+            index = self._joint_index.get(tuple(self._joint_state.name))
+            if index is not None and len(self._joint_state.velocity) == len(self._joint_state.name):
+                velocity = np.asarray([self._joint_state.velocity[i] for i in index], dtype=np.float64)
+        self.safe_ticks += 1
+        if reason != self.last_safe_reason:
+            self.get_logger().warning(f"safe action: {reason}")
+        self.last_safe_reason = reason
+        return safe_action(self._param("safe_action"), self._param("damping_gain"), joints, velocity)
+
+    def _tick(self) -> None:
+        start = time.monotonic()
+        with self._lock:
+            model = self._model
+        state, goal = self._joint_state, self._goal
+        reason = ""
+        if model is None:
+            reason = "no model"
+        elif self.estop.engaged:
+            reason = "e-stop engaged"
+        elif not self.joint_watchdog.check(start) or state is None:
+            reason = f"joint_states stale (age {self.joint_watchdog.age_s(start) * 1e3:.0f} ms)"
+        elif not self.goal_watchdog.check(start) or goal is None:
+            reason = "goal missing or stale"
+        else:
+            feeds = self._feeds(model, state, goal)
+            if not all(np.isfinite(v).all() for v in feeds.values()):
+                self.nan_inputs += 1
+                reason = "NaN/inf in the inputs"
+            else:
+                t0 = time.perf_counter()
+                torque = model.act(feeds)
+                self.monitor.inference(time.perf_counter() - t0)
+                if not np.isfinite(torque).all():
+                    self.nan_outputs += 1
+                    reason = "NaN/inf from the model"
+        if reason:
+            command = self._safe(reason)
+            self._filter.hold(command)
+            self._publish(command, None)
+        else:
+            self.last_safe_reason = ""
+            self._publish(self._filter(torque), state)
+        self.monitor.tick(start, time.monotonic() - start)
+
+    def _publish(self, command: np.ndarray, state: JointState | None) -> None:
+        """Send a command; a policy command (``state`` given) is traced with the JointState it came from."""
+        self._commands.publish(Float64MultiArray(data=command.tolist()))
+        if self._trace is not None and state is not None:
+            self._trace.publish(Header(stamp=state.header.stamp, frame_id=str(self.monitor.ticks)))
+
+    # ------------------------------------------------------------------------------------ services
+    def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        was = self.estop.reset()
+        response.success = True
+        response.message = "e-stop cleared" if was else "e-stop was not engaged"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_swap_model(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        directory = Path(self._param("model_dir"))
+        current = self._model
+        try:
+            if current is None:
+                raise ModelError("the node is not configured")
+            candidate = PolicyModel(directory, allow_uncertified=self._param("allow_uncertified"))
+            problems = current.compatible_with(candidate)
+            if problems:
+                raise ModelError(f"{directory}: not compatible with the running model: {'; '.join(problems)}")
+        except ModelError as error:
+            response.success, response.message = False, f"swap refused, still serving the current model: {error}"
+            self.swap_status = response.message
+            self.get_logger().error(response.message)
+            return response
+        with self._lock:  # between two ticks: the loop reads the reference once per tick
+            self._model = candidate
+        response.success = True
+        response.message = f"serving {directory} (sha256 {candidate.onnx_sha256[:12]})"
+        self.swap_status = response.message
+        self.get_logger().info(response.message)
+        return response
+
+    # ------------------------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        model, now = self._model, time.monotonic()
+        if model is None:
+            return
+        status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id=model.onnx_sha256[:16])
+        active = self._loop is not None
+        stats = self.monitor.summary() if active else {}
+        faults = [w.name for w in (self.joint_watchdog, self.goal_watchdog) if w.faulted]
+        if self.estop.engaged or faults or self._name_error:
+            status.level = DiagnosticStatus.ERROR
+            status.message = "; ".join(
+                [*(["e-stop engaged"] if self.estop.engaged else []), *(f"{f} stale" for f in faults), self._name_error]
+            ).strip("; ")
+        elif model.certificate_id is None or self.nan_inputs or self.nan_outputs:
+            status.level = DiagnosticStatus.WARN
+            status.message = "uncertified model" if model.certificate_id is None else "NaN/inf seen"
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = "active" if active else "inactive"
+        values = {
+            "model_dir": str(model.directory),
+            "model_sha256": model.onnx_sha256,
+            "certificate_id": model.certificate_id or "UNCERTIFIED",
+            "execution_provider": model.provider,
+            "joint_state_age_ms": f"{self.joint_watchdog.age_s(now) * 1e3:.1f}",
+            "watchdog": "FAULT" if faults else "ok",
+            "estop": "ENGAGED" if self.estop.engaged else "clear",
+            "nan_inputs": str(self.nan_inputs),
+            "nan_outputs": str(self.nan_outputs),
+            "safe_ticks": str(self.safe_ticks),
+            "last_safe_reason": self.last_safe_reason,
+            "swap": self.swap_status,
+            **{key: f"{value:.1f}" for key, value in stats.items()},
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        self._diagnostics.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
+
+
+def _kind(entity: Any) -> str:
+    """Publisher / subscription / service, for the matching ``destroy_*`` call."""
+    return {"Publisher": "publisher", "Subscription": "subscription", "Service": "service"}[type(entity).__name__]
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point: spin a PolicyServer on a multi-threaded executor until shutdown."""
+    rclpy.init(args=args)
+    node = PolicyServer()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The IK + PD expert as an exported, gate-ready model: the symmetric, expert-like policy tests serve.
+
+``sim.behaviour.ExpertPolicy`` written as a torch module and exported through the same
+``write_model`` path as trained policies, with the contract of a real trained model of the same
+robot. It reaches every held-out rotation, so it is what the gate must pass and the robot node
+must drive to the goal.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.symmetry import SymmetrySpec, wrap_angle
+from pipeline.export import Contract
+from pipeline.export.export import write_model
+from sim.behaviour import BehaviourConfig
+from sim.robot import load_robot_description
+
+
+class TorchExpert(nn.Module):
+    """``sim.behaviour.ExpertPolicy`` in torch: IK to the goal, PD on the wrapped joint error, clipped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        robot, gains = load_robot_description(), BehaviourConfig()
+        (self.l1, self.l2), self.kp, self.kd = robot.link_lengths, gains.kp, gains.kd
+        self.tau = float(robot.effort_limits[0])
+
+    def forward(self, *signals: Tensor) -> Tensor:
+        """``joint_position``, ``joint_velocity``, ``goal_position`` (the contract's input order) → torques.
+
+        Computed in float64 like exported policies; ONNX Runtime has no float64 Atan, so angles come from
+        :func:`_atan2`.
+        """
+        q, v, goal = (signal.double() for signal in signals)
+        r2 = (goal * goal).sum(-1)
+        cos_elbow = torch.clamp((r2 - self.l1**2 - self.l2**2) / (2 * self.l1 * self.l2), -1.0, 1.0)
+        sin_elbow = torch.sqrt(1.0 - cos_elbow**2)
+        elbow = _atan2(sin_elbow, cos_elbow)
+        shoulder = _atan2(goal[:, 1], goal[:, 0]) - _atan2(self.l2 * sin_elbow, self.l1 + self.l2 * cos_elbow)
+        error = wrap_angle(torch.stack([shoulder, elbow], dim=-1) - q)
+        return torch.clamp(self.kp * error - self.kd * v, -self.tau, self.tau).float()
+
+
+def _atan2(y: Tensor, x: Tensor) -> Tensor:
+    """float64 atan2: a float32 guess refined by one Newton step on ``x·sin θ - y·cos θ = 0``."""
+    guess = torch.atan2(y.float(), x.float()).double()
+    cos, sin = torch.cos(guess), torch.sin(guess)
+    return guess + (y * cos - x * sin) / (x * cos + y * sin)
+
+
+def export_expert(trained: Contract, out: Path) -> Contract:
+    """Export the expert to ``out`` with ``trained``'s contract (same robot, inputs and dataset)."""
+    contract = Contract.model_validate(
+        {**trained.model_dump(), "strategy": "ik-pd-expert", "algorithm": "none", "parity": None, "equivariance": None}
+    )
+    names = contract.observation_names
+    groups = [(spec.name, [names.index(f"{spec.name}.{c}") for c in spec.components]) for spec in contract.inputs]
+    symmetry = SymmetrySpec.model_validate(contract.symmetry_spec).bind(
+        names, [f"joint_effort.{j}" for j in contract.joint_names]
+    )
+    rng = np.random.default_rng(0)
+    bearing = rng.uniform(-math.pi, math.pi, 10_000)
+    states = np.column_stack(
+        [
+            rng.uniform(-math.pi, math.pi, (10_000, 2)),
+            rng.normal(0.0, 3.0, (10_000, 2)),
+            0.7 * np.cos(bearing),
+            0.7 * np.sin(bearing),
+        ]
+    ).astype(np.float32)
+    return write_model(TorchExpert().eval(), contract, groups, states, symmetry, out, source="IK+PD expert")

@@ -1,0 +1,267 @@
+"""ROS 2 test fixtures: a loopback-only network check, real certified model folders, a harness node.
+
+These tests run in ``.venv-ros`` inside a private network namespace (``make ros-test``): DDS
+discovery and traffic stay on ``lo``. Outside one they refuse to run rather than touch a network.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point, PointStamped
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, Header
+from std_srvs.srv import Trigger
+
+from pipeline.export import ONNX_FILE, load_contract
+from pipeline.fleet import FleetConfig, record_fleet
+from pipeline.gate import GateConfig, run_gate
+from pipeline.ingest import IngestConfig, ingest
+from pipeline.serve.launch import ros_args
+from pipeline.train import TrainConfig, train
+from tests.expert_policy import export_expert
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    lines = Path("/proc/net/dev").read_text().splitlines()[2:]  # per network namespace, unlike /sys/class/net
+    interfaces = sorted(line.split(":")[0].strip() for line in lines)
+    if interfaces != ["lo"] or os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
+        pytest.exit(
+            f"ROS tests need a loopback-only network namespace (interfaces here: {interfaces}) and "
+            "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: run them with `make ros-test`",
+            returncode=2,
+        )
+
+
+GATE = GateConfig.model_validate(
+    {
+        "env": {"contexts": {"train_deg": [0.0], "test_count": 10}},
+        "suites": [
+            {"name": "train", "contexts": "train", "episodes_per_context": 5},
+            {"name": "test", "contexts": "test", "min_success": 0.9},
+        ],
+        "bootstrap_resamples": 200,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Models:
+    """Model folders: two different certified experts, an uncertified one and a tampered one."""
+
+    certified: Path
+    certified_other: Path
+    uncertified: Path
+    tampered: Path
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    root = tmp_path_factory.mktemp("ros-models")
+    os.environ["MINARI_DATASETS_PATH"] = str(root / "datasets")
+    record_fleet(
+        FleetConfig.model_validate({"robots": 1, "episodes": 2, "recipe": "expert"}), root / "fleet", workers=1
+    )
+    ingest([root / "fleet"], IngestConfig(), "symgate/ros-test-v0", workers=1)
+    config = TrainConfig.model_validate(
+        {
+            "algorithm": "bc",
+            "steps": 20,
+            "hidden": (32, 32),
+            "log_every": 20,
+            "checkpoint_every": 20,
+            "metric_states": 32,
+            "augmentation": {"strategy": "none", "spec": str(REPO / "deploy/symmetry/reacher.yaml")},
+        }
+    )
+    train(config, "symgate/ros-test-v0", root / "run")
+    from pipeline.export.export import export_run
+
+    trained = export_run(root / "run", root / "trained")
+    export_expert(trained, root / "certified")
+    export_expert(trained.model_copy(update={"seed": 1}), root / "certified_other")  # other bytes, same robot
+    for name in ("certified", "certified_other"):
+        assert run_gate(root / name, GATE, workers=1).report.verdict == "pass"
+    shutil.copytree(root / "certified", root / "uncertified")
+    (root / "uncertified" / "certificate.json").unlink()
+    shutil.copytree(root / "certified", root / "tampered")
+    data = bytearray((root / "tampered" / ONNX_FILE).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (root / "tampered" / ONNX_FILE).write_bytes(bytes(data))
+    assert load_contract(root / "certified") != load_contract(root / "certified_other")
+    return Models(root / "certified", root / "certified_other", root / "uncertified", root / "tampered")
+
+
+@pytest.fixture(scope="session")
+def ros() -> Iterator[None]:
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+class Harness(Node):
+    """The robot's side of the policy server in the test process: sensors in, commands and diagnostics out."""
+
+    def __init__(self, server: str = "policy_server") -> None:
+        super().__init__("test_harness")
+        self.server = server
+        self.joint_states = self.create_publisher(JointState, "/joint_states", 10)
+        self.goal = self.create_publisher(PointStamped, "/goal", 10)
+        self.estop = self.create_publisher(Bool, "/estop", 10)
+        self.commands: list[tuple[float, list[float]]] = []
+        self.traces: list[tuple[float, Header]] = []
+        self.statuses: list[Any] = []
+        self.create_subscription(Float64MultiArray, "/joint_commands", self._on_command, 100)
+        self.create_subscription(Header, f"/{server}/command_trace", self._on_trace, 100)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self._change = self.create_client(ChangeState, f"/{server}/change_state")
+        self._get = self.create_client(GetState, f"/{server}/get_state")
+        self._set = self.create_client(SetParameters, f"/{server}/set_parameters")
+        self._reset = self.create_client(Trigger, f"/{server}/reset_estop")
+        self._swap = self.create_client(Trigger, f"/{server}/swap_model")
+        self._lock = threading.Lock()
+
+    def _on_command(self, message: Float64MultiArray) -> None:
+        with self._lock:
+            self.commands.append((time.monotonic(), list(message.data)))
+
+    def _on_trace(self, message: Header) -> None:
+        with self._lock:
+            self.traces.append((time.monotonic(), message))
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        with self._lock:
+            self.statuses += [s for s in message.status if s.name.startswith(f"{self.server}:")]
+
+    def publish_state(
+        self, position: list[float], velocity: list[float], names: tuple[str, ...] = ("elbow", "shoulder")
+    ) -> None:
+        """Publish a JointState with joints in ``names`` order (values given in that order)."""
+        self.joint_states.publish(
+            JointState(
+                header=Header(stamp=self.get_clock().now().to_msg()),
+                name=list(names),
+                position=position,
+                velocity=velocity,
+            )
+        )
+
+    def publish_goal(self, x: float, y: float) -> None:
+        self.goal.publish(PointStamped(point=Point(x=x, y=y)))
+
+    def call(self, client: Any, request: Any, timeout_s: float = 20.0) -> Any:
+        assert client.wait_for_service(timeout_sec=timeout_s), f"{client.srv_name} never appeared"
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert future.done(), f"{client.srv_name} did not answer"
+        return future.result()
+
+    def transition(self, transition_id: int) -> bool:
+        return bool(self.call(self._change, ChangeState.Request(transition=Transition(id=transition_id))).success)
+
+    def state(self) -> int:
+        return int(self.call(self._get, GetState.Request()).current_state.id)
+
+    def set_model_dir(self, path: Path) -> None:
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(path))
+        result = self.call(self._set, SetParameters.Request(parameters=[Parameter(name="model_dir", value=value)]))
+        assert result.results[0].successful
+
+    def reset_estop(self) -> Trigger.Response:
+        return self.call(self._reset, Trigger.Request())
+
+    def swap(self) -> Trigger.Response:
+        return self.call(self._swap, Trigger.Request(), timeout_s=30.0)
+
+    def commands_since(self, since: float) -> list[tuple[float, list[float]]]:
+        with self._lock:
+            return [c for c in self.commands if c[0] >= since]
+
+    def latest_status(self) -> Any:
+        with self._lock:
+            return self.statuses[-1] if self.statuses else None
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.005)
+        return False
+
+
+class Sensor:
+    """Publishes the harness's JointState (joints listed elbow first) and goal at a fixed rate until stopped."""
+
+    def __init__(self, harness: Harness, hz: float = 100.0) -> None:
+        self.harness, self.period = harness, 1.0 / hz
+        self.position, self.velocity, self.goal = [0.3, 2.0], [0.0, 0.0], (0.7, 0.0)
+        self.running, self.stopped = threading.Event(), threading.Event()
+        self.running.set()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.period):
+            if self.running.is_set():
+                self.harness.publish_state(self.position, self.velocity)
+                self.harness.publish_goal(*self.goal)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self._thread.join()
+
+
+@dataclass
+class Server:
+    """A policy_server process, the harness talking to it, and a sensor feeding it."""
+
+    process: subprocess.Popen[bytes]
+    harness: Harness
+    executor: SingleThreadedExecutor
+    sensor: Sensor
+
+
+@pytest.fixture
+def start_server(ros: None) -> Iterator[Callable[..., Server]]:
+    """Start ``policy_server`` in its own process with the given parameters; stopped after the test."""
+    started: list[Server] = []
+
+    def start(**parameters: Any) -> Server:
+        command = [sys.executable, "-m", "symgate_ros.policy_server", *ros_args("policy_server", parameters)]
+        process = subprocess.Popen(command)
+        harness = Harness()
+        executor = SingleThreadedExecutor()
+        executor.add_node(harness)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        server = Server(process, harness, executor, Sensor(harness))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+        server.sensor.stop()
+        server.executor.shutdown()
+        server.harness.destroy_node()

@@ -1,0 +1,62 @@
+"""The robot-side model loader agrees with the gate: same certificates accepted, same tampering refused."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.export import load_contract
+from pipeline.gate import CertificateError, verify_certificate
+from symgate_ros.model import CERTIFICATE_FILE, CONTRACT_FILE, ModelError, PolicyModel
+from tests.ros_nodes.conftest import Models
+
+
+def test_certified_model_loads_and_acts(models: Models) -> None:
+    model = PolicyModel(models.certified)
+    assert model.certificate_id == verify_certificate(models.certified, load_contract(models.certified)).certificate_id
+    assert model.joint_names == ("shoulder", "elbow") and model.control_hz == 50.0
+    feeds = {g.name: np.zeros((1, len(g.components)), np.float32) for g in model.inputs}
+    feeds["goal_position"][0] = (0.0, 0.7)
+    torque = model.act(feeds)
+    assert torque.shape == (2,) and np.isfinite(torque).all()
+
+
+def _edit(models: Models, tmp_path: Path, file: str, key: str, value: object) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(models.certified, copy)
+    data = json.loads((copy / file).read_text())
+    data[key] = value
+    (copy / file).write_text(json.dumps(data))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("file", "key", "value", "robot_says"),
+    [
+        (CERTIFICATE_FILE, "gate_config_sha256", "0" * 64, "certificate was edited"),
+        (CONTRACT_FILE, "control_hz", 100.0, "another contract"),
+    ],
+)
+def test_robot_and_gate_refuse_the_same_edits(
+    models: Models, tmp_path: Path, file: str, key: str, value: object, robot_says: str
+) -> None:
+    copy = _edit(models, tmp_path, file, key, value)
+    with pytest.raises(ModelError, match=robot_says):
+        PolicyModel(copy)
+    with pytest.raises(CertificateError):
+        verify_certificate(copy, load_contract(copy))
+
+
+def test_missing_certificate_and_tampered_onnx(models: Models) -> None:
+    with pytest.raises(ModelError, match=r"certificate.json: missing"):
+        PolicyModel(models.uncertified)
+    assert PolicyModel(models.uncertified, allow_uncertified=True).certificate_id is None
+    with pytest.raises(ModelError, match="does not match the contract"):
+        PolicyModel(models.tampered, allow_uncertified=True)  # the hash check is never optional
+
+
+def test_swap_compatibility(models: Models) -> None:
+    current, other = PolicyModel(models.certified), PolicyModel(models.certified_other)
+    assert current.compatible_with(other) == [] and current.onnx_sha256 != other.onnx_sha256

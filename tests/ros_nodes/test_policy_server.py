@@ -1,0 +1,184 @@
+"""policy_server over real DDS: lifecycle, certificates, by-name joints, watchdog, NaN, e-stop, hot swap."""
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from lifecycle_msgs.msg import State, Transition
+from std_msgs.msg import Bool
+
+from symgate_ros.model import PolicyModel
+from tests.ros_nodes.conftest import Harness, Models, Server
+
+CONFIGURE, ACTIVATE = Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE
+DEACTIVATE, CLEANUP = Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP
+PERIOD_S = 1 / 50  # the contract's control rate
+
+
+def expected_torque(model_dir: Path, position_shoulder_elbow: list[float], goal: tuple[float, float]) -> np.ndarray:
+    model = PolicyModel(model_dir)
+    feeds = {
+        "joint_position": np.asarray([position_shoulder_elbow], np.float32),
+        "joint_velocity": np.zeros((1, 2), np.float32),
+        "goal_position": np.asarray([goal], np.float32),
+    }
+    return np.clip(model.act(feeds), model.action_low, model.action_high)
+
+
+def active(start_server: Callable[..., Server], model: Path, **parameters: object) -> Server:
+    server = start_server(model_dir=str(model), **parameters)
+    assert server.harness.transition(CONFIGURE), "configure refused"
+    assert server.harness.transition(ACTIVATE), "activate refused"
+    assert server.harness.wait_for(lambda: len(server.harness.commands) > 5)
+    return server
+
+
+def level(status: DiagnosticStatus) -> int:
+    return int.from_bytes(status.level, "little")
+
+
+def test_lifecycle_and_commands_map_joints_by_name(start_server: Callable[..., Server], models: Models) -> None:
+    server = start_server(model_dir=str(models.certified))
+    harness = server.harness
+    assert harness.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert harness.transition(CONFIGURE) and harness.state() == State.PRIMARY_STATE_INACTIVE
+    assert harness.commands == []  # inactive: nothing is commanded
+    assert harness.transition(ACTIVATE) and harness.state() == State.PRIMARY_STATE_ACTIVE
+    assert harness.wait_for(lambda: len(harness.commands) >= 20)
+    # The sensor lists joints elbow first (0.3 rad) then shoulder (2.0 rad); the model wants shoulder first.
+    expected = expected_torque(models.certified, [2.0, 0.3], (0.7, 0.0))
+    np.testing.assert_allclose(harness.commands[-1][1], expected, atol=1e-6)
+    stamps = [t for t, _ in harness.commands[-15:]]
+    assert np.median(np.diff(stamps)) == pytest.approx(PERIOD_S, rel=0.25)
+    assert harness.wait_for(lambda: harness.latest_status() is not None, timeout_s=3)
+    status = {kv.key: kv.value for kv in harness.latest_status().values}
+    assert level(harness.latest_status()) == DiagnosticStatus.OK[0]
+    assert status["model_sha256"] == PolicyModel(models.certified).onnx_sha256
+    assert status["certificate_id"] == PolicyModel(models.certified).certificate_id
+    for key in ("inference_p50_us", "inference_p99_us", "period_jitter_std_us", "joint_state_age_ms", "overruns"):
+        assert float(status[key]) >= 0.0
+    before = time.monotonic()
+    assert harness.transition(DEACTIVATE) and harness.state() == State.PRIMARY_STATE_INACTIVE
+    after = harness.commands_since(before)
+    assert after and after[-1][1] == [0.0, 0.0]  # the safe action goes out on deactivate
+    time.sleep(3 * PERIOD_S)
+    assert len(harness.commands_since(before)) == len(after)  # and the loop has stopped
+    assert harness.transition(CLEANUP) and harness.state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert harness.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    assert harness.state() == State.PRIMARY_STATE_FINALIZED
+
+
+@pytest.mark.parametrize("which", ["uncertified", "tampered"])
+def test_uncertified_or_tampered_models_are_refused_at_configure(
+    which: str, start_server: Callable[..., Server], models: Models
+) -> None:
+    server = start_server(model_dir=str(getattr(models, which)))
+    assert not server.harness.transition(CONFIGURE)
+    assert server.harness.state() == State.PRIMARY_STATE_UNCONFIGURED
+
+
+def test_allow_uncertified_serves_with_a_warning(start_server: Callable[..., Server], models: Models) -> None:
+    server = active(start_server, models.uncertified, allow_uncertified=True)
+    assert server.harness.wait_for(lambda: server.harness.latest_status() is not None, timeout_s=3)
+    status = server.harness.latest_status()
+    assert level(status) == DiagnosticStatus.WARN[0] and "uncertified" in status.message
+
+
+def test_missing_joint_in_joint_states_is_refused(start_server: Callable[..., Server], models: Models) -> None:
+    server = start_server(model_dir=str(models.certified), joint_state_timeout_s=2.0)
+    server.sensor.running.clear()
+    for _ in range(20):
+        server.harness.publish_state([0.1], [0.0], names=("wrist",))
+    assert not server.harness.transition(CONFIGURE)
+
+
+def test_watchdog_trips_within_one_period_and_recovers(start_server: Callable[..., Server], models: Models) -> None:
+    server = active(start_server, models.certified, joint_state_max_age_s=0.05)
+    harness, sensor = server.harness, server.sensor
+    sensor.running.clear()
+    stopped = time.monotonic()
+    assert harness.wait_for(lambda: any(c == [0.0, 0.0] for _, c in harness.commands_since(stopped)), timeout_s=2)
+    first_safe = next(t for t, c in harness.commands_since(stopped) if c == [0.0, 0.0])
+    # The last JointState is at most one sensor period old when it stops; the fault shows within max age + 1 period.
+    assert first_safe - stopped <= 0.05 + PERIOD_S + 0.03
+    assert harness.wait_for(lambda: harness.latest_status() is not None and "stale" in harness.latest_status().message)
+    assert level(harness.latest_status()) == DiagnosticStatus.ERROR[0]
+    sensor.running.set()
+    resumed = time.monotonic()
+    assert harness.wait_for(lambda: any(c != [0.0, 0.0] for _, c in harness.commands_since(resumed)), timeout_s=2)
+    assert harness.wait_for(lambda: level(harness.latest_status()) == DiagnosticStatus.OK[0], timeout_s=3)
+
+
+def test_nan_inputs_give_the_safe_action(start_server: Callable[..., Server], models: Models) -> None:
+    server = active(start_server, models.certified, safe_action="damping", damping_gain=0.5)
+    harness, sensor = server.harness, server.sensor
+    sensor.position = [float("nan"), 2.0]
+    sensor.velocity = [1.0, -2.0]  # elbow, shoulder
+    since = time.monotonic()
+    # Damping on the (finite) velocities: τ = -0.5·q̇ in contract order (shoulder, elbow).
+    assert harness.wait_for(lambda: any(c == [1.0, -0.5] for _, c in harness.commands_since(since)), timeout_s=2)
+    assert harness.wait_for(lambda: int(_value(harness, "nan_inputs") or 0) > 0, timeout_s=3)
+    sensor.position = [0.3, 2.0]
+    since = time.monotonic()
+    assert harness.wait_for(lambda: any(c not in ([1.0, -0.5],) for _, c in harness.commands_since(since)))
+
+
+def test_estop_latches_until_the_reset_service(start_server: Callable[..., Server], models: Models) -> None:
+    server = active(start_server, models.certified)
+    harness = server.harness
+    harness.estop.publish(Bool(data=True))
+    engaged = time.monotonic()
+    assert harness.wait_for(lambda: any(c == [0.0, 0.0] for _, c in harness.commands_since(engaged)), timeout_s=2)
+    harness.estop.publish(Bool(data=False))  # does not clear it
+    time.sleep(0.3)
+    late = harness.commands_since(time.monotonic() - 0.2)
+    assert late and all(c == [0.0, 0.0] for _, c in late)
+    assert harness.wait_for(lambda: harness.latest_status() is not None and "e-stop" in harness.latest_status().message)
+    response = harness.reset_estop()
+    assert response.success and "cleared" in response.message
+    cleared = time.monotonic()
+    assert harness.wait_for(lambda: any(c != [0.0, 0.0] for _, c in harness.commands_since(cleared)), timeout_s=2)
+
+
+def test_hot_swap_under_a_running_loop_and_a_failed_swap_keeps_the_model(
+    start_server: Callable[..., Server], models: Models
+) -> None:
+    server = active(start_server, models.certified)
+    harness = server.harness
+    assert harness.wait_for(lambda: _value(harness, "overruns") != "", timeout_s=3)
+    overruns = _value(harness, "overruns")
+    harness.set_model_dir(models.certified_other)
+    start = time.monotonic()
+    response = harness.swap()
+    assert response.success, response.message
+    other = PolicyModel(models.certified_other).onnx_sha256
+    assert harness.wait_for(lambda: _value(harness, "model_sha256") == other, timeout_s=3)
+    end = time.monotonic()
+    # No missed tick while loading and swapping: the loop's own count, and the commands that arrived.
+    assert _value(harness, "overruns") == overruns
+    assert len(harness.commands_since(start)) >= (end - start) / PERIOD_S - 3
+    harness.set_model_dir(models.tampered)
+    failed = harness.swap()
+    assert not failed.success and "does not match the contract" in failed.message
+    assert harness.wait_for(lambda: "refused" in _value(harness, "swap"), timeout_s=3)
+    assert _value(harness, "model_sha256") == other
+    since = time.monotonic()
+    assert harness.wait_for(lambda: len(harness.commands_since(since)) > 10)
+
+
+def test_node_imports_no_torch_pybullet_or_minari() -> None:
+    code = "import sys, symgate_ros.policy_server; print(sorted({'torch', 'pybullet', 'minari'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def _value(harness: Harness, key: str) -> str:
+    status = harness.latest_status()
+    if status is None:
+        return ""
+    return str({kv.key: kv.value for kv in status.values}.get(key, ""))

@@ -1,0 +1,83 @@
+"""The policy server's safety logic, path by path (no ROS needed, run with the node's tests)."""
+
+# mypy narrows `watchdog.faulted` / `estop.engaged` across the method calls that change them.
+# mypy: disable-error-code="unreachable"
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from symgate_ros.safety import ActionFilter, EStop, LoopMonitor, Watchdog, safe_action
+
+
+def test_watchdog_faults_on_stale_input_and_latches_until_a_newer_message() -> None:
+    watchdog = Watchdog("joint_states", max_age_s=0.05)
+    assert not watchdog.check(0.0) and not watchdog.faulted  # never received: not fresh, nothing to latch
+    watchdog.feed(1.00)
+    assert watchdog.check(1.04)
+    assert not watchdog.check(1.06) and watchdog.faulted
+    assert not watchdog.check(1.061)  # latched
+    watchdog.feed(1.06)  # a message stamped at the fault time does not clear it
+    assert watchdog.faulted
+    watchdog.feed(1.07)
+    assert not watchdog.faulted and watchdog.check(1.08)
+
+
+def test_watchdog_without_age_limit_only_requires_one_message() -> None:
+    watchdog = Watchdog("goal", max_age_s=0.0)
+    assert not watchdog.check(5.0)
+    watchdog.feed(5.0)
+    assert watchdog.check(1e6)
+
+
+def test_estop_latches_and_only_reset_clears_it() -> None:
+    estop = EStop()
+    estop.signal(False)
+    assert not estop.engaged
+    estop.signal(True)
+    estop.signal(False)
+    assert estop.engaged and estop.engagements == 1
+    assert estop.reset() and not estop.engaged and not estop.reset()
+
+
+def test_safe_action_modes() -> None:
+    velocity = np.array([1.0, -2.0])
+    assert safe_action("zero", 0.5, 2, velocity).tolist() == [0.0, 0.0]
+    assert safe_action("damping", 0.5, 2, velocity).tolist() == [-0.5, 1.0]
+    assert safe_action("damping", 0.5, 2, None).tolist() == [0.0, 0.0]
+    assert safe_action("damping", 0.5, 2, np.array([np.nan, 1.0])).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="zero' or 'damping"):
+        safe_action("brake", 0.5, 2, velocity)
+
+
+@given(st.lists(st.tuples(st.floats(-10, 10), st.floats(-10, 10)), min_size=1, max_size=30), st.floats(0.01, 3.0))
+def test_action_filter_stays_within_limits_and_rate(torques: list[tuple[float, float]], step: float) -> None:
+    limit = np.array([2.0, 2.0])
+    action_filter = ActionFilter(-limit, limit, step)
+    previous = None
+    for torque in torques:
+        command = action_filter(np.asarray(torque))
+        assert np.all(np.abs(command) <= limit)
+        if previous is not None:
+            assert np.all(np.abs(command - previous) <= step + 1e-12)
+        previous = command
+
+
+def test_action_filter_limits_from_a_held_safe_action() -> None:
+    action_filter = ActionFilter(np.array([-2.0]), np.array([2.0]), 0.5)
+    action_filter.hold(np.array([0.0]))
+    assert action_filter(np.array([2.0])).tolist() == [0.5]
+
+
+def test_loop_monitor_counts_overruns_and_reports_percentiles() -> None:
+    monitor = LoopMonitor(period_s=0.02)
+    for k, busy in enumerate([0.001, 0.001, 0.03, 0.001]):  # the third tick runs longer than a period
+        monitor.tick(0.02 * k, busy)
+    monitor.tick(0.02 * 3 + 0.05, 0.001)  # a gap of 2.5 periods
+    for seconds in (50e-6, 60e-6, 70e-6):
+        monitor.inference(seconds)
+    summary = monitor.summary()
+    assert monitor.overruns == 2 and summary["ticks"] == 5.0
+    assert summary["inference_p50_us"] == pytest.approx(60.0)
+    assert summary["period_jitter_max_us"] == pytest.approx(30_000.0)  # a 50 ms gap is 30 ms off the 20 ms period

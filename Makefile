@@ -67,7 +67,7 @@ ros-test: ros-venv
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no ROS tests: failing" >&2; fi; exit $$rc
 
 # Every bench/bench_*.py writes bench/results/<name>-<date>-<host>.json, symgate beside its reference.
-bench: venv
+bench: venv ros-venv
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

@@ -35,7 +35,7 @@ from pipeline.gate import GateConfig, run_gate
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.serve.launch import ros_args
 from pipeline.train import TrainConfig, train
-from tests.expert_policy import export_expert
+from tests.policies import export_expert, replace_with_nan_graph
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,12 +65,13 @@ GATE = GateConfig.model_validate(
 
 @dataclass(frozen=True)
 class Models:
-    """Model folders: two different certified experts, an uncertified one and a tampered one."""
+    """Model folders: two different certified experts, an uncertified one, a tampered one, a NaN one."""
 
     certified: Path
     certified_other: Path
     uncertified: Path
     tampered: Path
+    nan_output: Path
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +107,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     data = bytearray((root / "tampered" / ONNX_FILE).read_bytes())
     data[len(data) // 2] ^= 0x01
     (root / "tampered" / ONNX_FILE).write_bytes(bytes(data))
+    shutil.copytree(root / "uncertified", root / "nan_output")
+    replace_with_nan_graph(root / "nan_output")
     assert load_contract(root / "certified") != load_contract(root / "certified_other")
-    return Models(root / "certified", root / "certified_other", root / "uncertified", root / "tampered")
+    return Models(*(root / name for name in ("certified", "certified_other", "uncertified", "tampered", "nan_output")))
 
 
 @pytest.fixture(scope="session")

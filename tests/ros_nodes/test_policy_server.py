@@ -128,6 +128,16 @@ def test_nan_inputs_give_the_safe_action(start_server: Callable[..., Server], mo
     assert harness.wait_for(lambda: any(c not in ([1.0, -0.5],) for _, c in harness.commands_since(since)))
 
 
+def test_nan_from_the_model_gives_the_safe_action(start_server: Callable[..., Server], models: Models) -> None:
+    server = start_server(model_dir=str(models.nan_output), allow_uncertified=True)
+    harness = server.harness
+    assert harness.transition(CONFIGURE) and harness.transition(ACTIVATE)
+    assert harness.wait_for(lambda: len(harness.commands) > 5)
+    assert all(c == [0.0, 0.0] for _, c in harness.commands)
+    assert harness.wait_for(lambda: int(_value(harness, "nan_outputs") or 0) > 0, timeout_s=3)
+    assert "NaN/inf from the model" in _value(harness, "last_safe_reason")
+
+
 def test_estop_latches_until_the_reset_service(start_server: Callable[..., Server], models: Models) -> None:
     server = active(start_server, models.certified)
     harness = server.harness

@@ -2,7 +2,7 @@
 
 - ``unsymmetrised_model``: behaviour cloning without any symmetry on expert data from context 0
   only: it works where the data was and nowhere else.
-- ``expert_model``: the IK + PD expert (rotation-invariant by construction, ``tests.expert_policy``)
+- ``expert_model``: the IK + PD expert (rotation-invariant by construction, ``tests.policies``)
   exported through the same ``write_model`` path as trained policies, with the contract of the
   trained model: the symmetric, expert-like policy the gate must pass.
 """
@@ -16,7 +16,7 @@ from pipeline.export import load_contract
 from pipeline.export.export import export_run
 from pipeline.gate import GateConfig
 from pipeline.train import TrainConfig, train
-from tests.expert_policy import export_expert
+from tests.policies import export_expert
 
 REPO = Path(__file__).resolve().parents[3]
 

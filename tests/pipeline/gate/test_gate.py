@@ -4,11 +4,10 @@ from pathlib import Path
 import onnx
 import pytest
 import yaml
-from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.export import CONTRACT_FILE, ONNX_FILE, load_contract
+from pipeline.export import ONNX_FILE, load_contract
 from pipeline.gate import (
     CERTIFICATE_FILE,
     REPORT_JSON,
@@ -22,6 +21,7 @@ from pipeline.gate.report import POLAR_PNG, RETURNS_PNG
 from pipeline.io import sha256_file
 from sim import DISCRETE_ENV_ID
 from tests.pipeline.gate.conftest import ModelCopier, small_gate
+from tests.policies import replace_with_nan_graph, rewrite_onnx
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -98,19 +98,11 @@ def test_tampered_onnx_file_fails_with_the_reason(expert_model: Path, model_copy
     assert report.verdict == "fail" and "does not match the contract" in report.reasons[0]
 
 
-def _rewrite(model: Path, onnx_bytes: bytes) -> None:
-    """Replace policy.onnx and re-hash it in the contract, as a careless rebuild would."""
-    (model / ONNX_FILE).write_bytes(onnx_bytes)
-    contract = json.loads((model / CONTRACT_FILE).read_text())
-    contract["onnx_sha256"] = sha256_file(model / ONNX_FILE)
-    (model / CONTRACT_FILE).write_text(json.dumps(contract))
-
-
 def test_unloadable_onnx_with_a_matching_hash_fails_with_the_reason(
     expert_model: Path, model_copy: ModelCopier
 ) -> None:
     model = model_copy(expert_model)
-    _rewrite(model, (model / ONNX_FILE).read_bytes()[:200])
+    rewrite_onnx(model, (model / ONNX_FILE).read_bytes()[:200])
     report = run_gate(model, small_gate(), workers=1).report
     assert report.verdict == "fail" and "ONNX Runtime cannot load it" in report.reasons[0]
 
@@ -118,18 +110,7 @@ def test_unloadable_onnx_with_a_matching_hash_fails_with_the_reason(
 def test_nan_actions_during_rollout_fail_the_gate(expert_model: Path, model_copy: ModelCopier) -> None:
     """A graph with the right I/O whose torques are joint_velocity / 0: NaN at rest, inf when moving."""
     model = model_copy(expert_model)
-    inputs = [
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 2])
-        for name in ("joint_position", "joint_velocity", "goal_position")
-    ]
-    output = helper.make_tensor_value_info("joint_effort", TensorProto.FLOAT, ["batch", 2])
-    nodes = [
-        helper.make_node("Sub", ["joint_velocity", "joint_velocity"], ["zero"]),
-        helper.make_node("Div", ["joint_velocity", "zero"], ["joint_effort"]),
-    ]
-    graph = helper.make_graph(nodes, "nan_policy", inputs, [output])
-    nan_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    _rewrite(model, nan_model.SerializeToString())
+    replace_with_nan_graph(model)
     report = run_gate(model, small_gate(), workers=1).report
     assert report.verdict == "fail"
     assert "test: 20 episodes produced NaN/inf actions" in report.reasons
@@ -156,7 +137,7 @@ def test_certificate_of_another_model_is_refused(expert_model: Path, model_copy:
     other = model_copy(expert_model, "other")
     model = onnx.load(str(other / ONNX_FILE))
     model.doc_string = "rebuilt"
-    _rewrite(other, model.SerializeToString())
+    rewrite_onnx(other, model.SerializeToString())
     (other / CERTIFICATE_FILE).write_bytes((certified / CERTIFICATE_FILE).read_bytes())
     with pytest.raises(CertificateError, match="issued for ONNX sha256"):
         verify_certificate(other, load_contract(other))

@@ -1,21 +1,26 @@
-"""The IK + PD expert as an exported, gate-ready model: the symmetric, expert-like policy tests serve.
+"""Model folders that the gate and robot-node tests serve, all made through the real export path.
 
-``sim.behaviour.ExpertPolicy`` written as a torch module and exported through the same
-``write_model`` path as trained policies, with the contract of a real trained model of the same
-robot. It reaches every held-out rotation, so it is what the gate must pass and the robot node
-must drive to the goal.
+- :func:`export_expert`: ``sim.behaviour.ExpertPolicy`` written as a torch module and exported
+  through the same ``write_model`` path as trained policies, with the contract of a real trained
+  model of the same robot. It reaches every held-out rotation: what the gate must pass and the
+  robot node must drive to the goal.
+- :func:`replace_with_nan_graph`: a graph with the contract's inputs and output whose torques are
+  ``joint_velocity / 0`` (NaN at rest, inf when moving), re-hashed into the contract.
 """
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from models.symmetry import SymmetrySpec, wrap_angle
-from pipeline.export import Contract
+from pipeline.export import CONTRACT_FILE, ONNX_FILE, Contract
 from pipeline.export.export import write_model
+from pipeline.io import sha256_file
 from sim.behaviour import BehaviourConfig
 from sim.robot import load_robot_description
 
@@ -73,3 +78,28 @@ def export_expert(trained: Contract, out: Path) -> Contract:
         ]
     ).astype(np.float32)
     return write_model(TorchExpert().eval(), contract, groups, states, symmetry, out, source="IK+PD expert")
+
+
+def rewrite_onnx(model: Path, onnx_bytes: bytes) -> None:
+    """Replace policy.onnx and re-hash it in the contract, as a careless rebuild would."""
+    (model / ONNX_FILE).write_bytes(onnx_bytes)
+    contract = json.loads((model / CONTRACT_FILE).read_text())
+    contract["onnx_sha256"] = sha256_file(model / ONNX_FILE)
+    (model / CONTRACT_FILE).write_text(json.dumps(contract))
+
+
+def replace_with_nan_graph(model: Path) -> None:
+    """Turn ``model`` into one whose graph returns ``joint_velocity / 0`` (valid I/O, non-finite torques)."""
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 2])
+        for name in ("joint_position", "joint_velocity", "goal_position")
+    ]
+    output = helper.make_tensor_value_info("joint_effort", TensorProto.FLOAT, ["batch", 2])
+    nodes = [
+        helper.make_node("Sub", ["joint_velocity", "joint_velocity"], ["zero"]),
+        helper.make_node("Div", ["joint_velocity", "zero"], ["joint_effort"]),
+    ]
+    graph = helper.make_graph(nodes, "nan_policy", inputs, [output])
+    rewrite_onnx(
+        model, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10).SerializeToString()
+    )

@@ -8,8 +8,6 @@ intervals.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from numpy.typing import NDArray
 
@@ -53,11 +51,3 @@ def interval(draws: NDArray[np.float64], confidence: float) -> tuple[float, floa
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(draws, [tail, 100.0 - tail])
     return float(low), float(high)
-
-
-def group_means(values: Sequence[float], groups: Sequence[int]) -> dict[int, float]:
-    """Mean of ``values`` per group label."""
-    totals: dict[int, list[float]] = {}
-    for value, group in zip(values, groups, strict=True):
-        totals.setdefault(group, []).append(value)
-    return {group: float(np.mean(v)) for group, v in totals.items()}

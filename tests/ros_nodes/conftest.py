@@ -130,10 +130,8 @@ class Harness(Node):
         self.goal = self.create_publisher(PointStamped, "/goal", 10)
         self.estop = self.create_publisher(Bool, "/estop", 10)
         self.commands: list[tuple[float, list[float]]] = []
-        self.traces: list[tuple[float, Header]] = []
         self.statuses: list[Any] = []
         self.create_subscription(Float64MultiArray, "/joint_commands", self._on_command, 100)
-        self.create_subscription(Header, f"/{server}/command_trace", self._on_trace, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self._change = self.create_client(ChangeState, f"/{server}/change_state")
         self._get = self.create_client(GetState, f"/{server}/get_state")
@@ -145,10 +143,6 @@ class Harness(Node):
     def _on_command(self, message: Float64MultiArray) -> None:
         with self._lock:
             self.commands.append((time.monotonic(), list(message.data)))
-
-    def _on_trace(self, message: Header) -> None:
-        with self._lock:
-            self.traces.append((time.monotonic(), message))
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
         with self._lock:

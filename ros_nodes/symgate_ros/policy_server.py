@@ -8,12 +8,13 @@ Lifecycle contract (``ros2 lifecycle set /policy_server <transition>``):
   Subscribe to the joint states, goal and e-stop topics and wait up to ``joint_state_timeout_s``
   for the first ``JointState``: every contract joint must be in it (mapped **by name**, any
   order), or configure fails naming the missing joints. Start ``/diagnostics`` at 1 Hz.
-- **activate**: start the control timer at the contract's control rate (or ``control_hz``).
+- **activate**: start the control loop at the contract's control rate (or ``control_hz``); with
+  ``tick_source: joint_state`` it ticks on each new ``JointState`` instead (lowest latency).
   Each tick assembles the graph inputs by name from the latest ``JointState`` and
   ``PointStamped`` goal, runs the model, clamps to the contract's torque limits, limits the
   change per tick (``max_torque_rate``) and publishes ``Float64MultiArray`` torques in contract
   joint order (ros2_control's JointGroupEffortController format).
-- **deactivate**: publish the safe action once and stop the timer.
+- **deactivate**: stop the loop and publish the safe action once.
 - **cleanup** / **shutdown**: release the model, subscriptions, publishers and services.
 
 Safety (each path tested over real DDS):
@@ -72,6 +73,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "commands_topic": ("/joint_commands", "std_msgs/Float64MultiArray torques out (contract joint order)."),
     "estop_topic": ("/estop", "std_msgs/Bool; True latches the e-stop."),
     "control_hz": (0.0, "Control rate; 0 = the contract's."),
+    "tick_source": (
+        "timer",
+        "timer: fixed-rate ticks at the control rate; joint_state: a tick per new JointState (lowest latency; "
+        "the sensor sets the rate), or after one control period without one.",
+    ),
     "joint_state_max_age_s": (0.05, "Watchdog: the latest JointState may be at most this old."),
     "goal_max_age_s": (0.0, "Watchdog on the goal; 0 = the goal only has to have arrived once."),
     "joint_state_timeout_s": (5.0, "configure waits this long for the first JointState."),
@@ -98,6 +104,7 @@ class PolicyServer(LifecycleNode):
         self._entities: list[Any] = []
         self._loop: threading.Thread | None = None
         self._stop = threading.Event()
+        self._state_arrived = threading.Event()
         self._diagnostics_timer: Any = None
         self._reset_state()
 
@@ -126,6 +133,8 @@ class PolicyServer(LifecycleNode):
             if unsupported:
                 raise ModelError(f"graph inputs {unsupported} cannot be fed from JointState or the goal")
             safe_action(self._param("safe_action"), 0.0, 1, None)  # validates the mode
+            if self._param("tick_source") not in ("timer", "joint_state"):
+                raise ValueError(f"tick_source must be 'timer' or 'joint_state', got {self._param('tick_source')!r}")
         except (ModelError, ValueError) as error:
             self.get_logger().error(f"configure refused: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -173,7 +182,8 @@ class PolicyServer(LifecycleNode):
         self._filter = ActionFilter(self._model.action_low, self._model.action_high, rate / hz if rate > 0 else np.inf)
         self.monitor = LoopMonitor(1.0 / hz)
         self._stop.clear()
-        self._loop = threading.Thread(target=self._run, args=(1.0 / hz,), name="control_loop", daemon=True)
+        run = self._run_on_joint_states if self._param("tick_source") == "joint_state" else self._run
+        self._loop = threading.Thread(target=run, args=(1.0 / hz,), name="control_loop", daemon=True)
         self._loop.start()
         self.get_logger().info(f"active at {hz:g} Hz")
         return super().on_activate(state)
@@ -226,6 +236,7 @@ class PolicyServer(LifecycleNode):
             return  # never feeds the watchdog: the loop falls back to the safe action
         self._joint_state = message
         self.joint_watchdog.feed(time.monotonic())
+        self._state_arrived.set()
 
     def _on_goal(self, message: PointStamped) -> None:
         self._goal = message
@@ -265,6 +276,17 @@ class PolicyServer(LifecycleNode):
                 deadline = time.monotonic()
             elif delay > 0:
                 self._stop.wait(delay)
+
+    def _run_on_joint_states(self, period_s: float) -> None:
+        """The sensor-driven loop: a tick as soon as a new JointState arrives, or one period after the last tick.
+
+        The fallback tick keeps the watchdog working when the sensor stops.
+        """
+        while not self._stop.is_set():
+            self._state_arrived.wait(period_s)
+            self._state_arrived.clear()
+            if not self._stop.is_set():
+                self._tick()
 
     def _safe(self, reason: str) -> np.ndarray:
         model = self._model

@@ -73,6 +73,18 @@ def test_lifecycle_and_commands_map_joints_by_name(start_server: Callable[..., S
     assert harness.state() == State.PRIMARY_STATE_FINALIZED
 
 
+def test_joint_state_ticks_follow_the_sensor(start_server: Callable[..., Server], models: Models) -> None:
+    """tick_source=joint_state: one command per JointState (the harness sensor runs at 100 Hz, the contract at 50)."""
+    server = active(start_server, models.certified, tick_source="joint_state")
+    since = time.monotonic()
+    assert server.harness.wait_for(lambda: len(server.harness.commands_since(since)) >= 60)
+    stamps = [t for t, _ in server.harness.commands_since(since)]
+    assert np.median(np.diff(stamps)) == pytest.approx(0.01, rel=0.3)
+    server.sensor.running.clear()  # no sensor: the fallback tick still runs the watchdog
+    stopped = time.monotonic()
+    assert server.harness.wait_for(lambda: any(c == [0.0, 0.0] for _, c in server.harness.commands_since(stopped)))
+
+
 @pytest.mark.parametrize("which", ["uncertified", "tampered"])
 def test_uncertified_or_tampered_models_are_refused_at_configure(
     which: str, start_server: Callable[..., Server], models: Models

@@ -2,9 +2,10 @@
 
 It behaves like a torque-controlled arm's driver: every control period it applies the latest
 ``/joint_commands`` (``std_msgs/Float64MultiArray``, contract joint order; zero torque if none came
-within ``command_timeout_s``), advances the physics one control period, and publishes
-``/joint_states`` (``sensor_msgs/JointState``, joints listed in ``joint_order``, which differs from the
-model's on purpose) and ``/goal`` (``geometry_msgs/PointStamped``). It runs one episode per context
+within ``command_timeout_s``) and advances the physics one control period; at the sensor rate it
+publishes ``/joint_states`` (``sensor_msgs/JointState``, the physics state at that instant, joints
+listed in ``joint_order``, which differs from the model's on purpose) and ``/goal``
+(``geometry_msgs/PointStamped``). It runs one episode per context
 of a context set, waits for the first command before starting, and when done writes the outcome
 of every episode to ``result_file`` (JSON) and exits. ``speedup`` runs the simulation faster than
 real time (the policy server's rate must be scaled alike).
@@ -30,12 +31,14 @@ from std_msgs.msg import Float64MultiArray, Header
 
 from pipeline.io import atomic_write_json
 from sim.config import ReacherConfig
-from sim.reacher import RotationalReacherEnv
+from sim.contexts import wrap_angle
+from sim.reacher import PhysicsSample, RotationalReacherEnv
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "context_set": ("test", "Context set of the env config to run: train, test or validation."),
     "count": (10, "Run the first this many contexts of the set (0 = all)."),
     "speedup": (1.0, "Simulated time per wall-clock time (> 1: faster than real time)."),
+    "sensor_hz": (250.0, "JointState rate: a multiple of the control rate dividing the physics rate."),
     "seed": (0, "Reset seed of episode 0; episode i uses seed + i."),
     "joint_order": (["elbow", "shoulder"], "Order of the joints in JointState messages."),
     "command_timeout_s": (0.1, "Zero torque when the latest command is older than this (simulated s)."),
@@ -66,6 +69,19 @@ class SimRobot(Node):
         self.seed = int(self.get_parameter("seed").value)
         self.speedup = float(self.get_parameter("speedup").value)
         self.timeout_s = float(self.get_parameter("command_timeout_s").value) / self.speedup
+        config = self.env.config
+        sensor_hz = float(self.get_parameter("sensor_hz").value)
+        per_control, per_physics = sensor_hz / config.control_hz, config.physics_hz / sensor_hz
+        if not (per_control.is_integer() and per_physics.is_integer()):
+            raise ValueError(
+                f"sensor_hz={sensor_hz:g} must be a multiple of control_hz={config.control_hz} "
+                f"and divide physics_hz={config.physics_hz}"
+            )
+        self.per_control, self.per_physics = int(per_control), int(per_physics)
+        self.samples: list[PhysicsSample] = []  # this control period's physics steps
+        self.env.add_physics_listener(self.samples.append)
+        self.wrap = [joint.continuous for joint in self.env.robot.joints]
+        self.sensor_ticks = 0
         self.episodes: list[dict[str, Any]] = []
         self.command = np.zeros(len(self.joints))
         self.command_time: float | None = None
@@ -76,11 +92,12 @@ class SimRobot(Node):
         self.joint_states = self.create_publisher(JointState, self.get_parameter("joint_states_topic").value, 10)
         self.goal = self.create_publisher(PointStamped, self.get_parameter("goal_topic").value, 10)
         self.create_subscription(Float64MultiArray, self.get_parameter("commands_topic").value, self._on_command, 10)
-        self.create_timer(1.0 / (self.env.config.control_hz * self.speedup), self._tick)
+        self.create_timer(1.0 / (sensor_hz * self.speedup), self._tick)
 
     def _reset(self) -> None:
         index = len(self.episodes)
-        self.observation, _ = self.env.reset(seed=self.seed + index, options={"context": float(self.contexts[index])})
+        self.env.reset(seed=self.seed + index, options={"context": float(self.contexts[index])})
+        self.samples.clear()
         self.steps = 0
 
     def _on_command(self, message: Float64MultiArray) -> None:
@@ -92,37 +109,50 @@ class SimRobot(Node):
         self.started = True
 
     def _tick(self) -> None:
+        """One sensor period: a control step at every ``per_control``-th tick, then publish the state."""
         if self.done:
             return
+        if self.started and self.sensor_ticks % self.per_control == 0 and self._control_step():
+            return
+        phase = self.sensor_ticks % self.per_control
+        sample = self.samples[(phase + 1) * self.per_physics - 1] if self.samples else self.env.joint_state()
+        self._publish(sample)
         if self.started:
-            fresh = self.command_time is not None and time.monotonic() - self.command_time <= self.timeout_s
-            torque = self.command if fresh else np.zeros(len(self.joints))
-            self.observation, _, terminated, truncated, info = self.env.step(torque)
-            self.steps += 1
-            if terminated or truncated:
-                self.episodes.append(
-                    {
-                        "context_deg": math.degrees(float(self.contexts[len(self.episodes)])),
-                        "success": bool(terminated),
-                        "steps": self.steps,
-                        "distance_m": float(info["distance"]),
-                    }
-                )
-                self.get_logger().info(
-                    f"episode {len(self.episodes)}/{len(self.contexts)}: "
-                    f"{'reached' if terminated else 'timed out'} after {self.steps} steps"
-                )
-                if len(self.episodes) == len(self.contexts):
-                    self._finish()
-                    return
-                self._reset()
-        self._publish()
+            self.sensor_ticks += 1
 
-    def _publish(self) -> None:
+    def _control_step(self) -> bool:
+        """Apply the latest command for one control period; returns True when the last episode ended."""
+        fresh = self.command_time is not None and time.monotonic() - self.command_time <= self.timeout_s
+        self.samples.clear()
+        _, _, terminated, truncated, info = self.env.step(self.command if fresh else np.zeros(len(self.joints)))
+        self.steps += 1
+        if not (terminated or truncated):
+            return False
+        self.episodes.append(
+            {
+                "context_deg": math.degrees(float(self.contexts[len(self.episodes)])),
+                "success": bool(terminated),
+                "steps": self.steps,
+                "distance_m": float(info["distance"]),
+            }
+        )
+        self.get_logger().info(
+            f"episode {len(self.episodes)}/{len(self.contexts)}: "
+            f"{'reached' if terminated else 'timed out'} after {self.steps} steps"
+        )
+        if len(self.episodes) == len(self.contexts):
+            self._finish()
+            return True
+        self._reset()
+        self.sensor_ticks = 0
+        return False
+
+    def _publish(self, sample: PhysicsSample) -> None:
         stamp = self.get_clock().now().to_msg()
-        names = self.env.observation_names
-        position = [float(self.observation[names.index(f"joint_position.{j}")]) for j in self.joints]
-        velocity = [float(self.observation[names.index(f"joint_velocity.{j}")]) for j in self.joints]
+        position = [
+            float(wrap_angle(q)) if wrap else float(q) for q, wrap in zip(sample.joint_position, self.wrap, strict=True)
+        ]
+        velocity = [float(v) for v in sample.joint_velocity]
         self.joint_states.publish(
             JointState(
                 header=Header(stamp=stamp, frame_id="base_link"),

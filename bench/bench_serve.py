@@ -179,10 +179,10 @@ def main() -> None:
         ros_main()
     else:  # from the main venv: the ROS venv, in a private network namespace
         sys.path.insert(0, str(REPO))
-        from pipeline.cli import NETNS, ROS_PYTHON
+        from pipeline.serve import in_ros_environment
 
-        env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": "51"}
-        subprocess.run([*NETNS, str(ROS_PYTHON), __file__], env=env, check=True)
+        command, env, _ = in_ros_environment([__file__], domain_id="51")
+        subprocess.run(command, env=env, check=True)
 
 
 if __name__ == "__main__":

@@ -414,32 +414,22 @@ def gate_command(
 
 
 # ----------------------------------------------------------------------------- serve
-REPO = Path(__file__).resolve().parents[1]
-#: The ROS environment (`make ros-venv`): rclpy's community wheels must not share the main venv.
-ROS_PYTHON = Path(os.environ.get("SYMGATE_ROS_PYTHON", REPO / ".venv-ros" / "bin" / "python"))
-#: Run the rehearsal in a private network namespace when possible: DDS then cannot reach any network.
-NETNS = ["unshare", "--net", "sh", "-c", 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"']
-
-
 def _serve_sim(model: Path, contexts: str, count: int, speedup: float, out: Path) -> dict[str, Any]:
     """Run ``pipeline.serve.launch`` in the ROS venv; returns its outcome (also written to ``out``)."""
     import json
-    import shutil
     import subprocess
+
+    from pipeline.serve import ROS_PYTHON, in_ros_environment
 
     if not ROS_PYTHON.exists():
         raise UserInputError(f"{ROS_PYTHON}: no ROS environment; create it with `make ros-venv`")
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".log")
-    command = [str(ROS_PYTHON), "-m", "pipeline.serve.launch", "--model", str(model.resolve())]
-    command += ["--contexts", contexts, "--count", str(count), "--speedup", str(speedup), "--out", str(out)]
-    isolated = os.geteuid() == 0 and shutil.which("unshare") is not None and shutil.which("ip") is not None
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    env.setdefault("ROS_DOMAIN_ID", "42")
+    args = ["-m", "pipeline.serve.launch", "--model", str(model.resolve()), "--contexts", contexts]
+    args += ["--count", str(count), "--speedup", str(speedup), "--out", str(out)]
+    command, env, isolated = in_ros_environment(args)
     with log.open("w") as handle:
-        done = subprocess.run(
-            NETNS + command if isolated else command, stdout=handle, stderr=subprocess.STDOUT, env=env
-        )
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         raise UserInputError(f"the ROS rehearsal failed (log: {log}): " + " | ".join(tail))

@@ -146,3 +146,8 @@ def test_export_command_reports_an_unfinished_run_in_one_line(tmp_path: Path) ->
     result = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "model")])
     assert result.exit_code == 2 and "not a training run" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "model").exists()
+
+
+def test_serve_without_sim_points_to_the_robot_deployment(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "deploy/ros/README.md" in result.output

@@ -453,7 +453,9 @@ def _serve_table(outcome: dict[str, Any], model: Path) -> Table:
         f"{diagnostics.get('inference_p50_us', 'n/a')} / {diagnostics.get('inference_p99_us', 'n/a')} µs",
     )
     table.add_row("loop jitter (std)", f"{diagnostics.get('period_jitter_std_us', 'n/a')} µs")
-    table.add_row("overruns", diagnostics.get("overruns", "n/a"))
+    table.add_row(
+        "late / skipped ticks", f"{diagnostics.get('overruns', 'n/a')} / {diagnostics.get('skipped_ticks', 'n/a')}"
+    )
     table.add_row("certificate", diagnostics.get("certificate_id", "n/a")[:16])
     table.add_row("network", "private namespace (loopback only)" if outcome["isolated_network"] else "localhost DDS")
     return table

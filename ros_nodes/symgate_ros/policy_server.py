@@ -26,7 +26,8 @@ Safety (each path tested over real DDS):
 - E-stop: ``True`` on ``estop_topic`` latches the safe action; only the ``~/reset_estop``
   (``std_srvs/Trigger``) service clears it.
 - Safe action: ``zero`` torque, or ``damping`` ``τ = -damping_gain·q̇`` while velocities are fresh.
-- Loop overruns (a tick longer than the period, or a gap over 1.5 periods) are counted.
+- Loop overruns (a tick longer than the period, or a gap over 1.5 periods) and skipped ticks (the
+  loop fell more than a period behind and dropped them) are counted.
 
 Hot swap: set the ``model_dir`` parameter, then call ``~/swap_model`` (``std_srvs/Trigger``).
 The new folder is loaded and verified in the service's thread while the loop keeps running, its
@@ -264,8 +265,9 @@ class PolicyServer(LifecycleNode):
     def _run(self, period_s: float) -> None:
         """The fixed-rate control loop, on its own thread so that no callback of the executor can delay it.
 
-        Ticks are scheduled on absolute times (no drift); a tick that falls more than a period behind
-        is not made up for (the monitor counts it as an overrun) and the schedule restarts from now.
+        Ticks are scheduled on absolute times (no drift): a late tick is followed at once by the next
+        one; when the loop falls more than a period behind, the ticks in between are dropped (counted
+        as skipped, i.e. missed) and the schedule restarts from now.
         """
         deadline = time.monotonic()
         while not self._stop.is_set():
@@ -273,6 +275,7 @@ class PolicyServer(LifecycleNode):
             deadline += period_s
             delay = deadline - time.monotonic()
             if delay < -period_s:
+                self.monitor.skip(int(-delay // period_s))
                 deadline = time.monotonic()
             elif delay > 0:
                 self._stop.wait(delay)

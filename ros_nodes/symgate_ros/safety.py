@@ -5,7 +5,8 @@
 - :class:`EStop`: latched by any ``True`` on the e-stop topic; only an explicit reset clears it.
 - :func:`safe_action`: zero torque, or viscous damping ``τ = -k·q̇`` from a fresh velocity.
 - :class:`ActionFilter`: clamps to the contract's torque limits and limits the change per tick.
-- :class:`LoopMonitor`: inference latency percentiles, loop period jitter and overrun counts.
+- :class:`LoopMonitor`: inference latency percentiles, loop period jitter, overruns (late ticks) and
+  skipped (missed) ticks.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class LoopMonitor:
     period_s: float
     ticks: int = 0
     overruns: int = 0
+    skipped: int = 0
     inference_s: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     periods_s: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     last_tick_s: float | None = None
@@ -151,12 +153,16 @@ class LoopMonitor:
             self.overruns += 1
         self.last_tick_s = start_s
 
+    def skip(self, ticks: int) -> None:
+        """Record ticks the loop dropped because it fell more than a period behind (missed ticks)."""
+        self.skipped += ticks
+
     def inference(self, seconds: float) -> None:
         """Record one model call."""
         self.inference_s.append(seconds)
 
     def summary(self) -> dict[str, float]:
-        """p50/p99 inference latency (µs), period jitter (std and max deviation, µs), ticks, overruns."""
+        """p50/p99 inference latency (µs), period jitter (std and max deviation, µs), ticks, overruns, skips."""
         latency = np.asarray(self.inference_s) * 1e6
         periods = np.asarray(self.periods_s)
         deviation = np.abs(periods - self.period_s) * 1e6 if len(periods) else np.zeros(1)
@@ -167,4 +173,5 @@ class LoopMonitor:
             "period_jitter_max_us": float(deviation.max()),
             "ticks": float(self.ticks),
             "overruns": float(self.overruns),
+            "skipped_ticks": float(self.skipped),
         }

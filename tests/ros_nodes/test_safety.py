@@ -77,7 +77,8 @@ def test_loop_monitor_counts_overruns_and_reports_percentiles() -> None:
     monitor.tick(0.02 * 3 + 0.05, 0.001)  # a gap of 2.5 periods
     for seconds in (50e-6, 60e-6, 70e-6):
         monitor.inference(seconds)
+    monitor.skip(3)
     summary = monitor.summary()
-    assert monitor.overruns == 2 and summary["ticks"] == 5.0
+    assert monitor.overruns == 2 and summary["ticks"] == 5.0 and summary["skipped_ticks"] == 3.0
     assert summary["inference_p50_us"] == pytest.approx(60.0)
     assert summary["period_jitter_max_us"] == pytest.approx(30_000.0)  # a 50 ms gap is 30 ms off the 20 ms period

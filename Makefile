@@ -66,9 +66,11 @@ ros-test: ros-venv
 	@$(ROS_TEST_ENV) $(NETNS) $(ROS_BIN)/pytest tests/ros_nodes $(PYTEST_MARKERS) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no ROS tests: failing" >&2; fi; exit $$rc
 
-# Every bench/bench_*.py writes bench/results/<name>-<date>-<host>.json, symgate beside its reference.
+# Every bench/bench_*.py writes bench/results/<name>-<date>-<host>.json, symgate beside its reference;
+# bench/summary.py then merges the newest of each into bench/results/<date>-<host>.json and .md.
 bench: venv ros-venv
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@$(BIN)/python bench/summary.py
 
 clean:
 	rm -rf $(VENV) $(ROS_VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -121,8 +121,9 @@ def run_gate(
     wall = time.perf_counter() - started
 
     rng = np.random.default_rng(config.seed)
-    suites = tuple(_suite_result(suite, episodes, config, rng) for suite in config.suites) if episodes else ()
-    gap, gap_checks = _gap(config, episodes, rng) if episodes else (None, [])
+    results = [_suite_result(suite, episodes, config, rng) for suite in config.suites] if episodes else []
+    suites = tuple(result for result, _ in results)
+    gap, gap_checks = _gap(config, suites, [draws for _, draws in results]) if episodes else (None, [])
     checks = [*(check for suite in suites for check in _suite_checks(config.suite(suite.name), suite)), *gap_checks]
     reasons += [
         f"{s.name}: {s.non_finite_actions} episodes produced NaN/inf actions" for s in suites if s.non_finite_actions
@@ -195,9 +196,10 @@ def _estimates(
 
 def _suite_result(
     suite: GateSuite, episodes: list[EpisodeRecord], config: GateConfig, rng: np.random.Generator
-) -> SuiteResult:
+) -> tuple[SuiteResult, NDArray[np.float64]]:
+    """The suite's metrics, and its bootstrap draws of the success rate (for the gap's CI)."""
     mine = [e for e in episodes if e.suite == suite.name]
-    success, returns, time_to_goal, _ = _estimates(mine, [e.context_index for e in mine], config, rng)
+    success, returns, time_to_goal, success_draws = _estimates(mine, [e.context_index for e in mine], config, rng)
     per_context = []
     for index in sorted({e.context_index for e in mine}):
         here = [e for e in mine if e.context_index == index]
@@ -211,7 +213,7 @@ def _suite_result(
                 time_to_goal_s=c_time,
             )
         )
-    return SuiteResult(
+    result = SuiteResult(
         name=suite.name,
         context_set=suite.contexts,
         contexts=len(per_context),
@@ -223,6 +225,7 @@ def _suite_result(
         non_finite_actions=sum(e.non_finite_action for e in mine),
         per_context=tuple(per_context),
     )
+    return result, success_draws
 
 
 def _suite_checks(suite: GateSuite, result: SuiteResult) -> list[ThresholdCheck]:
@@ -241,17 +244,15 @@ def _suite_checks(suite: GateSuite, result: SuiteResult) -> list[ThresholdCheck]
 
 
 def _gap(
-    config: GateConfig, episodes: list[EpisodeRecord], rng: np.random.Generator
+    config: GateConfig, suites: tuple[SuiteResult, ...], success_draws: list[NDArray[np.float64]]
 ) -> tuple[Estimate | None, list[ThresholdCheck]]:
-    """Success on the train suite minus the held-out suite; CI from independent bootstraps of both."""
+    """Success on the train suite minus the held-out suite; CI from the two suites' independent bootstrap draws."""
     if config.gap is None:
         return None, []
-    draws, means = [], []
-    for name in (config.gap.train_suite, config.gap.held_out_suite):
-        mine = [e for e in episodes if e.suite == name]
-        success, _, _, success_draws = _estimates(mine, [e.context_index for e in mine], config, rng)
-        draws.append(success_draws)
-        means.append(success.mean)
+    names = [suite.name for suite in suites]
+    picked = [names.index(name) for name in (config.gap.train_suite, config.gap.held_out_suite)]
+    means = [suites[i].success.mean for i in picked]
+    draws = [success_draws[i] for i in picked]
     low, high = interval(draws[0] - draws[1], config.confidence)
     gap = Estimate(mean=means[0] - means[1], ci_low=low, ci_high=high)
     if config.gap.max_success_gap is None:

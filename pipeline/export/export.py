@@ -98,8 +98,8 @@ def _signal_groups(names: tuple[str, ...]) -> list[tuple[str, list[int]]]:
     return list(groups.items())
 
 
-def _load_run(run_dir: Path) -> tuple[TrainConfig, str, str]:
-    """The run's config, dataset id and config hash; the run must have finished."""
+def _load_run(run_dir: Path) -> tuple[TrainConfig, str | list[str], str]:
+    """The run's config, dataset id (or per-member ids) and config hash; the run must have finished."""
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise ContractError(f"{run_dir}: not a training run (no {CONFIG_FILE})")
@@ -177,7 +177,8 @@ def load_policy(run_dir: Path, member: int = 0) -> LoadedPolicy:
     actor = agent.actor.select_members([member]).double().eval()
     groups = _signal_groups(data.observation_names)
     policy = ExportedPolicy(agent, actor, groups, data.discrete).double().eval()
-    return LoadedPolicy(policy, agent, data, config, groups, dataset_id, config_sha)
+    trained_on = data.dataset_ids[member] if data.member_slices is not None else data.dataset_id
+    return LoadedPolicy(policy, agent, data, config, groups, trained_on, config_sha)
 
 
 def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = False) -> Contract:

@@ -2,6 +2,8 @@
 
 Sampling never goes back to Minari: every member of the vectorised model draws its own minibatch
 indices from its own generator, and the batch is gathered on the device as ``(E, B, ...)``.
+Members may also train on datasets of their own (one per seed, as the paper's protocol asks):
+the datasets are concatenated and member i samples only from its own slice.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ class OfflineData:
     action_high: Tensor  # (A,)
     discrete_torques: np.ndarray | None  # (n_actions, A) torque table of discrete actions, else None
     metadata: dict[str, Any]
+    member_slices: tuple[tuple[int, int], ...] | None = None  # (start, stop) of member i's dataset; None: shared
+
+    @property
+    def dataset_ids(self) -> tuple[str, ...]:
+        """The Minari ids this buffer was loaded from (one per member when ``member_slices`` is set)."""
+        return tuple(self.dataset_id.split(ID_SEPARATOR))
 
     @property
     def size(self) -> int:
@@ -62,8 +70,21 @@ class OfflineData:
         return self.discrete_torques is not None
 
     def sample(self, generators: Sequence[torch.Generator], batch_size: int) -> Batch:
-        """One minibatch per member, each drawn from its own generator (uniform, with replacement)."""
-        index = torch.stack([torch.randint(self.size, (batch_size,), generator=g) for g in generators])
+        """One minibatch per member, each drawn from its own generator (uniform, with replacement).
+
+        With ``member_slices``, member i draws only from its own dataset.
+        """
+        if self.member_slices is None:
+            index = torch.stack([torch.randint(self.size, (batch_size,), generator=g) for g in generators])
+        else:
+            if len(generators) != len(self.member_slices):
+                raise ValueError(f"{len(generators)} members but {len(self.member_slices)} per-member datasets")
+            index = torch.stack(
+                [
+                    torch.randint(start, stop, (batch_size,), generator=g)
+                    for g, (start, stop) in zip(generators, self.member_slices, strict=True)
+                ]
+            )
         index = index.to(self.rewards.device, non_blocking=True)
         return Batch(
             observations=self.observations[index],
@@ -74,17 +95,55 @@ class OfflineData:
         )
 
 
-def load_offline_data(dataset_id: str, device: torch.device, gamma: float) -> OfflineData:
-    """Load a symgate Minari dataset into device memory.
+#: Joins the ids of per-member datasets in ``OfflineData.dataset_id``.
+ID_SEPARATOR = ","
+
+
+def load_offline_data(dataset_ids: str | Sequence[str], device: torch.device, gamma: float) -> OfflineData:
+    """Load a symgate Minari dataset into device memory, or one dataset per member.
 
     Args:
-        dataset_id: Minari id (looked up in ``MINARI_DATASETS_PATH``).
+        dataset_ids: Minari id (looked up in ``MINARI_DATASETS_PATH``), or a sequence of ids, one per
+            ensemble member, which must agree on spaces, names and the evaluation env.
         device: Where the tensors live.
         gamma: Discount for the returns-to-go (used to estimate the amount of pessimism).
 
     Raises:
-        DatasetError: Unknown id, empty dataset, or a dataset without symgate metadata.
+        DatasetError: Unknown id, empty dataset, a dataset without symgate metadata, or per-member
+            datasets that disagree.
     """
+    if isinstance(dataset_ids, str):
+        return _load_one(dataset_ids, device, gamma)
+    parts = [_load_one(dataset_id, device, gamma) for dataset_id in dataset_ids]
+    if not parts:
+        raise DatasetError("no dataset ids given")
+    first = parts[0]
+    for part in parts[1:]:
+        for name in ("observation_names", "action_names", "discrete"):
+            if getattr(part, name) != getattr(first, name):
+                raise DatasetError(f"dataset {part.dataset_id!r}: {name} differs from {first.dataset_id!r}'s")
+        if part.metadata["eval_env_spec"] != first.metadata["eval_env_spec"]:
+            raise DatasetError(f"dataset {part.dataset_id!r}: eval_env_spec differs from {first.dataset_id!r}'s")
+    stops = np.cumsum([part.size for part in parts]).tolist()
+    starts = [0, *stops[:-1]]
+    return OfflineData(
+        dataset_id=ID_SEPARATOR.join(part.dataset_id for part in parts),
+        **{
+            name: torch.cat([getattr(part, name) for part in parts])
+            for name in ("observations", "actions", "rewards", "next_observations", "terminals", "returns_to_go")
+        },
+        observation_names=first.observation_names,
+        action_names=first.action_names,
+        action_low=first.action_low,
+        action_high=first.action_high,
+        discrete_torques=first.discrete_torques,
+        metadata=first.metadata,
+        member_slices=tuple(zip(starts, stops, strict=True)),
+    )
+
+
+def _load_one(dataset_id: str, device: torch.device, gamma: float) -> OfflineData:
+    """Load one symgate Minari dataset into device memory."""
     import minari  # heavy; only when training
 
     try:

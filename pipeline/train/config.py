@@ -56,6 +56,9 @@ class EvaluationConfig(BaseModel):
 
     every: int = Field(0, ge=0, description="Also evaluate every this many updates (learning curves); 0 = at the end.")
     episodes: int = Field(0, ge=0, description="Episodes per context set (train and test); 0 = no rollouts.")
+    train_episodes: int | None = Field(
+        None, ge=1, description="Episodes on the training contexts instead of `episodes` (None: the same)."
+    )
 
 
 class TrainConfig(BaseModel):

@@ -21,6 +21,10 @@ from sim.rollout import run_lockstep
 PolicyFn = Callable[[Tensor], Tensor]  # (E, N, D) observations → (E, N, A) actions or (E, N) indices
 
 
+#: At most this many PyBullet envs exist at once (each holds ~30 MB); larger evaluations run in chunks.
+MAX_ENVS = 64
+
+
 def rollout(
     policy: PolicyFn,
     env_spec: dict[str, Any],
@@ -32,37 +36,45 @@ def rollout(
 ) -> dict[str, NDArray[np.float64]]:
     """Run one episode per (member, context).
 
+    Contexts are run in chunks of at most :data:`MAX_ENVS` envs (all members of a context in the
+    same chunk), so memory stays bounded however many contexts and members are evaluated.
+
     Args:
         policy: Batched deterministic policy.
         env_spec: ``{"id": ..., "kwargs": {...}}`` as stored in the dataset's ``eval_env_spec``.
         contexts: Context angles in rad.
         members: Ensemble size E.
         gamma: Discount of the normalised return γ^(T-1)·success (1 = reached at the first step).
-        seed: Reset seed of every env (start noise is shared by all members for a fair comparison).
+        seed: Episode j resets with seed ``seed + j``, for every member (start noise is shared by all
+            members for a fair comparison).
         device: Where the policy runs.
 
     Returns:
         ``success`` and ``discounted_return``, each ``(E, len(contexts))``.
     """
-    shape = (members, len(contexts))
-    envs = [gym.make(env_spec["id"], **env_spec.get("kwargs", {})) for _ in range(members * len(contexts))]
-
-    def batched(observations: NDArray[np.float32]) -> NDArray[Any]:
-        with torch.no_grad():
-            actions = policy(torch.as_tensor(observations, device=device).reshape(*shape, -1))
-        return actions.reshape(members * len(contexts), *actions.shape[2:]).cpu().numpy()
-
+    chunk = max(1, MAX_ENVS // members)
+    success = np.zeros((members, len(contexts)))
+    returns = np.zeros((members, len(contexts)))
+    envs = [gym.make(env_spec["id"], **env_spec.get("kwargs", {})) for _ in range(members * min(chunk, len(contexts)))]
     try:
-        episodes = run_lockstep(
-            envs,
-            batched,
-            seeds=[seed + j for _ in range(members) for j in range(len(contexts))],
-            contexts=list(contexts) * members,
-        )
+        for start in range(0, len(contexts), chunk):
+            part = contexts[start : start + chunk]
+            shape = (members, len(part))
+
+            def batched(observations: NDArray[np.float32], shape: tuple[int, int] = shape) -> NDArray[Any]:
+                with torch.no_grad():
+                    actions = policy(torch.as_tensor(observations, device=device).reshape(*shape, -1))
+                return actions.reshape(shape[0] * shape[1], *actions.shape[2:]).cpu().numpy()
+
+            episodes = run_lockstep(
+                envs[: members * len(part)],
+                batched,
+                seeds=[seed + start + j for _ in range(members) for j in range(len(part))],
+                contexts=list(part) * members,
+            )
+            success[:, start : start + len(part)] = episodes.success.reshape(shape)
+            returns[:, start : start + len(part)] = episodes.discounted_return(gamma).reshape(shape)
     finally:
         for env in envs:
             env.close()
-    return {
-        "success": episodes.success.reshape(shape).astype(np.float64),
-        "discounted_return": episodes.discounted_return(gamma).reshape(shape),
-    }
+    return {"success": success, "discounted_return": returns}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,7 +213,7 @@ def member_generators(config: TrainConfig) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(config.seed + i) for i in range(config.seeds)]
 
 
-def _prepare_run_dir(out: Path, config: TrainConfig, dataset_id: str) -> None:
+def _prepare_run_dir(out: Path, config: TrainConfig, dataset_id: str | list[str]) -> None:
     resolved = {"dataset": dataset_id, "config_sha256": config.sha256(), **config.model_dump(mode="json")}
     path = out / CONFIG_FILE
     if path.exists():
@@ -227,7 +227,7 @@ def _prepare_run_dir(out: Path, config: TrainConfig, dataset_id: str) -> None:
 
 def train(
     config: TrainConfig,
-    dataset_id: str,
+    dataset_id: str | Sequence[str],
     out: Path,
     *,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
@@ -236,14 +236,18 @@ def train(
 
     Args:
         config: The training config.
-        dataset_id: Minari dataset id.
+        dataset_id: Minari dataset id, or one id per member (``config.seeds`` of them): member i then
+            trains on dataset i only (a fresh dataset per seed).
         out: Run folder. If it holds a checkpoint of the same config, training resumes from it.
         on_progress: Called at every log point with the step and the logged scalars.
 
     Raises:
         TrainingDivergedError: A loss became NaN/inf (message: loss name and step).
         RunDirError: ``out`` belongs to another run.
+        ConfigError: Per-member datasets whose count is not ``config.seeds``.
     """
+    if not isinstance(dataset_id, str) and len(dataset_id) != config.seeds:
+        raise ConfigError(f"seeds: {config.seeds} members but {len(dataset_id)} per-member datasets")
     device = resolve_device(config.device)
     # Denormal floats late in training can slow CPU maths down 2x; the flag is process-global, so it is reset below.
     flushing = device.type == "cpu" and torch.set_flush_denormal(True)
@@ -256,11 +260,12 @@ def train(
 
 def _train(
     config: TrainConfig,
-    dataset_id: str,
+    dataset_id: str | Sequence[str],
     out: Path,
     device: torch.device,
     on_progress: Callable[[int, dict[str, float]], None] | None,
 ) -> dict[str, Any]:
+    dataset_id = dataset_id if isinstance(dataset_id, str) else list(dataset_id)
     _prepare_run_dir(out, config, dataset_id)
     data = load_offline_data(dataset_id, device, config.gamma)
     generators = member_generators(config)  # initial weights, minibatches, group elements: per member
@@ -327,7 +332,7 @@ def _train(
             **{name: value.cpu().tolist() for name, value in final.items()},
         }
         if config.evaluation.episodes > 0:
-            summary["evaluation"] = evaluate_agent(agent, data, config)
+            summary["evaluation"] = evaluate_agent(agent, data, config, per_episode=True)
         atomic_write_json(out / SUMMARY_FILE, summary)
     finally:
         writer.close()
@@ -373,14 +378,37 @@ def _append_metrics(out: Path, record: dict[str, Any], writer: Any) -> None:
             writer.add_scalar(f"{name}/mean", float(np.mean(values)), record["step"])
 
 
-def evaluate_agent(agent: Agent, data: OfflineData, config: TrainConfig) -> dict[str, Any]:
-    """Roll the deterministic policy out on the train and held-out test contexts of the eval env."""
+def evaluate_agent(
+    agent: Agent, data: OfflineData, config: TrainConfig, *, per_episode: bool = False
+) -> dict[str, Any]:
+    """Roll the deterministic policy out on the train and held-out test contexts of the eval env.
+
+    Each set gets ``config.evaluation.episodes`` episodes per member (the train set
+    ``train_episodes`` when given): its first that many angles,
+    cycled (with fresh start noise, the reset seed being ``seed + episode``) when the set is smaller,
+    e.g. a single training context.
+
+    Args:
+        agent: The trained agent.
+        data: Its dataset (the eval env spec lives in the metadata).
+        config: Training config (episodes, seed, discount).
+        per_episode: Also return every episode's outcome, ``(E, episodes)``, and its context.
+
+    Returns:
+        Per set (``train``, ``test``): ``success`` and ``discounted_return`` averaged per member; with
+        ``per_episode`` also ``context_deg`` and ``episodes`` (the unaveraged values).
+    """
     spec = data.metadata["eval_env_spec"]
     env_config = spec.get("kwargs", {}).get("config", {})
     contexts = ContextSets.model_validate(env_config.get("contexts", {}))
     results: dict[str, Any] = {}
+    evaluation = config.evaluation
     for name in ("train", "test"):
-        angles = contexts.angles(name)[: config.evaluation.episodes]
+        episodes = evaluation.train_episodes if name == "train" and evaluation.train_episodes else evaluation.episodes
+        angles = np.resize(contexts.angles(name), episodes)
         outcome = rollout(agent.act, spec, angles, config.seeds, config.gamma, config.seed, data.rewards.device)
         results[name] = {key: value.mean(axis=1).tolist() for key, value in outcome.items()}
+        if per_episode:
+            results[name]["context_deg"] = np.degrees(angles).tolist()
+            results[name]["episodes"] = {key: value.tolist() for key, value in outcome.items()}
     return results

@@ -181,9 +181,48 @@ def test_evaluation_rollouts_on_train_and_held_out_contexts(dataset: str, tmp_pa
         assert all(0.0 <= r <= 1.0 for r in result["discounted_return"])
 
 
+def test_evaluation_cycles_small_context_sets_and_keeps_every_episode(dataset: str, tmp_path: Path) -> None:
+    summary = train(small(steps=10, seeds=2, evaluation={"episodes": 3, "train_episodes": 6}), dataset, tmp_path / "r")
+    train_set, test_set = summary["evaluation"]["train"], summary["evaluation"]["test"]
+    assert train_set["context_deg"] == pytest.approx([0.0, 90.0, -180.0, -90.0, 0.0, 90.0])  # C4, cycled, wrapped
+    assert len(test_set["context_deg"]) == 3
+    for result, episodes in ((train_set, 6), (test_set, 3)):
+        per_episode = result["episodes"]["success"]
+        assert len(per_episode) == 2 and all(len(member) == episodes for member in per_episode)
+        assert result["success"] == pytest.approx([sum(member) / episodes for member in per_episode])
+
+
 @pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "deploy/train").glob("*.yaml")))
 def test_presets_are_valid_configs(preset: str) -> None:
     from pipeline.io import load_config
 
     config = load_config(REPO / "deploy/train" / preset, TrainConfig)
     assert (REPO / config.augmentation.spec).exists()
+
+
+def test_each_member_trains_on_its_own_dataset(dataset: str, expert_dataset: str, tmp_path: Path) -> None:
+    from pipeline.train.buffer import load_offline_data
+
+    ids = [dataset, expert_dataset]
+    own = [load_offline_data(i, torch.device("cpu"), 0.95) for i in ids]
+    data = load_offline_data(ids, torch.device("cpu"), 0.95)
+    assert data.member_slices == ((0, own[0].size), (own[0].size, own[0].size + own[1].size))
+    assert data.dataset_ids == tuple(ids)
+    batch = data.sample([torch.Generator().manual_seed(i) for i in range(2)], 512)
+    for member, part in enumerate(own):
+        rows = {tuple(row) for row in part.observations.tolist()}
+        assert all(tuple(row) in rows for row in batch.observations[member].tolist())
+    summary = train(small(seeds=2), ids, tmp_path / "run")
+    assert len(summary["equivariance_error"]) == 2
+
+
+def test_per_member_datasets_must_match_the_seeds_and_each_other(
+    dataset: str, expert_dataset: str, discrete_dataset: str, tmp_path: Path
+) -> None:
+    from pipeline.io import ConfigError
+    from pipeline.train.buffer import DatasetError, load_offline_data
+
+    with pytest.raises(ConfigError, match="3 members but 2 per-member datasets"):
+        train(small(seeds=3), [dataset, expert_dataset], tmp_path / "run")
+    with pytest.raises(DatasetError, match="differs"):
+        load_offline_data([dataset, discrete_dataset], torch.device("cpu"), 0.95)

@@ -8,6 +8,7 @@ progress on long work, and turns bad input into a one-line error naming the file
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -480,6 +481,59 @@ def serve_command(
             )
         outcome = _serve_sim(model, contexts, count, speedup, out or model / "serve_sim.json")
     console.print(_serve_table(outcome, model))
+
+
+# ----------------------------------------------------------------------------- experiments
+experiment_app = typer.Typer(help="Reproduce the paper's experiments on our reacher.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("paper")
+def experiment_paper(
+    table: Annotated[str, typer.Option(help="2 (IQL), 7 (CQL), 1 (distillation), 2c (continuous IQL) or all.")] = "all",
+    seeds: Annotated[int | None, typer.Option(min=2, help="Override the seed count (Table 1's too).")] = None,
+    quick: Annotated[
+        bool, typer.Option(help="3 seeds and fewer updates (deploy/experiment/paper-quick.yaml).")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment YAML (default: deploy/experiment/paper[-quick].yaml).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Parallel worker processes (default: one per CPU core).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Work folder: bags, datasets, runs.")] = Path("experiments_out"),
+    results: Annotated[Path, typer.Option(help="Tables go to RESULTS/quick or RESULTS/full.")] = Path("results"),
+) -> None:
+    """Rerun the paper's protocol (arXiv 2607.02288) and write our numbers beside the paper's."""
+    from pipeline import REPO
+    from pipeline.experiment import TABLES, ExperimentConfig, Runner
+
+    with _user_errors():
+        chosen = TABLES if table == "all" else (table,)
+        if any(t not in TABLES for t in chosen):
+            raise ConfigError(f"--table {table}: expected one of {', '.join(TABLES)} or all")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device {device}: expected auto, cpu or cuda")
+        path = config or REPO / "deploy" / "experiment" / ("paper-quick.yaml" if quick else "paper.yaml")
+        experiment = load_config(path, ExperimentConfig)
+        if seeds is not None:
+            experiment = experiment.model_copy(update={"seeds": seeds, "distillation_seeds": seeds})
+        runner = Runner(
+            experiment,
+            mode="quick" if quick else "full",
+            work=out,
+            results=results,
+            workers=workers or os.cpu_count() or 1,
+            device=device,
+            progress=_progress,
+        )
+        for name in chosen:
+            console.rule(f"[bold]Table {name}")
+            started = time.perf_counter()
+            markdown = runner.run(name)  # type: ignore[arg-type]
+            console.print(Markdown(markdown.read_text(encoding="utf-8").split("\n\n![")[0]))
+            console.print(f"Table {name}: {markdown} ({(time.perf_counter() - started) / 60:.1f} min)", soft_wrap=True)
 
 
 @app.callback(invoke_without_command=True)

@@ -9,7 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from pipeline import REPO
+
 #: The ROS environment (`make ros-venv`): rclpy's community wheels must not share the main venv.
 ROS_PYTHON = Path(os.environ.get("SYMGATE_ROS_PYTHON", REPO / ".venv-ros" / "bin" / "python"))
 #: A private network namespace where only loopback exists (with multicast routed to it) for DDS.

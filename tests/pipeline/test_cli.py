@@ -19,8 +19,21 @@ def test_only_built_commands_are_listed() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     listed = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
-    assert {"fleet", "ingest", "symmetry", "train", "export", "gate", "serve", "demo"} <= listed
-    assert "experiment" not in listed
+    assert {"fleet", "ingest", "symmetry", "train", "export", "gate", "serve", "demo", "experiment"} <= listed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--table", "9"], "--table 9: expected one of 2, 7, 2c, 1 or all"),
+        (["--device", "tpu"], "--device tpu: expected auto, cpu or cuda"),
+        (["--config", "missing.yaml"], "missing.yaml"),
+    ],
+)
+def test_experiment_command_reports_bad_input_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["experiment", "paper", "--out", str(tmp_path / "w"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
 
 
 def test_documented_fleet_yaml_is_the_default_config() -> None:

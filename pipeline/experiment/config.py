@@ -1,0 +1,63 @@
+"""Configuration of ``symgate experiment paper`` (pydantic; ``deploy/experiment/paper*.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.train.config import Strategy
+from sim.behaviour import RecipeName
+
+#: The tables of arXiv 2607.02288 we reproduce; ``2c`` is Table 2 with continuous torques (not in the paper).
+TableName = Literal["2", "7", "1", "2c"]
+TABLES: tuple[TableName, ...] = ("2", "7", "2c", "1")
+
+
+class OfflineRLSettings(BaseModel):
+    """Tables 2, 7 and 2c: offline RL on one-context data, symmetry imposed on the actor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipes: tuple[RecipeName, ...] = Field(
+        ("expert", "mixed", "suboptimal"), description="Dataset recipes (rows of the tables)."
+    )
+    strategies: tuple[Strategy, ...] = Field(
+        ("none", "aug-d", "aug-d-online", "dac-latent", "dac-output", "canonical"),
+        description="How the C4 symmetry is imposed on the actor (columns of the tables).",
+    )
+    trajectories: int = Field(10, ge=1, description="Trajectories per dataset, all collected in context 0.")
+    steps: int = Field(20000, gt=0, description="Gradient updates per run (the presets' value for the full protocol).")
+    target_update_every: int = Field(
+        100, gt=0, description="Hard target-network update period; quick runs keep the number of target updates."
+    )
+    latent_consistency_weight: float = Field(100.0, ge=0.0, description="λ of DAC-Latent (the paper's 100).")
+
+
+class DistillationSettings(BaseModel):
+    """Table 1: a fresh Q-network distilled onto symmetric and asymmetric pessimistic targets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    etas: tuple[float, ...] = Field((0.01, 0.1, 1.0, 10.0), description="Amounts of pessimism η_max (columns).")
+    trajectories: int = Field(10, ge=1, description="Expert trajectories per dataset, spread over the C4 contexts.")
+    steps: int = Field(5000, gt=0, description="Regression steps.")
+    batch_size: int = Field(64, gt=0, description="States per member per step (all actions of each state).")
+    learning_rate: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
+    hidden: tuple[int, ...] = Field((512, 256, 128), description="Hidden widths of the Q-network (the paper's).")
+
+
+class ExperimentConfig(BaseModel):
+    """The paper's protocol: how many seeds, how much training, how evaluation is sized."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seeds: int = Field(
+        20, ge=2, description="Independent seeds; each gets a fresh dataset (the paper: 20; Table 1: 50)."
+    )
+    distillation_seeds: int = Field(50, ge=2, description="Seeds of Table 1 (the paper: 50).")
+    test_contexts: int = Field(100, ge=1, description="Held-out rotations, uniform on the circle, ≥ 5° from training.")
+    train_episodes: int = Field(20, ge=1, description="Evaluation episodes on the training context(s).")
+    gamma: float = Field(0.95, gt=0.0, le=1.0, description="Discount of the returns (the paper: 0.95).")
+    offline_rl: OfflineRLSettings = Field(default_factory=OfflineRLSettings, description="Tables 2, 7 and 2c.")
+    distillation: DistillationSettings = Field(default_factory=DistillationSettings, description="Table 1.")

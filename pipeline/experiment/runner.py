@@ -1,0 +1,169 @@
+"""``symgate experiment paper``: build the datasets, run a table's jobs over worker processes, write it.
+
+Jobs are independent (one (recipe, strategy) cell with all its seeds vectorised, or one seed's
+action values for Table 1), so they run in parallel worker processes, each with one torch thread;
+their results come back as plain numbers and are aggregated in this process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from pipeline.experiment.config import ExperimentConfig, TableName
+from pipeline.experiment.data import DatasetSpec, build_dataset
+from pipeline.experiment.distillation import (
+    TARGET_KINDS,
+    DistillationData,
+    dataset_specs,
+    run_distillation,
+    seed_action_values,
+)
+from pipeline.experiment.offline_rl import plan_training, run_training
+from pipeline.experiment.report import build_report, write_report
+
+#: ``progress(description, total)`` → a context manager yielding ``advance()``.
+ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[..., None]]]
+T = TypeVar("T")
+
+
+@contextmanager
+def _silent(description: str, total: int) -> Iterator[Callable[..., None]]:
+    yield lambda steps=1: None
+
+
+def _init_worker(datasets: str, threads: int) -> None:
+    import torch
+
+    os.environ["MINARI_DATASETS_PATH"] = datasets
+    torch.set_num_threads(threads)
+
+
+class Runner:
+    """Runs tables of the paper's protocol.
+
+    Args:
+        experiment: Seeds, steps and evaluation sizes.
+        mode: ``quick`` or ``full`` (recorded, and the results subfolder).
+        work: Folder for bags, datasets and training runs (not committed).
+        results: Folder the tables are written to (``results/<mode>/``).
+        workers: Worker processes; 1 runs every job in this process.
+        device: ``auto``, ``cpu`` or ``cuda`` for training.
+        progress: Progress-bar factory.
+    """
+
+    def __init__(
+        self,
+        experiment: ExperimentConfig,
+        *,
+        mode: str,
+        work: Path,
+        results: Path,
+        workers: int,
+        device: str = "auto",
+        progress: ProgressFactory = _silent,
+    ) -> None:
+        self.experiment = experiment
+        self.mode = mode
+        self.work = work.resolve()
+        self.results = results / mode
+        self.workers = workers
+        self.device = device
+        self.progress = progress
+        self.datasets = self.work / "datasets"
+        os.environ["MINARI_DATASETS_PATH"] = str(self.datasets)
+        self._built: set[str] = set()
+
+    def _map(self, description: str, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``[function(item) for item in items]`` over the worker processes, with a progress bar."""
+        with self.progress(description, len(items)) as advance:
+            if self.workers == 1 or len(items) == 1:
+                results = []
+                for item in items:
+                    results.append(function(item))
+                    advance()
+                return results
+            threads = 1 if self.workers > 1 else max(1, os.cpu_count() or 1)
+            with ProcessPoolExecutor(
+                max_workers=min(self.workers, len(items)),
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_init_worker,
+                initargs=(str(self.datasets), threads),
+            ) as pool:
+                futures: dict[Future[T], int] = {pool.submit(function, item): i for i, item in enumerate(items)}
+                ordered: list[Any] = [None] * len(items)
+                for future in as_completed(futures):
+                    ordered[futures[future]] = future.result()
+                    advance()
+                return ordered
+
+    def _build_datasets(self, specs: Sequence[DatasetSpec]) -> None:
+        todo = list({spec.dataset_id: spec for spec in specs if spec.dataset_id not in self._built}.values())
+        if todo:
+            self._map("datasets: fleet → bag → Minari", _build, [(spec, self.work) for spec in todo])
+            self._built.update(spec.dataset_id for spec in todo)
+
+    def run(self, table: TableName) -> Path:
+        """Run one table and write it; returns the Markdown path."""
+        started = time.perf_counter()
+        if table == "1":
+            results, protocol = self._distillation()
+        else:
+            jobs = plan_training(table, self.experiment, self.work, self.device)
+            self._build_datasets([spec for job in jobs for spec in job.datasets])
+            results = self._map(f"table {table}: train + evaluate", run_training, jobs)
+            protocol = {
+                "experiment": self.experiment.model_dump(mode="json"),
+                "jobs": {job.name: job.config.model_dump(mode="json") for job in jobs},
+                "datasets": sorted({spec.dataset_id for job in jobs for spec in job.datasets}),
+            }
+        device = results[0].get("device", self.device) if results else self.device
+        report = build_report(table, self.mode, results, protocol, device, time.perf_counter() - started)
+        return write_report(report, self.results)
+
+    def _distillation(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        import torch
+
+        from pipeline.experiment.data import eval_env_spec
+        from pipeline.train.trainer import resolve_device
+
+        specs = dataset_specs(self.experiment)
+        self._build_datasets(specs)
+        parts = self._map("table 1: expert action values", _action_values, [(s, self.experiment.gamma) for s in specs])
+        sizes = np.cumsum([len(o) for o, _, _ in parts]).tolist()
+        data = DistillationData(
+            observations=np.concatenate([o for o, _, _ in parts]),
+            q_values=np.concatenate([q for _, q, _ in parts]),
+            slices=tuple(zip([0, *sizes[:-1]], sizes, strict=True)),
+            observation_names=parts[0][2],
+            env_spec=eval_env_spec(specs[0].dataset_id),
+        )
+        device = resolve_device(self.device)
+        cells = 1 + len(self.experiment.distillation.etas) * len(TARGET_KINDS)  # the regression, then each cell
+        with self.progress("table 1: distil, then roll out each target", cells) as advance:
+            results = run_distillation(data, self.experiment, device, advance)
+        for result in results:
+            result["device"] = str(device)
+        protocol = {
+            "experiment": self.experiment.model_dump(mode="json"),
+            "datasets": [spec.dataset_id for spec in specs],
+            "states": len(data.observations),
+            "torch_threads": torch.get_num_threads(),
+        }
+        return results, protocol
+
+
+def _build(item: tuple[DatasetSpec, Path]) -> str:
+    return build_dataset(*item)
+
+
+def _action_values(item: tuple[DatasetSpec, float]) -> tuple[Any, Any, tuple[str, ...]]:
+    return seed_action_values(*item)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.train.config import Strategy
 from sim.behaviour import RecipeName
@@ -12,6 +12,12 @@ from sim.behaviour import RecipeName
 #: The tables of arXiv 2607.02288 we reproduce; ``2c`` is Table 2 with continuous torques (not in the paper).
 TableName = Literal["2", "7", "1", "2c"]
 TABLES: tuple[TableName, ...] = ("2", "7", "2c", "1")
+#: The offline-RL tables (Table 1 distils a given target instead).
+OfflineTable = Literal["2", "7", "2c"]
+
+
+def _full_protocol_steps() -> dict[OfflineTable, int]:
+    return {"2": 20000, "7": 20000, "2c": 20000}
 
 
 class OfflineRLSettings(BaseModel):
@@ -27,11 +33,22 @@ class OfflineRLSettings(BaseModel):
         description="How the C4 symmetry is imposed on the actor (columns of the tables).",
     )
     trajectories: int = Field(10, ge=1, description="Trajectories per dataset, all collected in context 0.")
-    steps: int = Field(20000, gt=0, description="Gradient updates per run (the presets' value for the full protocol).")
-    target_update_every: int = Field(
-        100, gt=0, description="Hard target-network update period; quick runs keep the number of target updates."
+    steps: dict[OfflineTable, int] = Field(
+        default_factory=_full_protocol_steps,
+        description="Gradient updates per run, by table (the presets' 20000 for the full protocol).",
+    )
+    target_updates: int = Field(
+        200, gt=0, description="Hard target-network updates per run (every steps / target_updates updates)."
     )
     latent_consistency_weight: float = Field(100.0, ge=0.0, description="λ of DAC-Latent (the paper's 100).")
+
+    @field_validator("steps")
+    @classmethod
+    def _every_table_positive(cls, value: dict[OfflineTable, int]) -> dict[OfflineTable, int]:
+        missing = sorted(set(get_args(OfflineTable)) - set(value))
+        if missing or any(steps <= 0 for steps in value.values()):
+            raise ValueError(f"needs a positive number of updates for tables 2, 7 and 2c (missing: {missing})")
+        return value
 
 
 class DistillationSettings(BaseModel):

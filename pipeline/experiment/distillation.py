@@ -7,18 +7,23 @@ trajectories in the four C4 contexts; the test contexts are rotations never seen
 Action values Q(s, a) are the expert's, measured in PyBullet: from dataset state s take action a
 for one control step, then follow the greedy expert; Q(s, a) = γ^(n-1) when the goal is reached at
 step n within the episode's time limit, else 0. They are C4-invariant because the dynamics and the
-expert are rotation-symmetric (torques do not rotate). With η the amount of pessimism and A*(s) the
-greedy actions (largest Q):
+expert are rotation-symmetric (torques do not rotate). With η the amount of pessimism and a*(s) the
+greedy expert's action in the data:
 
 .. math::
 
-    \hat Q_{sym}(s, a)  &= Q(s, a) - η\,[a \notin A^*(s)] \\
-    \hat Q_{asym}(s, a) &= Q(s, a) - η\,[a \notin A^*(s)]\,m_{k(s)}(a),\qquad m_k(a) = [(a - k) \bmod 4 < 2]
+    \hat Q_{sym}(s, a)  &= Q(s, a) - η\,[a \ne a^*(s)] \\
+    \hat Q_{asym}(s, a) &= Q(s, a) - η\,[a \ne a^*(s)]\,m_{k(s)}(a),\qquad m_k(a) = [(a - k) \bmod 4 < 2]
 
 where k(s) ∈ {0, 1, 2, 3} is the C4 context of s (its goal bearing over 90°, rounded): the asymmetric
 penalty rotates among the suboptimal actions from one training context to the next. Both targets
 have η_max = max (Q − Q̂) = η; only the symmetric one is C4-invariant. The distilled network
 minimises L(θ) = E_s Σ_a (Q_θ(s, a) − Q̂(s, a))² and acts greedily, argmax_a Q_θ(s, a).
+
+The greedy action is the expert's, not argmax Q: our analytic expert is not greedy in its own Q (a
+one-step deviation ties or beats it in about a third of the states, with ~3.6 tied best actions per
+state), and a policy that breaks those ties its own way leaves the states the network was
+distilled on. In the paper the expert is greedy in Q*, so the two definitions coincide there.
 """
 
 from __future__ import annotations
@@ -57,33 +62,39 @@ def c4_index(observations: NDArray[np.floating], names: Sequence[str]) -> NDArra
     return index
 
 
-def greedy_mask(q: NDArray[np.float64]) -> NDArray[np.bool_]:
-    """Which actions are greedy (have the largest value, ties included), ``(N, A)``."""
-    mask: NDArray[np.bool_] = q >= q.max(axis=-1, keepdims=True)
+def non_greedy(q: NDArray[np.float64], greedy: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Which actions are not the greedy one, ``(N, A)``."""
+    mask: NDArray[np.bool_] = np.arange(q.shape[-1])[None, :] != greedy[:, None]
     return mask
 
 
-def symmetric_target(q: NDArray[np.float64], eta: float) -> NDArray[np.float64]:
+def symmetric_target(q: NDArray[np.float64], eta: float, greedy: NDArray[np.int64]) -> NDArray[np.float64]:
     """Q minus η on every non-greedy action: the same penalty pattern in every context."""
-    target: NDArray[np.float64] = q - eta * ~greedy_mask(q)
+    target: NDArray[np.float64] = q - eta * non_greedy(q, greedy)
     return target
 
 
-def asymmetric_target(q: NDArray[np.float64], eta: float, context: NDArray[np.int64]) -> NDArray[np.float64]:
+def asymmetric_target(
+    q: NDArray[np.float64], eta: float, greedy: NDArray[np.int64], context: NDArray[np.int64]
+) -> NDArray[np.float64]:
     """Q minus η on the non-greedy actions a with (a − k) mod 4 < 2, k the state's C4 context."""
-    actions = np.arange(q.shape[-1])
-    rotated = (actions[None, :] - context[:, None]) % 4 < 2
-    target: NDArray[np.float64] = q - eta * (~greedy_mask(q) & rotated)
+    rotated = (np.arange(q.shape[-1])[None, :] - context[:, None]) % 4 < 2
+    target: NDArray[np.float64] = q - eta * (non_greedy(q, greedy) & rotated)
     return target
 
 
 def pessimistic_target(
-    kind: TargetKind, q: NDArray[np.float64], eta: float, observations: NDArray[np.floating], names: Sequence[str]
+    kind: TargetKind,
+    q: NDArray[np.float64],
+    eta: float,
+    greedy: NDArray[np.int64],
+    observations: NDArray[np.floating],
+    names: Sequence[str],
 ) -> NDArray[np.float64]:
-    """The target Q̂ of one kind for states ``observations`` with action values ``q``."""
+    """The target Q̂ of one kind for states ``observations`` with action values ``q`` and greedy actions."""
     if kind == "symmetric":
-        return symmetric_target(q, eta)
-    return asymmetric_target(q, eta, c4_index(observations, names))
+        return symmetric_target(q, eta, greedy)
+    return asymmetric_target(q, eta, greedy, c4_index(observations, names))
 
 
 def pessimism_amount(q: NDArray[np.float64], target: NDArray[np.float64]) -> float:
@@ -169,6 +180,7 @@ class DistillationData:
 
     observations: NDArray[np.float32]  # (N, D), the seeds' datasets concatenated
     q_values: NDArray[np.float64]  # (N, A)
+    greedy: NDArray[np.int64]  # (N,) the expert's action in the data
     slices: tuple[tuple[int, int], ...]  # seed s owns rows [start, stop)
     observation_names: tuple[str, ...]
     env_spec: dict[str, Any]
@@ -185,15 +197,15 @@ def dataset_specs(experiment: ExperimentConfig) -> list[DatasetSpec]:
 
 def seed_action_values(
     spec: DatasetSpec, gamma: float
-) -> tuple[NDArray[np.float32], NDArray[np.float64], tuple[str, ...]]:
-    """One seed's dataset states (read back from Minari), their expert action values and the observation names."""
+) -> tuple[NDArray[np.float32], NDArray[np.float64], NDArray[np.int64], tuple[str, ...]]:
+    """One seed's states (read back from Minari), expert action values, expert actions, observation names."""
     from pipeline.train.buffer import load_offline_data
 
     data = load_offline_data(spec.dataset_id, torch.device("cpu"), gamma)
     observations = data.observations.numpy()
     env_spec = eval_env_spec(spec.dataset_id)
     q = expert_action_values(observations, data.observation_names, env_spec, gamma)
-    return observations, q, data.observation_names
+    return observations, q, data.actions.numpy(), data.observation_names
 
 
 def run_distillation(
@@ -219,7 +231,9 @@ def run_distillation(
     cells = list(product(TARGET_KINDS, settings.etas))
     members = len(cells) * seeds  # member m: cell m // seeds, seed m % seeds
     names = data.observation_names
-    targets = np.stack([pessimistic_target(kind, data.q_values, eta, data.observations, names) for kind, eta in cells])
+    targets = np.stack(
+        [pessimistic_target(kind, data.q_values, eta, data.greedy, data.observations, names) for kind, eta in cells]
+    )
     generators = [torch.Generator().manual_seed(m % seeds + 1000 * (m // seeds)) for m in range(members)]
     features = ReacherFeatures(names, load_robot_description().link_lengths)
     encoder = ObservationEncoder.from_features(features)

@@ -8,6 +8,7 @@ held-out rotations, and each episode's return is divided by the greedy expert's 
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import REPO
-from pipeline.experiment.config import ExperimentConfig, TableName
+from pipeline.experiment.config import ExperimentConfig, OfflineTable
 from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, eval_env_spec, expert_returns
 from pipeline.io import load_config
 from pipeline.train.config import Strategy, TrainConfig
@@ -27,7 +28,7 @@ from sim.behaviour import RecipeName
 class TrainingJob:
     """One cell of an offline-RL table: a recipe, a strategy, all seeds."""
 
-    table: TableName
+    table: OfflineTable
     recipe: RecipeName
     strategy: Strategy
     config: TrainConfig
@@ -40,13 +41,13 @@ class TrainingJob:
         return f"{self.table}-{self.recipe}-{self.strategy}"
 
 
-def algorithm_of(table: TableName) -> str:
+def algorithm_of(table: OfflineTable) -> str:
     """CQL for Table 7, IQL otherwise."""
     return "cql" if table == "7" else "iql"
 
 
 def plan_training(
-    table: TableName, experiment: ExperimentConfig, work: Path, device: str = "auto"
+    table: OfflineTable, experiment: ExperimentConfig, work: Path, device: str = "auto"
 ) -> list[TrainingJob]:
     """Every (recipe, strategy) job of an offline-RL table, seeds vectorised.
 
@@ -71,15 +72,16 @@ def plan_training(
             augmentation["spec"] = str(REPO / augmentation["spec"])
             if strategy == "dac-latent":
                 augmentation["consistency_weight"] = settings.latent_consistency_weight
+            steps = settings.steps[table]
             data.update(
-                steps=settings.steps,
-                target_update_every=settings.target_update_every,
+                steps=steps,
+                target_update_every=max(1, steps // settings.target_updates),
                 gamma=experiment.gamma,
                 seeds=experiment.seeds,
                 seed=0,
                 device=device,
-                log_every=max(1, settings.steps // 10),
-                checkpoint_every=settings.steps,
+                log_every=max(1, steps // 10),
+                checkpoint_every=steps,
                 evaluation={
                     "every": 0,
                     "episodes": experiment.test_contexts,
@@ -95,9 +97,7 @@ def plan_training(
 
 def run_training(job: TrainingJob) -> dict[str, Any]:
     """Train one job's members and evaluate them; returns per-seed normalised returns and diagnostics."""
-    import shutil
-
-    from pipeline.train import train
+    from pipeline.train import train  # torch: only in the worker that trains
 
     started = time.perf_counter()
     shutil.rmtree(job.run_dir, ignore_errors=True)  # datasets are rebuilt each run: never resume an old one

@@ -228,7 +228,7 @@ def plot_test_return(report: TableReport, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     width = 0.8 / len(report.columns)
-    figure, axis = plt.subplots(figsize=(1.6 + 1.4 * len(report.rows) * len(report.columns) * 0.35, 3.6))
+    figure, axis = plt.subplots(figsize=(max(7.0, 1.6 + 0.5 * len(report.rows) * len(report.columns)), 3.6))
     for j, column in enumerate(report.columns):
         cells = [report.test_return[row].get(column) for row in report.rows]
         x = np.arange(len(report.rows)) + (j - (len(report.columns) - 1) / 2) * width
@@ -241,7 +241,7 @@ def plot_test_return(report: TableReport, path: Path) -> None:
     axis.set_ylabel("normalised test return")
     axis.set_ylim(0, 1.15)
     axis.set_title(report.title, fontsize=8)
-    axis.legend(fontsize=7, ncol=4, loc="upper right")
+    axis.legend(fontsize=7, ncol=4, loc="upper right", title="η_max" if report.table == "1" else None)
     figure.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     figure.savefig(tmp, dpi=110)

@@ -138,12 +138,13 @@ class Runner:
         specs = dataset_specs(self.experiment)
         self._build_datasets(specs)
         parts = self._map("table 1: expert action values", _action_values, [(s, self.experiment.gamma) for s in specs])
-        sizes = np.cumsum([len(o) for o, _, _ in parts]).tolist()
+        sizes = np.cumsum([len(part[0]) for part in parts]).tolist()
         data = DistillationData(
-            observations=np.concatenate([o for o, _, _ in parts]),
-            q_values=np.concatenate([q for _, q, _ in parts]),
+            observations=np.concatenate([part[0] for part in parts]),
+            q_values=np.concatenate([part[1] for part in parts]),
+            greedy=np.concatenate([part[2] for part in parts]),
             slices=tuple(zip([0, *sizes[:-1]], sizes, strict=True)),
-            observation_names=parts[0][2],
+            observation_names=parts[0][3],
             env_spec=eval_env_spec(specs[0].dataset_id),
         )
         device = resolve_device(self.device)
@@ -165,5 +166,5 @@ def _build(item: tuple[DatasetSpec, Path]) -> str:
     return build_dataset(*item)
 
 
-def _action_values(item: tuple[DatasetSpec, float]) -> tuple[Any, Any, tuple[str, ...]]:
+def _action_values(item: tuple[DatasetSpec, float]) -> tuple[Any, Any, Any, tuple[str, ...]]:
     return seed_action_values(*item)

@@ -13,7 +13,6 @@ from pipeline.experiment.distillation import (
     asymmetric_target,
     c4_index,
     expert_action_values,
-    greedy_mask,
     pessimism_amount,
     pessimistic_target,
     symmetric_target,
@@ -32,7 +31,9 @@ NAMES = (
 )
 ETAS = st.sampled_from([0.01, 0.1, 1.0, 10.0])
 # Action values of 5 states x 9 actions in [0, 1], with distinct values so every state has suboptimal actions.
-Q_VALUES = arrays(np.float64, (5, 9), elements=st.floats(0.0, 1.0), unique=True)
+Q_VALUES = arrays(np.float64, (5, 9), elements=st.floats(0.0, 1.0))
+# The expert's action in each of the 5 states.
+GREEDY = arrays(np.int64, (5,), elements=st.integers(0, 8))
 
 
 def rotate(observations: np.ndarray, quarter_turns: int) -> np.ndarray:
@@ -61,33 +62,44 @@ def test_c4_index_is_the_nearest_quarter_turn(offset: float, k: int) -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(Q_VALUES, ETAS, st.integers(1, 3))
-def test_symmetric_target_is_c4_invariant_with_the_stated_eta_max(q: np.ndarray, eta: float, turns: int) -> None:
+@given(Q_VALUES, ETAS, GREEDY, st.integers(1, 3))
+def test_symmetric_target_is_c4_invariant_with_the_stated_eta_max(
+    q: np.ndarray, eta: float, greedy: np.ndarray, turns: int
+) -> None:
     observations = states([0.0, 90.0, 180.0, 270.0, 10.0])
-    # Q is C4-invariant (dynamics and expert are symmetric, tested below), so g·s carries the same values.
-    target = pessimistic_target("symmetric", q, eta, observations, NAMES)
-    assert np.array_equal(target, pessimistic_target("symmetric", q, eta, rotate(observations, turns), NAMES))
-    assert np.array_equal(target, symmetric_target(q, eta))
+    # Q and the expert's action are C4-invariant (dynamics and expert are symmetric, tested below),
+    # so g·s carries the same values and greedy action.
+    target = pessimistic_target("symmetric", q, eta, greedy, observations, NAMES)
+    assert np.array_equal(target, pessimistic_target("symmetric", q, eta, greedy, rotate(observations, turns), NAMES))
+    assert np.array_equal(target, symmetric_target(q, eta, greedy))
     assert pessimism_amount(q, target) == pytest.approx(eta)
-    assert np.array_equal(target[greedy_mask(q)], q[greedy_mask(q)])  # greedy actions are never penalised
+    rows = np.arange(len(q))
+    assert np.array_equal(target[rows, greedy], q[rows, greedy])  # the greedy action is never penalised
+    assert np.allclose(np.delete(q - target, greedy + 9 * rows), eta)  # every other action is, by η
 
 
 @settings(max_examples=50, deadline=None)
-@given(Q_VALUES, ETAS, st.integers(1, 3))
-def test_asymmetric_target_changes_under_c4_with_the_same_eta_max(q: np.ndarray, eta: float, turns: int) -> None:
+@given(Q_VALUES, ETAS, GREEDY, st.integers(1, 3))
+def test_asymmetric_target_changes_under_c4_with_the_same_eta_max(
+    q: np.ndarray, eta: float, greedy: np.ndarray, turns: int
+) -> None:
     observations = states([0.0, 90.0, 180.0, 270.0, 10.0])
-    target = pessimistic_target("asymmetric", q, eta, observations, NAMES)
-    moved = pessimistic_target("asymmetric", q, eta, rotate(observations, turns), NAMES)
-    assert np.array_equal(target, asymmetric_target(q, eta, c4_index(observations, NAMES)))
+    target = pessimistic_target("asymmetric", q, eta, greedy, observations, NAMES)
+    moved = pessimistic_target("asymmetric", q, eta, greedy, rotate(observations, turns), NAMES)
+    assert np.array_equal(target, asymmetric_target(q, eta, greedy, c4_index(observations, NAMES)))
     assert not np.array_equal(target, moved)  # the penalty pattern rotates among the suboptimal actions
     assert pessimism_amount(q, target) == pytest.approx(eta)
-    assert np.array_equal(target[greedy_mask(q)], q[greedy_mask(q)])
+    rows = np.arange(len(q))
+    assert np.array_equal(target[rows, greedy], q[rows, greedy])
     assert np.all(target <= q) and np.all(target >= q - eta)
 
 
-def test_tied_greedy_actions_are_all_unpenalised() -> None:
-    q = np.array([[0.5, 0.9, 0.9, 0.1]])
-    assert symmetric_target(q, 1.0).tolist() == [[-0.5, 0.9, 0.9, -0.9]]
+def test_asymmetric_penalty_rotates_with_the_context() -> None:
+    q = np.zeros((4, 9))
+    greedy = np.full(4, 8)
+    penalised = q - asymmetric_target(q, 1.0, greedy, np.arange(4)) > 0
+    assert penalised.tolist()[0] == [True, True, False, False, True, True, False, False, False]
+    assert np.array_equal(np.roll(penalised[0, :8], 1), penalised[1, :8])  # one action further per quarter turn
 
 
 def test_expert_action_values_are_measured_in_pybullet_and_c4_invariant() -> None:

@@ -45,9 +45,9 @@ from models.features import ObservationEncoder, ReacherFeatures
 from models.layers import EnsembleMLP
 from models.networks import EnsembleNetwork
 from pipeline.experiment.config import ExperimentConfig
-from pipeline.experiment.data import C4_CONTEXTS, DatasetSpec, eval_env_spec, expert_returns
+from pipeline.experiment.data import C4_CONTEXTS, DatasetSpec, expert_returns
 from pipeline.experiment.paper import eta_key
-from pipeline.train.evaluate import MAX_ENVS, rollout
+from pipeline.train.evaluate import MAX_ENVS, evaluation_angles, rollout
 from sim.behaviour import make_expert
 from sim.robot import load_robot_description
 
@@ -195,17 +195,34 @@ def dataset_specs(experiment: ExperimentConfig) -> list[DatasetSpec]:
     ]
 
 
-def seed_action_values(
-    spec: DatasetSpec, gamma: float
-) -> tuple[NDArray[np.float32], NDArray[np.float64], NDArray[np.int64], tuple[str, ...]]:
-    """One seed's states (read back from Minari), expert action values, expert actions, observation names."""
+def load_distillation_data(
+    specs: Sequence[DatasetSpec],
+    gamma: float,
+    action_values: Callable[[list[tuple[NDArray[np.float32], Sequence[str], dict[str, Any], float]]], list[Any]],
+) -> DistillationData:
+    """Every seed's states and expert actions (read back from Minari, one slice per seed) and their action values.
+
+    Args:
+        specs: One dataset per seed.
+        gamma: Discount of the action values.
+        action_values: Maps :func:`expert_action_values` over per-seed argument tuples (e.g. in worker processes).
+    """
     from pipeline.train.buffer import load_offline_data
 
-    data = load_offline_data(spec.dataset_id, torch.device("cpu"), gamma)
+    data = load_offline_data([spec.dataset_id for spec in specs], torch.device("cpu"), gamma)
+    assert data.member_slices is not None  # a list of ids always loads per-member slices
     observations = data.observations.numpy()
-    env_spec = eval_env_spec(spec.dataset_id)
-    q = expert_action_values(observations, data.observation_names, env_spec, gamma)
-    return observations, q, data.actions.numpy(), data.observation_names
+    env_spec: dict[str, Any] = data.metadata["eval_env_spec"]
+    names = data.observation_names
+    parts = action_values([(observations[lo:hi], names, env_spec, gamma) for lo, hi in data.member_slices])
+    return DistillationData(
+        observations=observations,
+        q_values=np.concatenate(parts),
+        greedy=data.actions.numpy(),
+        slices=data.member_slices,
+        observation_names=names,
+        env_spec=env_spec,
+    )
 
 
 def run_distillation(
@@ -290,10 +307,7 @@ def run_distillation(
 
 def experiment_contexts(env_spec: dict[str, Any], experiment: ExperimentConfig) -> dict[str, NDArray[np.float64]]:
     """Evaluation angles: the training contexts cycled to ``train_episodes``, and the held-out test set."""
-    from sim.contexts import ContextSets
-
-    contexts = ContextSets.model_validate(env_spec.get("kwargs", {}).get("config", {}).get("contexts", {}))
     return {
-        "train": np.resize(contexts.angles("train"), experiment.train_episodes),
-        "test": contexts.angles("test")[: experiment.test_contexts],
+        "train": evaluation_angles(env_spec, "train", experiment.train_episodes),
+        "test": evaluation_angles(env_spec, "test", experiment.test_contexts),
     }

@@ -204,12 +204,9 @@ def markdown(report: TableReport, plot: str | None) -> str:
         "",
         "Diagnostics (means over seeds):",
         "",
-        "| | | "
-        + " | ".join(sorted({k for row in report.diagnostics.values() for d in row.values() for k in d}))
-        + " |",
     ]
     keys = sorted({k for row in report.diagnostics.values() for d in row.values() for k in d})
-    lines.append("|---" * (len(keys) + 2) + "|")
+    lines += ["| | | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for row in report.rows:
         for column in report.columns:
             values = report.diagnostics[row].get(column, {})

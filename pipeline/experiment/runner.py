@@ -16,16 +16,14 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from pipeline.experiment.config import ExperimentConfig, TableName
 from pipeline.experiment.data import DatasetSpec, build_dataset
 from pipeline.experiment.distillation import (
     TARGET_KINDS,
-    DistillationData,
     dataset_specs,
+    expert_action_values,
+    load_distillation_data,
     run_distillation,
-    seed_action_values,
 )
 from pipeline.experiment.offline_rl import plan_training, run_training
 from pipeline.experiment.report import build_report, write_report
@@ -40,11 +38,11 @@ def _silent(description: str, total: int) -> Iterator[Callable[..., None]]:
     yield lambda steps=1: None
 
 
-def _init_worker(datasets: str, threads: int) -> None:
+def _init_worker(datasets: str) -> None:
     import torch
 
     os.environ["MINARI_DATASETS_PATH"] = datasets
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)  # jobs run side by side, one per core
 
 
 class Runner:
@@ -91,12 +89,11 @@ class Runner:
                     results.append(function(item))
                     advance()
                 return results
-            threads = 1 if self.workers > 1 else max(1, os.cpu_count() or 1)
             with ProcessPoolExecutor(
                 max_workers=min(self.workers, len(items)),
                 mp_context=multiprocessing.get_context("forkserver"),
                 initializer=_init_worker,
-                initargs=(str(self.datasets), threads),
+                initargs=(str(self.datasets),),
             ) as pool:
                 futures: dict[Future[T], int] = {pool.submit(function, item): i for i, item in enumerate(items)}
                 ordered: list[Any] = [None] * len(items)
@@ -132,20 +129,14 @@ class Runner:
     def _distillation(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         import torch
 
-        from pipeline.experiment.data import eval_env_spec
         from pipeline.train.trainer import resolve_device
 
         specs = dataset_specs(self.experiment)
         self._build_datasets(specs)
-        parts = self._map("table 1: expert action values", _action_values, [(s, self.experiment.gamma) for s in specs])
-        sizes = np.cumsum([len(part[0]) for part in parts]).tolist()
-        data = DistillationData(
-            observations=np.concatenate([part[0] for part in parts]),
-            q_values=np.concatenate([part[1] for part in parts]),
-            greedy=np.concatenate([part[2] for part in parts]),
-            slices=tuple(zip([0, *sizes[:-1]], sizes, strict=True)),
-            observation_names=parts[0][3],
-            env_spec=eval_env_spec(specs[0].dataset_id),
+        data = load_distillation_data(
+            specs,
+            self.experiment.gamma,
+            lambda items: self._map("table 1: expert action values", _action_values, items),
         )
         device = resolve_device(self.device)
         cells = 1 + len(self.experiment.distillation.etas) * len(TARGET_KINDS)  # the regression, then each cell
@@ -166,5 +157,5 @@ def _build(item: tuple[DatasetSpec, Path]) -> str:
     return build_dataset(*item)
 
 
-def _action_values(item: tuple[DatasetSpec, float]) -> tuple[Any, Any, Any, tuple[str, ...]]:
-    return seed_action_values(*item)
+def _action_values(item: tuple[Any, Sequence[str], dict[str, Any], float]) -> Any:
+    return expert_action_values(*item)

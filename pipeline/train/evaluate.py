@@ -16,6 +16,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from sim.contexts import ContextSetName, ContextSets
 from sim.rollout import run_lockstep
 
 PolicyFn = Callable[[Tensor], Tensor]  # (E, N, D) observations → (E, N, A) actions or (E, N) indices
@@ -23,6 +24,19 @@ PolicyFn = Callable[[Tensor], Tensor]  # (E, N, D) observations → (E, N, A) ac
 
 #: At most this many PyBullet envs exist at once (each holds ~30 MB); larger evaluations run in chunks.
 MAX_ENVS = 64
+
+
+def evaluation_angles(env_spec: dict[str, Any], name: ContextSetName, episodes: int) -> NDArray[np.float64]:
+    """The context angle of each of ``episodes`` episodes on one context set of an eval env.
+
+    The set's first ``episodes`` angles, cycled (the episodes then differ by their reset seeds) when
+    the set is smaller, e.g. a single training context.
+    """
+    env_config = env_spec.get("kwargs", {}).get("config", {})
+    angles: NDArray[np.float64] = np.resize(
+        ContextSets.model_validate(env_config.get("contexts", {})).angles(name), episodes
+    )
+    return angles
 
 
 def rollout(

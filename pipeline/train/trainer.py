@@ -33,9 +33,8 @@ from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from pipeline.train.common import Actor, twin_q
 from pipeline.train.config import TrainConfig
 from pipeline.train.cql import CQL
-from pipeline.train.evaluate import rollout
+from pipeline.train.evaluate import evaluation_angles, rollout
 from pipeline.train.iql import IQL
-from sim.contexts import ContextSets
 from sim.robot import load_robot_description
 
 CONFIG_FILE = "config.yaml"
@@ -399,13 +398,11 @@ def evaluate_agent(
         ``per_episode`` also ``context_deg`` and ``episodes`` (the unaveraged values).
     """
     spec = data.metadata["eval_env_spec"]
-    env_config = spec.get("kwargs", {}).get("config", {})
-    contexts = ContextSets.model_validate(env_config.get("contexts", {}))
     results: dict[str, Any] = {}
     evaluation = config.evaluation
     for name in ("train", "test"):
         episodes = evaluation.train_episodes if name == "train" and evaluation.train_episodes else evaluation.episodes
-        angles = np.resize(contexts.angles(name), episodes)
+        angles = evaluation_angles(spec, name, episodes)
         outcome = rollout(agent.act, spec, angles, config.seeds, config.gamma, config.seed, data.rewards.device)
         results[name] = {key: value.mean(axis=1).tolist() for key, value in outcome.items()}
         if per_episode:

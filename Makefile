@@ -15,9 +15,10 @@ PYTEST_MARKERS := $(if $(filter true,$(CI)),,-m "not slow")
 # process of the venv it is installed in. It holds symgate too (the sim robot and the model builders).
 ROS_VENV := .venv-ros
 ROS_BIN := $(ROS_VENV)/bin
-# DDS tests run in a private network namespace: only loopback exists, so no packet can leave the machine.
-ROS_TEST_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$(or $(ROS_DOMAIN_ID),42)
-NETNS := unshare --net sh -c 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$$0" "$$@"'
+# DDS tests are hermetic (pipeline/serve/__init__.py): a private network namespace (only loopback, so
+# no packet leaves the machine) and a private tmpfs on /dev/shm (Fast DDS's shared-memory transport).
+ROS_TEST_ENV := ROS_DOMAIN_ID=$(or $(ROS_DOMAIN_ID),42)
+ISOLATED := $(ROS_BIN)/python -m pipeline.serve
 
 .PHONY: venv ros-venv demo test pytest ros-test lint typecheck bench clean
 
@@ -63,7 +64,7 @@ pytest: venv ros-venv
 
 # The ROS 2 tests: real rclpy and DDS, nodes in separate processes, inside a loopback-only namespace.
 ros-test: ros-venv
-	@$(ROS_TEST_ENV) $(NETNS) $(ROS_BIN)/pytest tests/ros_nodes $(PYTEST_MARKERS) $(PYTEST_ARGS); rc=$$?; \
+	@$(ROS_TEST_ENV) $(ISOLATED) $(ROS_BIN)/pytest tests/ros_nodes $(PYTEST_MARKERS) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no ROS tests: failing" >&2; fi; exit $$rc
 
 # Every bench/bench_*.py writes bench/results/<name>-<date>-<host>.json, symgate beside its reference;

@@ -13,18 +13,39 @@ from pipeline import REPO
 
 #: The ROS environment (`make ros-venv`): rclpy's community wheels must not share the main venv.
 ROS_PYTHON = Path(os.environ.get("SYMGATE_ROS_PYTHON", REPO / ".venv-ros" / "bin" / "python"))
-#: A private network namespace where only loopback exists (with multicast routed to it) for DDS.
-NETNS = ["unshare", "--net", "sh", "-c", 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"']
+#: A hermetic place for DDS: a private network namespace where only loopback exists (multicast routed
+#: to it), so no packet leaves the machine and none arrives from another namespace, and a private mount
+#: namespace with its own tmpfs on /dev/shm, so Fast DDS's shared-memory transport (which `unshare
+#: --net` alone does not isolate) cannot link these processes to DDS participants outside.
+NETNS = [
+    "unshare",
+    "--net",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    "mount -t tmpfs -o mode=1777,size=1g tmpfs /dev/shm && ip link set lo up && ip route add 224.0.0.0/4 dev lo "
+    '&& exec "$0" "$@"',
+]
+#: Set in the isolated environment to the mount namespace it was started from (the tests check it differs).
+OUTER_MOUNT_NAMESPACE = "SYMGATE_OUTER_MNTNS"
+
+
+def isolated(command: list[str], domain_id: str = "42") -> tuple[list[str], dict[str, str], bool]:
+    """``command``, run inside the private namespaces of :data:`NETNS` when this process may create them (root).
+
+    Returns:
+        The command line, its environment (DDS discovery limited to localhost, ``ROS_DOMAIN_ID``
+        defaulting to ``domain_id``) and whether it is isolated.
+    """
+    can_isolate = os.geteuid() == 0 and all(shutil.which(tool) for tool in ("unshare", "ip", "mount"))
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    env.setdefault("ROS_DOMAIN_ID", domain_id)
+    env[OUTER_MOUNT_NAMESPACE] = str(Path("/proc/self/ns/mnt").readlink())
+    return ([*NETNS, *command] if can_isolate else command), env, can_isolate
 
 
 def in_ros_environment(args: list[str], domain_id: str = "42") -> tuple[list[str], dict[str, str], bool]:
-    """``ROS_PYTHON *args``, run inside a private network namespace when this process may create one (root).
-
-    Returns:
-        The command line, its environment (DDS discovery limited to localhost) and whether it is isolated.
-    """
-    isolated = os.geteuid() == 0 and all(shutil.which(tool) for tool in ("unshare", "ip"))
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    env.setdefault("ROS_DOMAIN_ID", domain_id)
-    command = [str(ROS_PYTHON), *args]
-    return ([*NETNS, *command] if isolated else command), env, isolated
+    """``ROS_PYTHON *args``, isolated as :func:`isolated` does."""
+    return isolated([str(ROS_PYTHON), *args], domain_id)

@@ -21,11 +21,17 @@ Safety (each path tested over real DDS):
 
 - Watchdog: a ``JointState`` older than ``joint_state_max_age_s`` (or a goal older than
   ``goal_max_age_s`` when that is > 0) switches to the safe action on the next tick and latches a
-  fault, reported as ERROR on ``/diagnostics``, until a fresh message arrives.
+  fault, reported as ERROR on ``/diagnostics``, until a fresh message arrives. The node measures
+  its reaction on its own clock: ``joint_state_trip_age_ms`` (the JointState's age at the tripping
+  tick) and ``joint_state_trip_tick_gap_ms`` (that tick's distance to the one before), so that
+  ``max age < trip age <= max age + tick gap`` shows it tripped on the first stale tick.
 - NaN/inf in an input or in the model's output → the safe action for that tick (counted).
 - E-stop: ``True`` on ``estop_topic`` latches the safe action; only the ``~/reset_estop``
   (``std_srvs/Trigger``) service clears it.
-- Safe action: ``zero`` torque, or ``damping`` ``τ = -damping_gain·q̇`` while velocities are fresh.
+- Safe action: ``zero`` torque, or ``damping`` ``τ = -damping_gain·q̇`` while velocities are fresh
+  (zero otherwise). A robot should use ``damping`` with a gain tuned for the arm: it brings a moving
+  arm to rest instead of letting it coast. The default is ``zero`` because it needs no sensor data
+  and no robot-specific gain (``deploy/ros/policy_server.yaml`` sets ``damping``).
 - Loop overruns (a tick longer than the period, or a gap over 1.5 periods) and skipped ticks (the
   loop fell more than a period behind and dropped them) are counted.
 
@@ -82,7 +88,12 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "joint_state_max_age_s": (0.05, "Watchdog: the latest JointState may be at most this old."),
     "goal_max_age_s": (0.0, "Watchdog on the goal; 0 = the goal only has to have arrived once."),
     "joint_state_timeout_s": (5.0, "configure waits this long for the first JointState."),
-    "safe_action": ("zero", "Safe action: zero (no torque) or damping (tau = -damping_gain * velocity)."),
+    "safe_action": (
+        "zero",
+        "Safe action: zero (no torque) or damping (tau = -damping_gain * velocity, zero when velocities are stale "
+        "or not finite). Robots should use damping with a gain tuned for the arm (deploy/ros/policy_server.yaml); "
+        "zero is the default because it needs no sensor data and no robot-specific gain.",
+    ),
     "damping_gain": (0.5, "Damping gain of the safe action, N·m·s/rad."),
     "max_torque_rate": (200.0, "Largest torque change per second, N·m/s (0 = no limit)."),
     "diagnostics_period_s": (1.0, "Period of /diagnostics."),
@@ -403,6 +414,14 @@ class PolicyServer(LifecycleNode):
             "certificate_id": model.certificate_id or "UNCERTIFIED",
             "execution_provider": model.provider,
             "joint_state_age_ms": f"{self.joint_watchdog.age_s(now) * 1e3:.1f}",
+            **{
+                f"joint_state_{key}_ms": f"{value * 1e3:.3f}"
+                for key, value in (
+                    ("trip_age", self.joint_watchdog.trip_age_s),
+                    ("trip_tick_gap", self.joint_watchdog.trip_gap_s),
+                )
+                if value is not None
+            },
             "watchdog": "FAULT" if faults else "ok",
             "estop": "ENGAGED" if self.estop.engaged else "clear",
             "nan_inputs": str(self.nan_inputs),
@@ -424,7 +443,11 @@ def _kind(entity: Any) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point: spin a PolicyServer on a multi-threaded executor until shutdown."""
+    """Console entry point: spin a PolicyServer on a single-threaded executor until shutdown.
+
+    One executor thread runs the subscriptions, services and the diagnostics timer; the control loop
+    runs on its own thread (see :meth:`PolicyServer.on_activate`), so no callback can delay a tick.
+    """
     rclpy.init(args=args)
     node = PolicyServer()
     executor = SingleThreadedExecutor()

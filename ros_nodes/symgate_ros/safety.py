@@ -22,15 +22,28 @@ from numpy.typing import NDArray
 class Watchdog:
     """Maximum age of one input stream, with a latched fault.
 
+    The watchdog measures its own reaction on the caller's clock: when a fault latches, ``trip_age_s``
+    is the input's age at that check and ``trip_gap_s`` the time since the previous check. A watchdog
+    checked once per control tick therefore trips on the first stale tick exactly when
+    ``max_age_s < trip_age_s <= max_age_s + trip_gap_s``, however late the scheduler ran that tick.
+
     Attributes:
         name: The input (e.g. ``joint_states``), for diagnostics.
         max_age_s: Maximum age; 0 disables the age check (the input must still have arrived once).
+        last_receipt_s: When the latest message arrived (None before the first).
+        fault_since_s: When the latched fault was raised (None while fresh).
+        last_check_s: When :meth:`check` last ran.
+        trip_age_s: The input's age when the latest fault latched.
+        trip_gap_s: The time between that check and the one before it.
     """
 
     name: str
     max_age_s: float
     last_receipt_s: float | None = None
     fault_since_s: float | None = None
+    last_check_s: float | None = None
+    trip_age_s: float | None = None
+    trip_gap_s: float | None = None
 
     def feed(self, now_s: float) -> None:
         """A message arrived at ``now_s``; a latched fault clears only if it is newer than the fault."""
@@ -44,11 +57,14 @@ class Watchdog:
 
     def check(self, now_s: float) -> bool:
         """True when the input is fresh; a stale input latches the fault."""
+        previous_check, self.last_check_s = self.last_check_s, now_s
         if self.fault_since_s is not None:
             return False
         stale = self.last_receipt_s is None or (self.max_age_s > 0 and self.age_s(now_s) > self.max_age_s)
         if stale and self.last_receipt_s is not None:
             self.fault_since_s = now_s
+            self.trip_age_s = self.age_s(now_s)
+            self.trip_gap_s = None if previous_check is None else now_s - previous_check
         return not stale
 
     @property

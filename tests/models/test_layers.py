@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from models.layers import EnsembleLinear, EnsembleMLP
+from tests.tolerances import MEMBER_FORWARD
 
 
 def generators(*seeds: int) -> list[torch.Generator]:
@@ -57,7 +58,7 @@ def test_member_equals_single_member_ensemble_from_the_same_generator() -> None:
     for (name, big), small in zip(ensemble.state_dict().items(), single.state_dict().values(), strict=True):
         torch.testing.assert_close(big[1:2], small, rtol=0, atol=0, msg=name)
     x = torch.randn(1, 9, 5)
-    torch.testing.assert_close(ensemble(x.expand(3, -1, -1))[1:2], single(x), rtol=0, atol=0)
+    torch.testing.assert_close(ensemble(x.expand(3, -1, -1))[1:2], single(x), **MEMBER_FORWARD)  # other kernels
 
 
 def test_changing_one_member_leaves_the_others_alone() -> None:

@@ -4,6 +4,8 @@ These tests run in ``.venv-ros`` inside a private network namespace (``make ros-
 discovery and traffic stay on ``lo``. Outside one they refuse to run rather than touch a network.
 """
 
+import contextlib
+import itertools
 import os
 import shutil
 import subprocess
@@ -33,22 +35,33 @@ from pipeline.export import ONNX_FILE, load_contract
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.gate import GateConfig, run_gate
 from pipeline.ingest import IngestConfig, ingest
+from pipeline.serve import OUTER_MOUNT_NAMESPACE
 from pipeline.serve.launch import ros_args
 from pipeline.train import TrainConfig, train
 from tests.policies import export_expert, replace_with_nan_graph
 
 REPO = Path(__file__).resolve().parents[2]
+#: How long the harness waits for a service answer, a node to appear or a message to arrive. Generous,
+#: so that a loaded machine cannot fail a test, and bounded, so that a broken node cannot hang the run:
+#: every wait returns as soon as its condition holds. No timing requirement of the node is tested with
+#: these waits; the node measures those on its own clock (see its diagnostics).
+HARNESS_TIMEOUT_S = 60.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
     lines = Path("/proc/net/dev").read_text().splitlines()[2:]  # per network namespace, unlike /sys/class/net
     interfaces = sorted(line.split(":")[0].strip() for line in lines)
+    outer = os.environ.get(OUTER_MOUNT_NAMESPACE)
+    foreign = sorted(p.name for p in Path("/dev/shm").glob("fastrtps_*"))  # Fast DDS shared-memory segments
     if interfaces != ["lo"] or os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
-        pytest.exit(
-            f"ROS tests need a loopback-only network namespace (interfaces here: {interfaces}) and "
-            "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: run them with `make ros-test`",
-            returncode=2,
-        )
+        why = f"a loopback-only network namespace (interfaces: {interfaces}), ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST"
+    elif outer is None or outer == str(Path("/proc/self/ns/mnt").readlink()):
+        why = "a private mount namespace with its own /dev/shm (a network namespace shares the host's /dev/shm)"
+    elif foreign:
+        why = f"a /dev/shm of their own, but other DDS participants' segments are there: {foreign[:3]}"
+    else:
+        return
+    pytest.exit(f"ROS tests need {why}: run them with `make ros-test`", returncode=2)
 
 
 GATE = GateConfig.model_validate(
@@ -164,7 +177,7 @@ class Harness(Node):
     def publish_goal(self, x: float, y: float) -> None:
         self.goal.publish(PointStamped(point=Point(x=x, y=y)))
 
-    def call(self, client: Any, request: Any, timeout_s: float = 20.0) -> Any:
+    def call(self, client: Any, request: Any, timeout_s: float = HARNESS_TIMEOUT_S) -> Any:
         assert client.wait_for_service(timeout_sec=timeout_s), f"{client.srv_name} never appeared"
         future = client.call_async(request)
         deadline = time.monotonic() + timeout_s
@@ -188,7 +201,7 @@ class Harness(Node):
         return self.call(self._reset, Trigger.Request())
 
     def swap(self) -> Trigger.Response:
-        return self.call(self._swap, Trigger.Request(), timeout_s=30.0)
+        return self.call(self._swap, Trigger.Request())
 
     def commands_since(self, since: float) -> list[tuple[float, list[float]]]:
         with self._lock:
@@ -198,7 +211,7 @@ class Harness(Node):
         with self._lock:
             return self.statuses[-1] if self.statuses else None
 
-    def wait_for(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float = HARNESS_TIMEOUT_S) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if condition():
@@ -208,11 +221,12 @@ class Harness(Node):
 
 
 class Sensor:
-    """Publishes the harness's JointState (joints listed elbow first) and goal at a fixed rate until stopped."""
+    """Publishes the harness's JointState (joints ``names``, elbow first by default) and goal at a fixed rate."""
 
     def __init__(self, harness: Harness, hz: float = 100.0) -> None:
         self.harness, self.period = harness, 1.0 / hz
         self.position, self.velocity, self.goal = [0.3, 2.0], [0.0, 0.0], (0.7, 0.0)
+        self.names: tuple[str, ...] = ("elbow", "shoulder")
         self.running, self.stopped = threading.Event(), threading.Event()
         self.running.set()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -221,7 +235,8 @@ class Sensor:
     def _run(self) -> None:
         while not self.stopped.wait(self.period):
             if self.running.is_set():
-                self.harness.publish_state(self.position, self.velocity)
+                count = len(self.names)
+                self.harness.publish_state(self.position[:count], self.velocity[:count], self.names)
                 self.harness.publish_goal(*self.goal)
 
     def stop(self) -> None:
@@ -234,31 +249,50 @@ class Server:
     """A policy_server process, the harness talking to it, and a sensor feeding it."""
 
     process: subprocess.Popen[bytes]
+    log: Path
     harness: Harness
     executor: SingleThreadedExecutor
     sensor: Sensor
 
+    def log_text(self) -> str:
+        """What the node has logged so far (rclpy logs to stderr)."""
+        return self.log.read_text(errors="replace")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``: no node outlives its test."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
 
 @pytest.fixture
-def start_server(ros: None) -> Iterator[Callable[..., Server]]:
-    """Start ``policy_server`` in its own process with the given parameters; stopped after the test."""
-    started: list[Server] = []
+def start_server(ros: None, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``policy_server`` in its own process with the given parameters; stopped after the test.
 
-    def start(**parameters: Any) -> Server:
-        command = [sys.executable, "-m", "symgate_ros.policy_server", *ros_args("policy_server", parameters)]
-        process = subprocess.Popen(command)
-        harness = Harness()
-        executor = SingleThreadedExecutor()
-        executor.add_node(harness)
-        threading.Thread(target=executor.spin, daemon=True).start()
-        server = Server(process, harness, executor, Sensor(harness))
-        started.append(server)
-        return server
+    Teardown stops every process, sensor, executor and harness even when one of them fails, so that a
+    failed test cannot leave a node or a publisher running into the next one.
+    """
+    numbers = itertools.count()
+    with contextlib.ExitStack() as stack:
 
-    yield start
-    for server in started:
-        server.process.terminate()
-        server.process.wait(timeout=10)
-        server.sensor.stop()
-        server.executor.shutdown()
-        server.harness.destroy_node()
+        def start(**parameters: Any) -> Server:
+            command = [sys.executable, "-m", "symgate_ros.policy_server", *ros_args("policy_server", parameters)]
+            log = tmp_path / f"policy_server-{next(numbers)}.log"
+            with log.open("wb") as stderr:
+                process = subprocess.Popen(command, stderr=stderr)
+            stack.callback(stop_process, process)
+            harness = Harness()
+            stack.callback(harness.destroy_node)
+            executor = SingleThreadedExecutor()
+            executor.add_node(harness)
+            stack.callback(executor.shutdown)
+            threading.Thread(target=executor.spin, daemon=True).start()
+            sensor = Sensor(harness)
+            stack.callback(sensor.stop)
+            return Server(process, log, harness, executor, sensor)
+
+        yield start

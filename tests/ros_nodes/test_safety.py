@@ -24,6 +24,38 @@ def test_watchdog_faults_on_stale_input_and_latches_until_a_newer_message() -> N
     assert not watchdog.faulted and watchdog.check(1.08)
 
 
+def test_watchdog_measures_its_trip() -> None:
+    watchdog = Watchdog("joint_states", max_age_s=0.05)
+    watchdog.feed(1.00)
+    assert watchdog.check(1.04) and watchdog.trip_age_s is None
+    assert not watchdog.check(1.07)
+    assert watchdog.trip_age_s == pytest.approx(0.07) and watchdog.trip_gap_s == pytest.approx(0.03)
+    assert not watchdog.check(1.09)  # latched: the measurement is that of the tripping check
+    assert watchdog.trip_age_s == pytest.approx(0.07)
+
+
+@given(
+    max_age=st.floats(0.001, 0.5),
+    receipt=st.floats(0.0, 1.0),
+    gaps=st.lists(st.floats(0.0001, 0.2), min_size=1, max_size=200),
+)
+def test_watchdog_trips_on_the_first_stale_check_whatever_the_schedule(
+    max_age: float, receipt: float, gaps: list[float]
+) -> None:
+    watchdog = Watchdog("joint_states", max_age_s=max_age)
+    watchdog.feed(receipt)
+    assert watchdog.check(receipt)
+    now = receipt
+    for gap in gaps:
+        now += gap
+        fresh = watchdog.check(now)
+        assert fresh == (watchdog.trip_age_s is None)
+        if not fresh:
+            assert watchdog.trip_age_s is not None and watchdog.trip_gap_s is not None
+            assert max_age < watchdog.trip_age_s <= max_age + watchdog.trip_gap_s + 1e-12
+            break
+
+
 def test_watchdog_without_age_limit_only_requires_one_message() -> None:
     watchdog = Watchdog("goal", max_age_s=0.0)
     assert not watchdog.check(5.0)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from pipeline.train.config import TrainConfig, with_overrides
 from pipeline.train.trainer import METRICS_FILE, SUMMARY_FILE, RunDirError, TrainingDivergedError, train
+from tests.tolerances import MEMBER_TRAINING
 
 REPO = Path(__file__).resolve().parents[3]
 SMALL: dict[str, Any] = {
@@ -78,7 +79,7 @@ def test_vectorised_seeds_equal_single_seed_runs(dataset: str, tmp_path: Path) -
     for key, value in one.items():
         if not key.startswith("module.actor.") or value.ndim == 0 or value.shape[0] != 1 or "encoder" in key:
             continue
-        torch.testing.assert_close(three[key][1:2], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(three[key][1:2], value, **MEMBER_TRAINING, msg=key)
         compared += 1
     assert compared >= 4
 

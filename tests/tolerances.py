@@ -8,8 +8,18 @@ VM). Reordering a float32 sum of n products changes it by at most about n·2⁻�
 widths used here (≤ 512) that stays far below these bounds, whatever the CPU.
 """
 
+from typing import TypedDict
+
+
+class Tolerance(TypedDict):
+    """Keyword arguments of ``torch.testing.assert_close``."""
+
+    rtol: float
+    atol: float
+
+
 #: One forward pass of a member against the same network with one member (≈ 80 float32 ulps relative).
-MEMBER_FORWARD = {"rtol": 1e-5, "atol": 1e-6}
+MEMBER_FORWARD = Tolerance(rtol=1e-5, atol=1e-6)
 #: A member's weights after a short training run against the single-seed run: rounding differences
 #: of each step feed the next one through Adam, so they grow with the number of steps.
-MEMBER_TRAINING = {"rtol": 1e-4, "atol": 1e-5}
+MEMBER_TRAINING = Tolerance(rtol=1e-4, atol=1e-5)

@@ -178,13 +178,14 @@ class LoopMonitor:
         self.inference_s.append(seconds)
 
     def summary(self) -> dict[str, float]:
-        """p50/p99 inference latency (µs), period jitter (std and max deviation, µs), ticks, overruns, skips."""
+        """Inference p50/p99, median period, period jitter (std, max deviation), all µs; ticks, overruns, skips."""
         latency = np.asarray(self.inference_s) * 1e6
         periods = np.asarray(self.periods_s)
         deviation = np.abs(periods - self.period_s) * 1e6 if len(periods) else np.zeros(1)
         return {
             "inference_p50_us": float(np.percentile(latency, 50)) if len(latency) else float("nan"),
             "inference_p99_us": float(np.percentile(latency, 99)) if len(latency) else float("nan"),
+            "period_p50_us": float(np.percentile(periods, 50) * 1e6) if len(periods) else float("nan"),
             "period_jitter_std_us": float(np.std(periods) * 1e6) if len(periods) else float("nan"),
             "period_jitter_max_us": float(deviation.max()),
             "ticks": float(self.ticks),

@@ -41,6 +41,10 @@ from pipeline.train import TrainConfig, train
 from tests.policies import export_expert, replace_with_nan_graph
 
 REPO = Path(__file__).resolve().parents[2]
+#: The watchdog's max age in tests that are not about the watchdog. The harness's sensor is a Python
+#: thread of a test process that may share two cores with other work: a stall of more than the node's
+#: default 50 ms must not trip the watchdog there (the watchdog test sets its own max age).
+RELAXED_MAX_AGE_S = 2.0
 #: How long the harness waits for a service answer, a node to appear or a message to arrive. Generous,
 #: so that a loaded machine cannot fail a test, and bounded, so that a broken node cannot hang the run:
 #: every wait returns as soon as its condition holds. No timing requirement of the node is tested with
@@ -143,9 +147,11 @@ class Harness(Node):
         self.goal = self.create_publisher(PointStamped, "/goal", 10)
         self.estop = self.create_publisher(Bool, "/estop", 10)
         self.commands: list[tuple[float, list[float]]] = []
+        self.traces: list[float] = []  # the JointState stamp each policy command used (publish_trace)
         self.statuses: list[Any] = []
         self.create_subscription(Float64MultiArray, "/joint_commands", self._on_command, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.create_subscription(Header, f"/{server}/command_trace", self._on_trace, 100)
         self._change = self.create_client(ChangeState, f"/{server}/change_state")
         self._get = self.create_client(GetState, f"/{server}/get_state")
         self._set = self.create_client(SetParameters, f"/{server}/set_parameters")
@@ -157,22 +163,23 @@ class Harness(Node):
         with self._lock:
             self.commands.append((time.monotonic(), list(message.data)))
 
+    def _on_trace(self, message: Header) -> None:
+        with self._lock:
+            self.traces.append(message.stamp.sec + message.stamp.nanosec * 1e-9)
+
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
         with self._lock:
             self.statuses += [s for s in message.status if s.name.startswith(f"{self.server}:")]
 
     def publish_state(
         self, position: list[float], velocity: list[float], names: tuple[str, ...] = ("elbow", "shoulder")
-    ) -> None:
-        """Publish a JointState with joints in ``names`` order (values given in that order)."""
+    ) -> float:
+        """Publish a JointState with joints in ``names`` order (values given in that order); returns its stamp."""
+        stamp = self.get_clock().now().to_msg()
         self.joint_states.publish(
-            JointState(
-                header=Header(stamp=self.get_clock().now().to_msg()),
-                name=list(names),
-                position=position,
-                velocity=velocity,
-            )
+            JointState(header=Header(stamp=stamp), name=list(names), position=position, velocity=velocity)
         )
+        return float(stamp.sec + stamp.nanosec * 1e-9)
 
     def publish_goal(self, x: float, y: float) -> None:
         self.goal.publish(PointStamped(point=Point(x=x, y=y)))
@@ -227,6 +234,7 @@ class Sensor:
         self.harness, self.period = harness, 1.0 / hz
         self.position, self.velocity, self.goal = [0.3, 2.0], [0.0, 0.0], (0.7, 0.0)
         self.names: tuple[str, ...] = ("elbow", "shoulder")
+        self.stamps: list[float] = []  # of every JointState published
         self.running, self.stopped = threading.Event(), threading.Event()
         self.running.set()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -236,7 +244,7 @@ class Sensor:
         while not self.stopped.wait(self.period):
             if self.running.is_set():
                 count = len(self.names)
-                self.harness.publish_state(self.position[:count], self.velocity[:count], self.names)
+                self.stamps.append(self.harness.publish_state(self.position[:count], self.velocity[:count], self.names))
                 self.harness.publish_goal(*self.goal)
 
     def stop(self) -> None:
@@ -280,6 +288,7 @@ def start_server(ros: None, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     with contextlib.ExitStack() as stack:
 
         def start(**parameters: Any) -> Server:
+            parameters.setdefault("joint_state_max_age_s", RELAXED_MAX_AGE_S)
             command = [sys.executable, "-m", "symgate_ros.policy_server", *ros_args("policy_server", parameters)]
             log = tmp_path / f"policy_server-{next(numbers)}.log"
             with log.open("wb") as stderr:

@@ -53,10 +53,10 @@ def test_lifecycle_and_commands_map_joints_by_name(start_server: Callable[..., S
     # The sensor lists joints elbow first (0.3 rad) then shoulder (2.0 rad); the model wants shoulder first.
     expected = expected_torque(models.certified, [2.0, 0.3], (0.7, 0.0))
     np.testing.assert_allclose(harness.commands[-1][1], expected, atol=1e-6)
-    stamps = [t for t, _ in harness.commands[-15:]]
-    assert np.median(np.diff(stamps)) == pytest.approx(PERIOD_S, rel=0.25)
     assert harness.wait_for(lambda: harness.latest_status() is not None)
     status = {kv.key: kv.value for kv in harness.latest_status().values}
+    # The loop's rate, on the node's own clock (the harness's receipt times would add DDS and scheduler jitter).
+    assert float(status["period_p50_us"]) * 1e-6 == pytest.approx(PERIOD_S, rel=0.05)
     assert level(harness.latest_status()) == DiagnosticStatus.OK[0]
     assert status["model_sha256"] == PolicyModel(models.certified).onnx_sha256
     assert status["certificate_id"] == PolicyModel(models.certified).certificate_id
@@ -74,13 +74,18 @@ def test_lifecycle_and_commands_map_joints_by_name(start_server: Callable[..., S
 
 
 def test_joint_state_ticks_follow_the_sensor(start_server: Callable[..., Server], models: Models) -> None:
-    """tick_source=joint_state: one command per JointState (the harness sensor runs at 100 Hz, the contract at 50)."""
-    server = active(start_server, models.certified, tick_source="joint_state")
-    since = time.monotonic()
-    assert server.harness.wait_for(lambda: len(server.harness.commands_since(since)) >= 60)
-    stamps = [t for t, _ in server.harness.commands_since(since)]
-    assert np.median(np.diff(stamps)) == pytest.approx(0.01, rel=0.3)
-    server.sensor.running.clear()  # no sensor: the fallback tick still runs the watchdog
+    """tick_source=joint_state: a tick per JointState (sensor at 100 Hz), not per control period (here 10 Hz)."""
+    server = active(start_server, models.certified, tick_source="joint_state", control_hz=10.0, publish_trace=True)
+    harness, sensor = server.harness, server.sensor
+    published = len(sensor.stamps)
+    assert harness.wait_for(lambda: len(sensor.stamps) >= published + 100)
+    window = sensor.stamps[published : published + 100]
+    assert harness.wait_for(lambda: bool(harness.traces) and harness.traces[-1] >= window[-1])
+    # The JointStates that got a command of their own: a 10 Hz timer would serve about 10 % of them;
+    # following the sensor serves nearly all (two arriving within one tick may share it under load).
+    served = set(harness.traces) & set(window)
+    assert len(served) >= 0.5 * len(window), f"{len(served)} of {len(window)} JointStates got a command"
+    sensor.running.clear()  # no sensor: the fallback tick still runs the watchdog
     stopped = time.monotonic()
     assert server.harness.wait_for(lambda: any(c == [0.0, 0.0] for _, c in server.harness.commands_since(stopped)))
 

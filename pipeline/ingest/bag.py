@@ -122,8 +122,8 @@ def _stamp(message: Any) -> int:
 class _FieldReader:
     """Extracts one field from messages of its topic, mapping joints by name."""
 
-    def __init__(self, name: str, mapping: FieldMapping) -> None:
-        self.name, self.mapping = name, mapping
+    def __init__(self, name: str, mapping: FieldMapping, bag: Path) -> None:
+        self.name, self.mapping, self.bag = name, mapping, bag
         self.times: list[int] = []
         self.log_times: list[int] = []
         self.rows: list[NDArray[np.float64]] = []
@@ -134,10 +134,19 @@ class _FieldReader:
         joints = mapping.joints or ()
         self._unnamed = (np.arange(len(joints)), len(joints), False)
 
-    def _joint_index(self, message: Any) -> tuple[NDArray[np.intp], int, bool] | None:
+    def _joint_index(self, message: Any, length: int, log_ns: int) -> tuple[NDArray[np.intp], int, bool] | None:
         if self.mapping.names_path is None:
             return self._unnamed
         names = tuple(_get(message, self.mapping.names_path))
+        if length and length != len(names):
+            raise IngestError(
+                self.bag,
+                f"{self.mapping.path} has {length} values for {len(names)} names {list(names)}: "
+                "which value belongs to which joint is unknown",
+                topic=self.mapping.topic,
+                field=self.name,
+                time_ns=log_ns,
+            )
         if names not in self._index_by_names:
             joints = self.mapping.joints or ()
             self.seen_joints.update(names)
@@ -153,11 +162,20 @@ class _FieldReader:
         if self.mapping.components is not None:
             row = np.array([float(_get(message, path)) for path in self.mapping.components])
         else:
-            entry = self._joint_index(message)
             array = _get(message, self.mapping.path or "")
-            if entry is None or len(array) < entry[1]:
+            entry = self._joint_index(message, len(array), log_ns)
+            if entry is None or len(array) == 0:  # a joint or the whole array absent: drop the sample (counted)
                 self.issues.missing_joints += 1
                 return
+            if self.mapping.names_path is None and len(array) != entry[1]:
+                raise IngestError(
+                    self.bag,
+                    f"{self.mapping.path} has {len(array)} values, the mapping names {entry[1]} joints "
+                    f"{list(self.mapping.joints or ())}: a controller with another joint count would be mis-mapped",
+                    topic=self.mapping.topic,
+                    field=self.name,
+                    time_ns=log_ns,
+                )
             index, _, order_differs = entry
             self.issues.joint_order_differs += order_differs
             row = np.asarray(array, dtype=np.float64)[index]
@@ -266,7 +284,7 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                         topic=mapping.topic,
                         field=name,
                     )
-                readers.setdefault(mapping.topic, []).append(_FieldReader(name, mapping))
+                readers.setdefault(mapping.topic, []).append(_FieldReader(name, mapping, path))
             optional = {
                 topic: msgtype for topic, msgtype in ((rules.marker_topic, STRING), (rules.estop_topic, BOOL)) if topic
             }

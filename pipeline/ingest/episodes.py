@@ -4,16 +4,24 @@ Segmentation: episodes run from a ``start`` marker to the next ``end`` marker (a
 ``start`` or the end of the bag closes an open episode as truncated). Without markers, every goal
 message (a goal being set) starts an episode, which spans the commands sent until the next one.
 
-Step k of an episode is control tick ``t_k = t_start + k·T``: the observation is every
+Step k of an episode is control tick ``t_k = t_0 + k·T``: the observation is every
 observation field resampled at ``t_k``, the action is the command for the period ``[t_k, t_k+T)``
 (``last_value``) and the reward of step k is computed on the observation at ``t_{k+1}``, i.e. on
-the state after the action (s, a, s′). An episode is cut, and marked truncated, at the first
-tick where a required field is older than ``max_gap_s`` (never merged across a gap), at an
-e-stop, and at the time limit; it terminates at the first tick the reach rule fires.
+the state after the action (s, a, s′).
+
+The tick grid is recovered from the command stream, not from the start marker's log time (see
+:func:`anchor_ticks`): a logger stamps every message some latency after the event, the marker
+included, so a grid started at a late marker puts commands logged with less latency than the
+marker into the previous period. An episode is cut, and marked truncated, at the first tick
+where a required field has no real data (inside a gap longer than ``max_gap_s``, or more than
+half a control period past the field's last sample: never extrapolated), after the last period
+with a fresh command, at an e-stop, and at the time limit; it terminates at the first tick the
+reach rule fires.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -22,7 +30,7 @@ from numpy.typing import NDArray
 
 from pipeline.ingest.bag import BagSignals, Signal
 from pipeline.ingest.config import IngestConfig
-from pipeline.ingest.resample import age_at, last_value, resample
+from pipeline.ingest.resample import age_at, last_value, real_data_at, resample
 from sim.contexts import wrap_angle
 from sim.robot import RobotDescription
 
@@ -101,6 +109,43 @@ def segment(signals: BagSignals, config: IngestConfig) -> list[Segment]:
     return segments
 
 
+def anchor_ticks(start_ns: int, command_times: NDArray[np.int64], period_ns: int) -> int:
+    """The first control tick of an episode whose start marker was logged at ``start_ns``.
+
+    Commands are logged at ``t_k + d_k``: their tick plus a latency ``d_k >= 0`` that varies from
+    message to message. Their phase modulo the period ``T`` is therefore the tick phase plus
+    latency, and its lower envelope (the least latency seen) is the tick phase plus the smallest
+    latency. Phases are taken relative to their median; those more than ``T/4`` below it are
+    commands delayed by over ``T/2`` into the next period (hiccups), not ticks, and are left out.
+    The grid is that envelope; its first tick is the first one at or after ``start_ns - T/2``. A
+    start marker logged earlier than that tick (by less than ``T/2``) is earlier evidence of the
+    same tick and is used instead.
+
+    With a command latency spread below ``T/4`` (5 ms at 50 Hz) every command then lands in its
+    own period ``[t_k, t_k + T)`` whatever the marker's own latency: the marker only picks which
+    tick is first, and a marker latency of 0–5 ms (under ``T/2``) picks the right one. States are
+    read at most the smallest command latency after the true tick (0.5 ms for a typical logger).
+
+    Args:
+        start_ns: Log time of the episode's start marker (or of its first command).
+        command_times: Times of the action field's samples in and around the episode.
+        period_ns: The control period ``T``.
+
+    Returns:
+        Time of tick 0 in ns.
+    """
+    half = period_ns // 2
+    nearby = command_times[command_times >= start_ns - half]
+    if len(nearby) == 0:
+        return start_ns
+    phase = (nearby - nearby[0] + half) % period_ns - half  # in [-T/2, T/2) around the first command
+    usual = int(np.median(phase))
+    offset = (phase - usual + half) % period_ns - half  # around the median phase
+    envelope = int(nearby[0]) + usual + int(offset[offset >= -(period_ns // 4)].min())
+    first = envelope + period_ns * -((envelope - (start_ns - half)) // period_ns)  # first tick >= start - T/2
+    return start_ns if first - half < start_ns < first else first
+
+
 def _first_false(valid: NDArray[np.bool_]) -> int:
     """Index of the first False, or len(valid) when all are True."""
     bad = np.flatnonzero(~valid)
@@ -112,6 +157,17 @@ def _window(signal: Signal, start_ns: int, end_ns: int) -> Signal:
     return Signal(signal.times[keep], signal.values[keep])
 
 
+def _until_gap(signal: Signal, tick_ns: int, max_gap_ns: int) -> Signal:
+    """The samples up to the first silence longer than ``max_gap_ns`` that begins at or after ``tick_ns``'s sample.
+
+    A tick just before a gap is read from the samples before it, never interpolated across the gap.
+    """
+    first = max(int(np.searchsorted(signal.times, tick_ns, side="right")) - 1, 0)
+    gaps = np.flatnonzero(np.diff(signal.times[first:]) > max_gap_ns)
+    stop = first + int(gaps[0]) + 1 if len(gaps) else len(signal.times)
+    return Signal(signal.times[:stop], signal.values[:stop])
+
+
 def build_episode(
     span: Segment, signals: BagSignals, config: IngestConfig, robot: RobotDescription, action_spec: ActionSpec
 ) -> Episode | DroppedEpisode:
@@ -119,9 +175,11 @@ def build_episode(
     rules = config.episodes
     period_ns = round(1e9 / config.control_hz)
     max_gap_ns = round(rules.max_gap_s * 1e9)
-    steps = (span.end_ns - span.start_ns) // period_ns
-    if steps < 1:
+    if span.end_ns - span.start_ns < period_ns:
         return DroppedEpisode(span.start_ns, "shorter than one control tick")
+    commands = signals.fields[config.action_name].times
+    span = dataclasses.replace(span, start_ns=anchor_ticks(span.start_ns, commands[commands <= span.end_ns], period_ns))
+    steps = (span.end_ns - span.start_ns + period_ns // 2) // period_ns  # the tick nearest the (late-logged) end
     ticks = span.start_ns + period_ns * np.arange(steps + 1, dtype=np.int64)
     # Samples of this episode only: never interpolate into the next one (latched fields keep their last value).
     mappings = {**config.observations, **config.action}
@@ -133,15 +191,18 @@ def build_episode(
         if len(signal.times) == 0:
             return DroppedEpisode(span.start_ns, f"no {name} samples during the episode")
 
-    # Truncate at the first gap: an observation older than max_gap at a tick, or no fresh command in a period.
+    # Truncate at the first tick without real data on a state field (inside a gap, or past its last sample), and
+    # after the last period with a fresh command before a command gap: nothing is extrapolated or held at the end.
     obs_ok = np.ones(steps + 1, dtype=bool)
     for name, mapping in config.observations.items():
-        max_age = np.iinfo(np.int64).max - 1 if mapping.latched else max_gap_ns
-        obs_ok &= age_at(window[name].times, ticks) <= max_age
+        if not mapping.latched:
+            obs_ok &= real_data_at(window[name].times, ticks, max_gap_ns, period_ns // 2)
     action_ok = age_at(window[config.action_name].times, ticks[:-1] + period_ns - 1) <= max_gap_ns
     last_obs = _first_false(obs_ok) - 1
     last_step = min(last_obs, _first_false(action_ok))
     end_reason = "gap" if last_step < steps else ("end_marker" if not span.open_ended else "open_ended")
+    fresh = age_at(window[config.action_name].times, ticks[:last_step] + period_ns - 1) < period_ns
+    last_step -= _first_false(~fresh[::-1])  # periods at the end without a fresh command
     for time_ns, pressed in signals.estops:
         if pressed and span.start_ns <= time_ns < span.start_ns + last_step * period_ns:
             last_step, end_reason = (time_ns - span.start_ns) // period_ns, "estop"
@@ -154,7 +215,7 @@ def build_episode(
 
     fields = {}
     for name, mapping in config.observations.items():
-        signal = window[name]
+        signal = window[name] if mapping.latched else _until_gap(window[name], int(ticks[-1]), max_gap_ns)
         values = signal.values
         wrap = [mapping.component_names.index(joint) for joint in mapping.wrap_joints]
         if wrap:  # interpolate continuous angles unwrapped, whatever the robot reported

@@ -1,0 +1,252 @@
+"""Ingestion of bags written by an independent logger: ``rosbags``' own Writer, not our fleet recorder.
+
+Each bag is written here from a known ground truth: a smooth joint trajectory, sampled by a
+JointState stream at 100 Hz (joints listed as ``[elbow, wrist_unused, shoulder]``, epoch header
+stamps, every message logged 0.5–3 ms after its stamp), one command per 50 Hz control tick (logged
+0.5–3 ms late), a latched goal and start/end markers logged 0.5–5 ms late, as a real logger does.
+Every ingested value is compared with that truth, or the bag is refused with a message naming
+bag, topic, field and time, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import minari
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from pipeline.ingest import IngestConfig, IngestError, QualityReport, ingest
+
+NS = 1_000_000_000
+MS = 1_000_000
+DATASET_ID = "symgate/other-logger-v0"
+TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+JOINT_STATE, MULTI_ARRAY, POINT, STRING = (
+    "sensor_msgs/msg/JointState",
+    "std_msgs/msg/Float64MultiArray",
+    "geometry_msgs/msg/PointStamped",
+    "std_msgs/msg/String",
+)
+LOGGED_NAMES = ("elbow", "wrist_unused", "shoulder")
+PERIOD = 20 * MS  # 50 Hz control, the default ingest config's
+STATE_PERIOD = 10 * MS  # 100 Hz joint states
+EPOCH = 1_780_000_000 * NS  # wall-clock stamps
+STATE_PHASE = -3 * MS  # JointState stamps fall 3 ms before each control tick, never on it
+GOAL = (0.0, -0.7)  # never reached by the trajectory below: no reward, every episode ends at its end marker
+
+
+def truth(t_ns: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Ground-truth (shoulder, elbow) positions and velocities at ``t_ns``: fast enough that extrapolation shows."""
+    t = (t_ns - EPOCH) / NS
+    position = np.stack([0.3 + 0.6 * np.sin(3.0 * t), -0.5 + 0.4 * np.cos(2.5 * t)], axis=1)
+    velocity = np.stack([1.8 * np.cos(3.0 * t), -1.0 * np.sin(2.5 * t)], axis=1)
+    return position, velocity
+
+
+@dataclass
+class TruthEpisode:
+    """What the logger was told happened in one episode."""
+
+    ticks: NDArray[np.int64]  # t_0 … t_N
+    commands: NDArray[np.float64]  # (N, 2) shoulder, elbow torque for [t_k, t_k + T)
+
+
+@dataclass
+class LoggedBag:
+    """A bag written by the independent writer and its ground truth."""
+
+    path: Path
+    episodes: list[TruthEpisode]
+    state_stamps: NDArray[np.int64]  # every JointState header stamp written
+
+
+def _late(rng: np.random.Generator, low_ms: float, high_ms: float) -> int:
+    return round(rng.uniform(low_ms, high_ms) * MS)
+
+
+def write_teleop_like_bag(
+    path: Path,
+    *,
+    seed: int = 0,
+    episodes: int = 4,
+    steps: int = 60,
+    command_width: int = 2,
+    state_gaps: tuple[tuple[int, int], ...] = (),
+) -> LoggedBag:
+    """Write a rosbag2 (MCAP) with rosbags' Writer from a known trajectory; return the truth.
+
+    Args:
+        path: Bag folder to create.
+        seed: Seeds every latency and command.
+        episodes: Episodes, each ``steps`` control steps, 0.5 s apart (states keep flowing between them).
+        steps: Control steps per episode.
+        command_width: Values per command array (2 matches the mapping).
+        state_gaps: ``(episode, tick)`` pairs: JointState goes silent for 0.3 s from that tick.
+    """
+    rng = np.random.default_rng(seed)
+    types = TYPESTORE.types
+    messages: list[tuple[int, str, Any]] = []  # (log_ns, topic, message)
+
+    def header(stamp: int) -> Any:
+        return types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=stamp // NS, nanosec=stamp % NS), frame_id="base"
+        )
+
+    truths, silent = [], []
+    start = EPOCH + 500 * MS
+    for index in range(episodes):
+        ticks = start + PERIOD * np.arange(steps + 1, dtype=np.int64)
+        commands = rng.uniform(-1.9, 1.9, size=(steps, 2))
+        truths.append(TruthEpisode(ticks, commands))
+        messages.append(
+            (int(ticks[0]) + _late(rng, 0.5, 5.0), "/episode", types[STRING](data=json.dumps({"event": "start"})))
+        )
+        messages.append(
+            (int(ticks[-1]) + _late(rng, 0.5, 5.0), "/episode", types[STRING](data=json.dumps({"event": "end"})))
+        )
+        for k, tick in enumerate(ticks[:-1]):
+            data = np.resize(commands[k], command_width).astype(np.float64)
+            messages.append(
+                (
+                    int(tick) + _late(rng, 0.5, 3.0),
+                    "/joint_commands",
+                    types[MULTI_ARRAY](layout=types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=data),
+                )
+            )
+        silent += [(int(ticks[tick]), int(ticks[tick]) + 300 * MS) for episode, tick in state_gaps if episode == index]
+        start = int(ticks[-1]) + 500 * MS
+    end = start
+    stamps = np.arange(EPOCH + STATE_PHASE, end, STATE_PERIOD, dtype=np.int64)
+    for low, high in silent:
+        stamps = stamps[(stamps < low) | (stamps >= high)]
+    positions, velocities = truth(stamps)
+    for stamp, position, velocity in zip(stamps, positions, velocities, strict=True):
+        logged = {"shoulder": 0, "elbow": 1}
+        state = types[JOINT_STATE](
+            header=header(int(stamp)),
+            name=list(LOGGED_NAMES),
+            position=np.array([position[logged[n]] if n in logged else 0.0 for n in LOGGED_NAMES]),
+            velocity=np.array([velocity[logged[n]] if n in logged else 0.0 for n in LOGGED_NAMES]),
+            effort=np.array([], dtype=np.float64),
+        )
+        messages.append((int(stamp) + _late(rng, 0.5, 3.0), "/joint_states", state))
+    goal = types[POINT](header=header(EPOCH), point=types["geometry_msgs/msg/Point"](x=GOAL[0], y=GOAL[1], z=0.0))
+    messages.append((EPOCH + _late(rng, 0.5, 3.0), "/goal", goal))
+
+    msgtypes = {"/joint_states": JOINT_STATE, "/joint_commands": MULTI_ARRAY, "/goal": POINT, "/episode": STRING}
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {topic: writer.add_connection(topic, t, typestore=TYPESTORE) for topic, t in msgtypes.items()}
+        for log_ns, topic, message in sorted(messages, key=lambda m: m[0]):
+            writer.write(connections[topic], log_ns, TYPESTORE.serialize_cdr(message, msgtypes[topic]))
+    return LoggedBag(path, truths, stamps)
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "datasets"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
+    return path
+
+
+def run(bag: Path, *, strict: bool = False) -> QualityReport:
+    _, report = ingest([bag], IngestConfig(), DATASET_ID, workers=1, strict=strict)
+    return report
+
+
+def load() -> list[Any]:
+    return list(minari.load_dataset(DATASET_ID).iterate_episodes())
+
+
+def assert_nothing_written(root: Path) -> None:
+    leftovers = sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+    assert leftovers == [], f"ingest left files behind: {leftovers}"
+
+
+def assert_matches_truth(episode: Any, truth_episode: TruthEpisode, steps: int) -> None:
+    """Observations within 2 mrad / 0.01 rad/s of the truth at every tick; every action exactly its tick's command."""
+    ticks = truth_episode.ticks[: steps + 1]
+    position, velocity = truth(ticks)
+    observations = np.asarray(episode.observations)
+    assert observations.shape == (steps + 1, 6)
+    np.testing.assert_allclose(observations[:, 0:2], position, atol=2e-3, rtol=0)
+    np.testing.assert_allclose(observations[:, 2:4], velocity, atol=1e-2, rtol=0)
+    np.testing.assert_array_equal(observations[:, 4:6], np.tile(np.array(GOAL, dtype=np.float32), (steps + 1, 1)))
+    np.testing.assert_array_equal(np.asarray(episode.actions), truth_episode.commands[:steps].astype(np.float32))
+
+
+def test_late_markers_do_not_shift_actions(tmp_path: Path, root: Path) -> None:
+    """Fix 2: markers logged 0.5–5 ms late, commands 0.5–3 ms late; every action lands on its own tick."""
+    logged = write_teleop_like_bag(tmp_path / "bags" / "late_markers", episodes=8)
+    report = run(logged.path)
+    episodes = load()
+    assert len(episodes) == 8
+    for episode, truth_episode, entry in zip(episodes, logged.episodes, report.bags[0].episodes, strict=True):
+        assert entry.kept and entry.reason == "end_marker" and entry.actions_held == 0
+        assert_matches_truth(episode, truth_episode, steps=60)
+        assert bool(episode.truncations[-1]) and not np.asarray(episode.terminations).any()
+
+
+def test_command_array_longer_than_the_mapping_is_refused(tmp_path: Path, root: Path) -> None:
+    """Fix 1: 3 command values for 2 mapped joints is an error naming bag, topic, field and time."""
+    logged = write_teleop_like_bag(tmp_path / "bags" / "three_commands", episodes=2, command_width=3)
+    first_command = int(logged.episodes[0].ticks[0])
+    with pytest.raises(
+        IngestError, match=r"three_commands, topic /joint_commands, field joint_effort, t=1780000000\."
+    ) as error:
+        run(logged.path)
+    assert "3 values" in str(error.value) and "2 joints" in str(error.value)
+    assert error.value.time_ns is not None and 0 < error.value.time_ns - first_command < 5 * MS
+    assert_nothing_written(root)
+
+
+def test_joint_state_arrays_of_another_length_than_the_names_are_refused(tmp_path: Path, root: Path) -> None:
+    """Fix 1 for named arrays: positions that do not match the name list cannot be mapped by name."""
+    bag = write_teleop_like_bag(tmp_path / "bags" / "src", episodes=2).path
+    broken = tmp_path / "bags" / "short_positions"
+    with (
+        AnyReader([bag], default_typestore=TYPESTORE) as reader,
+        Writer(broken, version=9, storage_plugin=StoragePlugin.MCAP) as writer,
+    ):
+        out = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=TYPESTORE) for c in reader.connections}
+        count = 0
+        for connection, log_ns, raw in reader.messages():
+            if connection.topic == "/joint_states":
+                count += 1
+                if count == 50:
+                    message: Any = reader.deserialize(raw, connection.msgtype)
+                    message.position = message.position[:2]
+                    raw = bytes(TYPESTORE.serialize_cdr(message, connection.msgtype))
+                    bad_log_ns = log_ns
+            writer.write(out[connection.topic], log_ns, raw)
+    with pytest.raises(
+        IngestError,
+        match=re.escape(f"short_positions, topic /joint_states, field joint_position, t={bad_log_ns / 1e9:.9f} s"),
+    ):
+        run(broken)
+    assert_nothing_written(root)
+
+
+def test_episode_cut_at_a_gap_ends_at_real_data(tmp_path: Path, root: Path) -> None:
+    """Fix 3: JointState silent for 0.3 s mid-episode; the episode ends with no tick extrapolated past the data."""
+    logged = write_teleop_like_bag(tmp_path / "bags" / "state_gap", episodes=3, state_gaps=((1, 30),))
+    report = run(logged.path)
+    entries = report.bags[0].episodes
+    assert [e.reason for e in entries] == ["end_marker", "gap", "end_marker"]
+    episodes = load()
+    gap_from = int(logged.episodes[1].ticks[30])
+    last_sample = int(logged.state_stamps[logged.state_stamps < gap_from].max())
+    kept = entries[1].steps
+    # The last tick lies within half a control period of the last real sample, and no tick with real data is lost.
+    last_tick = int(logged.episodes[1].ticks[kept])
+    assert 0 <= last_tick - last_sample <= PERIOD // 2 < last_tick + PERIOD - last_sample
+    for episode, truth_episode, steps in zip(episodes, logged.episodes, [60, kept, 60], strict=True):
+        assert_matches_truth(episode, truth_episode, steps)

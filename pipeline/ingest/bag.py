@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
+from rosbags.rosbag2 import Reader
 
 from pipeline.ingest.config import FieldMapping, IngestConfig
+from pipeline.ingest.decode import Decoder
 from pipeline.ingest.resample import Times, Values
 from pipeline.io import UserInputError
 
@@ -106,6 +106,7 @@ class BagSignals:
     markers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     estops: list[tuple[int, bool]] = field(default_factory=list)
     bad_markers: int = 0
+    trailing_bytes: dict[str, int] = field(default_factory=dict)  # per topic: messages with bytes after their end
     start_ns: int = 0
     end_ns: int = 0
 
@@ -254,7 +255,7 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
     """Read and clean every configured field of one bag.
 
     Args:
-        path: A rosbag2 folder (MCAP or sqlite3 storage).
+        path: A rosbag2 folder (MCAP or sqlite3 storage) or a bare ``.mcap`` file (no ``metadata.yaml``).
         config: The ingest mapping.
         strict: Turn every repair into an error.
 
@@ -268,10 +269,11 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
     mappings = {**config.observations, **config.action}
     rules = config.episodes
     try:
-        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        with Reader(path) as reader:
             if reader.message_count == 0:
                 raise EmptyBagError(path, "the bag holds no messages")
             by_topic = {c.topic: c for c in reader.connections}
+            decoder = Decoder(by_topic.values())
             readers: dict[str, list[_FieldReader]] = {}
             for name, mapping in mappings.items():
                 connection = by_topic.get(mapping.topic)
@@ -284,6 +286,13 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                         topic=mapping.topic,
                         field=name,
                     )
+                if not decoder.known(connection.msgtype):
+                    raise IngestError(
+                        path,
+                        f"cannot decode {connection.msgtype}: {decoder.problems[connection.msgtype]}",
+                        topic=mapping.topic,
+                        field=name,
+                    )
                 readers.setdefault(mapping.topic, []).append(_FieldReader(name, mapping, path))
             optional = {
                 topic: msgtype for topic, msgtype in ((rules.marker_topic, STRING), (rules.estop_topic, BOOL)) if topic
@@ -291,15 +300,28 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
             for topic, msgtype in optional.items():
                 if topic in by_topic and by_topic[topic].msgtype != msgtype:
                     raise IngestError(path, f"message type {by_topic[topic].msgtype}, expected {msgtype}", topic=topic)
+                if topic in by_topic and not decoder.known(msgtype):
+                    raise IngestError(path, f"cannot decode {msgtype}: {decoder.problems[msgtype]}", topic=topic)
             wanted = [by_topic[t] for t in (*readers, *optional) if t in by_topic]
             signals = BagSignals(path=path, fields={}, issues={}, topics={})
             for connection, log_ns, raw in reader.messages(connections=wanted):
                 try:
-                    message: Any = reader.deserialize(raw, connection.msgtype)
-                except Exception as error:  # rosbags raises several types for undecodable data
+                    message: Any
+                    message, trailing = decoder.decode(raw, connection.msgtype)
+                except ValueError as error:
                     raise IngestError(
                         path, f"cannot decode {connection.msgtype}: {error}", topic=connection.topic, time_ns=log_ns
                     ) from error
+                if trailing:
+                    if strict:
+                        raise IngestError(
+                            path,
+                            f"{trailing} bytes after the end of a {connection.msgtype} message (lenient decoding "
+                            "drops them; --strict refuses)",
+                            topic=connection.topic,
+                            time_ns=log_ns,
+                        )
+                    signals.trailing_bytes[connection.topic] = signals.trailing_bytes.get(connection.topic, 0) + 1
                 if connection.topic == rules.marker_topic:
                     try:
                         payload = json.loads(message.data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,90 @@ def test_episode_cut_at_a_gap_ends_at_real_data(tmp_path: Path, root: Path) -> N
     assert 0 <= last_tick - last_sample <= PERIOD // 2 < last_tick + PERIOD - last_sample
     for episode, truth_episode, steps in zip(episodes, logged.episodes, [60, kept, 60], strict=True):
         assert_matches_truth(episode, truth_episode, steps)
+
+
+def rewrite(
+    src: Path,
+    dst: Path,
+    change: Callable[[str, int, bytes], bytes] = lambda topic, log_ns, raw: raw,
+    extra: Sequence[tuple[str, str, str, list[tuple[int, bytes]]]] = (),
+) -> Path:
+    """Copy a bag message by message through ``change``, adding ``extra`` (topic, type, definition, messages)."""
+    with (
+        AnyReader([src], default_typestore=TYPESTORE) as reader,
+        Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer,
+    ):
+        out = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=TYPESTORE) for c in reader.connections}
+        for topic, msgtype, definition, messages in extra:
+            connection = writer.add_connection(topic, msgtype, msgdef=definition, rihs01="RIHS01_" + "0" * 64)
+            for log_ns, raw in messages:
+                writer.write(connection, log_ns, raw)
+        for connection, log_ns, raw in reader.messages():
+            writer.write(out[connection.topic], log_ns, change(connection.topic, log_ns, bytes(raw)))
+    return dst
+
+
+def test_bare_mcap_file_without_metadata_ingests(tmp_path: Path, root: Path) -> None:
+    """A lone .mcap (no metadata.yaml), as other tools write them, is a bag of its own; a folder of them works too."""
+    logged = write_teleop_like_bag(tmp_path / "bags" / "teleop", episodes=2)
+    lone = tmp_path / "loose" / "teleop_01.mcap"
+    lone.parent.mkdir()
+    lone.write_bytes(next(logged.path.glob("*.mcap")).read_bytes())
+    for argument in (lone, lone.parent):
+        _, report = ingest([argument], IngestConfig(), DATASET_ID, workers=1, overwrite=True)
+        assert [b.bag for b in report.bags] == ["teleop_01.mcap"] and list(report.bags[0].sha256) == ["teleop_01.mcap"]
+        for episode, truth_episode in zip(load(), logged.episodes, strict=True):
+            assert_matches_truth(episode, truth_episode, steps=60)
+
+
+def test_trailing_cdr_bytes_are_a_counted_repair_and_refused_when_strict(tmp_path: Path, root: Path) -> None:
+    logged = write_teleop_like_bag(tmp_path / "bags" / "src", episodes=2)
+    padded: list[int] = []
+
+    def pad(topic: str, log_ns: int, raw: bytes) -> bytes:
+        if topic != "/joint_states" or len(padded) >= 7:
+            return raw
+        padded.append(log_ns)
+        return raw + b"\x00" * 8
+
+    bag = rewrite(logged.path, tmp_path / "bags" / "trailing", pad)
+    with pytest.raises(
+        IngestError, match=re.escape(f"trailing, topic /joint_states, t={padded[0] / 1e9:.9f} s: 8 bytes")
+    ):
+        run(bag, strict=True)
+    assert_nothing_written(root)
+    report = run(bag)
+    assert report.bags[0].trailing_bytes == {"/joint_states": 7}
+    for episode, truth_episode in zip(load(), logged.episodes, strict=True):
+        assert_matches_truth(episode, truth_episode, steps=60)
+
+
+VENDOR_DEFINITION = "acme_msgs/Calibration calibration\nfloat64 torque\n"  # names a type the bag does not define
+
+
+def test_vendor_topic_without_a_usable_definition_is_ignored_unless_mapped(tmp_path: Path, root: Path) -> None:
+    logged = write_teleop_like_bag(tmp_path / "bags" / "src", episodes=2)
+    vendor = [(EPOCH + i * 10 * MS, b"\x00\x01\x00\x00" + bytes(range(24))) for i in range(100)]
+    bag = rewrite(
+        logged.path,
+        tmp_path / "bags" / "vendor",
+        extra=[("/acme/status", "acme_msgs/msg/Status", VENDOR_DEFINITION, vendor)],
+    )
+    run(bag)
+    for episode, truth_episode in zip(load(), logged.episodes, strict=True):
+        assert_matches_truth(episode, truth_episode, steps=60)
+    mapped = IngestConfig.model_validate(
+        {
+            "action": {
+                "joint_effort": {
+                    **IngestConfig().action_mapping.model_dump(),
+                    "topic": "/acme/status",
+                    "msgtype": "acme_msgs/msg/Status",
+                }
+            }
+        }
+    )
+    with pytest.raises(
+        IngestError, match=r"vendor, topic /acme/status, field joint_effort: cannot decode acme_msgs/msg/Status"
+    ):
+        ingest([bag], mapped, "symgate/other-vendor-v0", workers=1)

@@ -132,18 +132,25 @@ class _FieldReader:
         # Per distinct joint-name list: (index of each configured joint, minimum array length, order differs).
         self._index_by_names: dict[tuple[str, ...], tuple[NDArray[np.intp], int, bool] | None] = {}
         self.seen_joints: set[str] = set()
-        joints = mapping.joints or ()
-        self._unnamed = (np.arange(len(joints)), len(joints), False)
+        self._default_names: tuple[str, ...] = mapping.joint_order or (
+            (mapping.joints or ()) if mapping.names_path is None else ()
+        )
 
     def _joint_index(self, message: Any, length: int, log_ns: int) -> tuple[NDArray[np.intp], int, bool] | None:
-        if self.mapping.names_path is None:
-            return self._unnamed
-        names = tuple(_get(message, self.mapping.names_path))
+        names_path = self.mapping.names_path
+        listed: tuple[str, ...] = tuple(_get(message, names_path)) if names_path is not None else ()
+        names = listed or self._default_names
         if length and length != len(names):
+            if listed:
+                problem = f"{length} values for the {len(names)} names {list(names)} of the message"
+            elif names:
+                problem = f"{length} values for the {len(names)} joints the mapping names {list(names)}"
+            else:
+                problem = f"{length} values and an empty {names_path} array (give the mapping a joint_order)"
             raise IngestError(
                 self.bag,
-                f"{self.mapping.path} has {length} values for {len(names)} names {list(names)}: "
-                "which value belongs to which joint is unknown",
+                f"{self.mapping.path} has {problem}: which value belongs to which joint is unknown "
+                "(a controller with another joint count would be mis-mapped)",
                 topic=self.mapping.topic,
                 field=self.name,
                 time_ns=log_ns,
@@ -168,19 +175,10 @@ class _FieldReader:
             if entry is None or len(array) == 0:  # a joint or the whole array absent: drop the sample (counted)
                 self.issues.missing_joints += 1
                 return
-            if self.mapping.names_path is None and len(array) != entry[1]:
-                raise IngestError(
-                    self.bag,
-                    f"{self.mapping.path} has {len(array)} values, the mapping names {entry[1]} joints "
-                    f"{list(self.mapping.joints or ())}: a controller with another joint count would be mis-mapped",
-                    topic=self.mapping.topic,
-                    field=self.name,
-                    time_ns=log_ns,
-                )
             index, _, order_differs = entry
             self.issues.joint_order_differs += order_differs
             row = np.asarray(array, dtype=np.float64)[index]
-        self.times.append(header_ns if self.mapping.time_base == "header" else log_ns)
+        self.times.append(log_ns if self.mapping.time_base == "log" else header_ns)
         self.log_times.append(log_ns)
         self.rows.append(row)
 
@@ -209,20 +207,22 @@ def _clean(reader: _FieldReader, bag: Path, max_skew_ns: int, strict: bool) -> S
     finite = np.asarray(np.isfinite(values).all(axis=1), dtype=bool)
     keep = fail_or_count(~finite, "NaN or inf value")
     issues.nonfinite = int((~finite).sum())
-    if mapping.time_base == "header" and keep.any():
+    if mapping.time_base != "log" and keep.any():
         offset = times - log_times
         usual = float(np.median(offset[keep]))
-        if abs(usual) > max_skew_ns:
+        if abs(usual) > max_skew_ns and mapping.time_base == "header":
             raise IngestError(
                 bag,
                 f"header.stamp is {usual / 1e9:+.3f} s from log time on median: the robot and logger clocks are not "
-                "synchronised (fix the clocks, or use time_base: log for this field)",
+                "synchronised (fix the clocks, or use time_base: header_shifted or log for this field)",
                 topic=mapping.topic,
                 field=reader.name,
             )
         jump = keep & (np.abs(offset - usual) > max_skew_ns)
         keep &= fail_or_count(jump, f"header.stamp jumps more than {max_skew_ns / 1e9:g} s away from log time")
         issues.clock_jumps = int(jump.sum())
+        if mapping.time_base == "header_shifted" and keep.any():  # onto the log clock, at the least latency seen
+            times = times - int(offset[keep].max())
     times, values = times[keep], values[keep]
     backwards = np.diff(times) < 0
     if backwards.any():

@@ -16,7 +16,7 @@ from pipeline.io import sha256_json
 from sim import CONTINUOUS_ENV_ID
 from sim.config import ReacherConfig
 
-TimeBase = Literal["header", "log"]
+TimeBase = Literal["header", "log", "header_shifted"]
 ResampleRule = Literal["linear", "causal_linear", "zero_order_hold", "last_value"]
 
 
@@ -36,12 +36,23 @@ class FieldMapping(BaseModel):
     names_path: str | None = Field(
         "name",
         description="Attribute path of the joint-name array that `joints` are matched against; null: the array "
-        "has no names and its entries are `joints` in order (e.g. a ros2_control command array).",
+        "has no names and its entries are `joint_order` (default: `joints`) in order (e.g. a ros2_control command "
+        "array).",
+    )
+    joint_order: tuple[str, ...] | None = Field(
+        None,
+        description="Names of the array's entries in order, for messages whose name array is empty (or that have "
+        "none); `joints` are picked from them by name. null: an empty name array is a message lacking every joint.",
     )
     components: tuple[str, ...] | None = Field(
         None, description="Attribute paths of scalar components (e.g. point.x, point.y); instead of path + joints."
     )
-    time_base: TimeBase = Field("header", description="Timestamp used: header.stamp or the bag's log time.")
+    time_base: TimeBase = Field(
+        "header",
+        description="Timestamp used: header (header.stamp), log (the bag's log time) or header_shifted (header.stamp "
+        "moved onto the log clock by the smallest log-minus-header offset: stamps in simulation time, log in wall "
+        "time, no /clock; spacing from the header, origin from the log).",
+    )
     resample: ResampleRule = Field(
         description="linear (positions), causal_linear (velocities: no look-past the tick), zero_order_hold, "
         "last_value (commands: latest within the control period)."
@@ -63,8 +74,10 @@ class FieldMapping(BaseModel):
             raise ValueError("path needs the joint names it selects (joints)")
         if self.latched and self.resample != "zero_order_hold":
             raise ValueError("a latched field can only be resampled with zero_order_hold")
-        if self.components is not None and self.time_base == "header" and self.resample == "last_value":
+        if self.components is not None and self.time_base != "log" and self.resample == "last_value":
             raise ValueError("last_value applies to commands, which carry no header: use time_base: log")
+        if self.joint_order is not None and not set(self.joints or ()) <= set(self.joint_order):
+            raise ValueError(f"joints {list(self.joints or ())} are not all in joint_order {list(self.joint_order)}")
         unknown = set(self.wrap_joints) - set(self.joints or ())
         if unknown:
             raise ValueError(f"wrap_joints {sorted(unknown)} are not among joints {list(self.joints or ())}")

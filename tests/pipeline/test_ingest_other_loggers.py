@@ -82,6 +82,9 @@ def write_teleop_like_bag(
     steps: int = 60,
     command_width: int = 2,
     state_gaps: tuple[tuple[int, int], ...] = (),
+    names: bool = True,
+    leader_names: tuple[str, ...] | None = None,
+    header_clock_ns: int = 0,
 ) -> LoggedBag:
     """Write a rosbag2 (MCAP) with rosbags' Writer from a known trajectory; return the truth.
 
@@ -92,12 +95,17 @@ def write_teleop_like_bag(
         steps: Control steps per episode.
         command_width: Values per command array (2 matches the mapping).
         state_gaps: ``(episode, tick)`` pairs: JointState goes silent for 0.3 s from that tick.
+        names: False: JointState name arrays are empty (entries in ``LOGGED_NAMES`` order all the same).
+        leader_names: Commands as a leader arm's JointState (``/leader/joint_states``, efforts, these joints,
+            stamped at the tick) instead of a Float64MultiArray.
+        header_clock_ns: Subtracted from every header stamp (a simulation clock; log time stays wall clock).
     """
     rng = np.random.default_rng(seed)
     types = TYPESTORE.types
     messages: list[tuple[int, str, Any]] = []  # (log_ns, topic, message)
 
     def header(stamp: int) -> Any:
+        stamp -= header_clock_ns
         return types["std_msgs/msg/Header"](
             stamp=types["builtin_interfaces/msg/Time"](sec=stamp // NS, nanosec=stamp % NS), frame_id="base"
         )
@@ -116,6 +124,17 @@ def write_teleop_like_bag(
         )
         for k, tick in enumerate(ticks[:-1]):
             data = np.resize(commands[k], command_width).astype(np.float64)
+            if leader_names is not None:
+                value = {"shoulder": data[0], "elbow": data[1]}
+                leader = types[JOINT_STATE](
+                    header=header(int(tick)),
+                    name=list(leader_names),
+                    position=np.zeros(len(leader_names)),
+                    velocity=np.array([], dtype=np.float64),
+                    effort=np.array([value.get(n, 0.0) for n in leader_names]),
+                )
+                messages.append((int(tick) + _late(rng, 0.5, 3.0), "/leader/joint_states", leader))
+                continue
             messages.append(
                 (
                     int(tick) + _late(rng, 0.5, 3.0),
@@ -134,7 +153,7 @@ def write_teleop_like_bag(
         logged = {"shoulder": 0, "elbow": 1}
         state = types[JOINT_STATE](
             header=header(int(stamp)),
-            name=list(LOGGED_NAMES),
+            name=list(LOGGED_NAMES) if names else [],
             position=np.array([position[logged[n]] if n in logged else 0.0 for n in LOGGED_NAMES]),
             velocity=np.array([velocity[logged[n]] if n in logged else 0.0 for n in LOGGED_NAMES]),
             effort=np.array([], dtype=np.float64),
@@ -143,7 +162,8 @@ def write_teleop_like_bag(
     goal = types[POINT](header=header(EPOCH), point=types["geometry_msgs/msg/Point"](x=GOAL[0], y=GOAL[1], z=0.0))
     messages.append((EPOCH + _late(rng, 0.5, 3.0), "/goal", goal))
 
-    msgtypes = {"/joint_states": JOINT_STATE, "/joint_commands": MULTI_ARRAY, "/goal": POINT, "/episode": STRING}
+    msgtypes = {"/joint_states": JOINT_STATE, "/goal": POINT, "/episode": STRING}
+    msgtypes.update({"/leader/joint_states": JOINT_STATE} if leader_names else {"/joint_commands": MULTI_ARRAY})
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {topic: writer.add_connection(topic, t, typestore=TYPESTORE) for topic, t in msgtypes.items()}
         for log_ns, topic, message in sorted(messages, key=lambda m: m[0]):
@@ -338,3 +358,63 @@ def test_vendor_topic_without_a_usable_definition_is_ignored_unless_mapped(tmp_p
         IngestError, match=r"vendor, topic /acme/status, field joint_effort: cannot decode acme_msgs/msg/Status"
     ):
         ingest([bag], mapped, "symgate/other-vendor-v0", workers=1)
+
+
+def remapped(**fields: dict[str, Any]) -> IngestConfig:
+    """The default ingest config with some fields' mappings updated."""
+    default = IngestConfig()
+    groups: dict[str, dict[str, Any]] = {"observations": {}, "action": {}}
+    for group, mappings in (("observations", default.observations), ("action", default.action)):
+        for name, mapping in mappings.items():
+            groups[group][name] = {**mapping.model_dump(), **fields.get(name, {})}
+    return IngestConfig.model_validate(groups)
+
+
+def assert_ingested_as_truth(logged: LoggedBag, config: IngestConfig) -> QualityReport:
+    _, report = ingest([logged.path], config, DATASET_ID, workers=1)
+    assert [e.reason for e in report.bags[0].episodes] == ["end_marker"] * len(logged.episodes)
+    for episode, truth_episode in zip(load(), logged.episodes, strict=True):
+        assert_matches_truth(episode, truth_episode, steps=60)
+    return report
+
+
+def test_empty_joint_names_with_an_explicit_joint_order(tmp_path: Path, root: Path) -> None:
+    logged = write_teleop_like_bag(tmp_path / "bags" / "unnamed", episodes=2, names=False)
+    order = {"joint_order": LOGGED_NAMES}
+    assert_ingested_as_truth(logged, remapped(joint_position=order, joint_velocity=order))
+
+
+def test_empty_joint_names_without_a_joint_order_are_refused(tmp_path: Path, root: Path) -> None:
+    logged = write_teleop_like_bag(tmp_path / "bags" / "unnamed", episodes=2, names=False)
+    with pytest.raises(
+        IngestError, match=r"unnamed, topic /joint_states, field joint_position, t=.*give the mapping a joint_order"
+    ):
+        run(logged.path)
+    assert_nothing_written(root)
+
+
+def test_leader_arm_joint_state_commands_naming_another_joint_set(tmp_path: Path, root: Path) -> None:
+    """State names [elbow, wrist_unused, shoulder]; the leader arm's JointState names [gripper, shoulder, elbow]."""
+    logged = write_teleop_like_bag(
+        tmp_path / "bags" / "leader", episodes=3, leader_names=("gripper", "shoulder", "elbow")
+    )
+    leader = {
+        "topic": "/leader/joint_states",
+        "msgtype": JOINT_STATE,
+        "path": "effort",
+        "names_path": "name",
+        "time_base": "header",
+    }
+    report = assert_ingested_as_truth(logged, remapped(joint_effort=leader))
+    assert report.bags[0].repairs["joint_effort"]["joint_order_differs"] == 60 * 3
+
+
+def test_header_stamps_in_simulation_time_with_wall_clock_log_time(tmp_path: Path, root: Path) -> None:
+    """No /clock: header stamps start near 12 s (sim time), log time is epoch; header_shifted aligns them."""
+    logged = write_teleop_like_bag(tmp_path / "bags" / "sim_time", episodes=2, header_clock_ns=EPOCH - 12 * NS)
+    with pytest.raises(
+        IngestError, match=r"sim_time, topic /joint_states, field joint_position: header.stamp is .* header_shifted"
+    ):
+        run(logged.path)
+    shifted = {"time_base": "header_shifted"}
+    assert_ingested_as_truth(logged, remapped(joint_position=shifted, joint_velocity=shifted, goal_position=shifted))

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from rosbags.rosbag2 import Reader
 
-from pipeline.ingest.config import FieldMapping, IngestConfig
+from pipeline.ingest.config import FieldMapping, IngestConfig, TopicSuccess
 from pipeline.ingest.decode import Decoder
 from pipeline.ingest.resample import Times, Values
 from pipeline.io import UserInputError
@@ -105,6 +105,7 @@ class BagSignals:
     topics: dict[str, TopicStats]
     markers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     estops: list[tuple[int, bool]] = field(default_factory=list)
+    successes: list[int] = field(default_factory=list)  # log times of success messages (reward kind success_topic)
     bad_markers: int = 0
     trailing_bytes: dict[str, int] = field(default_factory=dict)  # per topic: messages with bytes after their end
     start_ns: int = 0
@@ -294,8 +295,15 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                         field=name,
                     )
                 readers.setdefault(mapping.topic, []).append(_FieldReader(name, mapping, path))
+            success = config.reward if isinstance(config.reward, TopicSuccess) else None
             optional = {
-                topic: msgtype for topic, msgtype in ((rules.marker_topic, STRING), (rules.estop_topic, BOOL)) if topic
+                topic: msgtype
+                for topic, msgtype in (
+                    (rules.marker_topic, STRING),
+                    (rules.estop_topic, BOOL),
+                    (success.topic, success.msgtype) if success else (None, ""),
+                )
+                if topic
             }
             for topic, msgtype in optional.items():
                 if topic in by_topic and by_topic[topic].msgtype != msgtype:
@@ -340,6 +348,8 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                     signals.markers.append((log_ns, payload))
                 elif connection.topic == rules.estop_topic:
                     signals.estops.append((log_ns, bool(message.data)))
+                elif success and connection.topic == success.topic and message.data in (True, success.value):
+                    signals.successes.append(log_ns)
                 field_readers = readers.get(connection.topic, ())
                 if field_readers:
                     header_ns = _stamp(message) if hasattr(message, "header") else log_ns
@@ -372,8 +382,10 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
         signals.topics[topic] = _topic_stats(signals.fields[field_readers[0].name].times, max_gap_ns)
     for topic in optional:
         if topic in counts:
-            times = np.array(
-                [t for t, _ in (signals.markers if topic == rules.marker_topic else signals.estops)], dtype=np.int64
-            )
+            events = {
+                rules.marker_topic: [t for t, _ in signals.markers],
+                rules.estop_topic: [t for t, _ in signals.estops],
+            }
+            times = np.array(events.get(topic, signals.successes), dtype=np.int64)
             signals.topics[topic] = _topic_stats(times, max_gap_ns)
     return signals

@@ -8,7 +8,7 @@ resampling rule). ``deploy/ingest/reacher.yaml`` documents every field.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -132,6 +132,13 @@ class EpisodeRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    segment_by: Literal["markers", "file", "gaps", "idle"] = Field(
+        "markers",
+        description="markers: start/end markers (a bag without any falls back to goal changes); file: one episode "
+        "per bag (or .mcap); gaps: a new episode after every command silence longer than max_gap_s; idle: episodes "
+        "are the commands between stretches of at least idle_s with an unchanged command.",
+    )
+    idle_s: float = Field(2.0, gt=0.0, description="segment_by idle: an unchanged command this long is idle.")
     marker_topic: str | None = Field(
         "/episode", description="std_msgs/msg/String JSON markers {event: start|end}; null: use the fall-backs."
     )
@@ -158,6 +165,44 @@ class ReachReward(BaseModel):
     goal_field: str = Field("goal_position", description="Field with the goal (x, y) in the base frame.")
 
 
+class NoReward(BaseModel):
+    """No task signal (demonstrations for BC / IQL-style learning): reward 0 everywhere, no terminations.
+
+    The dataset records it (``reward_rule: none``), and ``train`` refuses value-based methods on it unless told.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none"] = Field(description="The rule.")
+
+
+class TopicSuccess(BaseModel):
+    """Success (reward 1 and termination) at the first tick at or after a success message on a topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["success_topic"] = Field(description="The rule.")
+    topic: str = Field(description="Topic of std_msgs/msg/Bool (true = success) or std_msgs/msg/String messages.")
+    msgtype: Literal["std_msgs/msg/Bool", "std_msgs/msg/String"] = Field(description="Its message type.")
+    value: str = Field("success", description="For String: the data that means success (other data is ignored).")
+
+
+class EndMarkerSuccess(BaseModel):
+    """Success at an episode's last step when its end marker's ``reason`` says so (markers segmentation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["end_marker"] = Field(description="The rule.")
+    success_reasons: tuple[str, ...] = Field(
+        ("reached", "success"), description="End-marker `reason` values that mean success."
+    )
+
+
+RewardRule = Annotated[
+    ReachReward | NoReward | TopicSuccess | EndMarkerSuccess, Field(discriminator="kind")
+]  # a rule per kind; episodes.REWARD_RULES computes each (a profile-driven reach slots in as one more kind)
+
+
 class IngestConfig(BaseModel):
     """Everything ``symgate ingest`` needs to turn bags into a Minari dataset."""
 
@@ -175,7 +220,7 @@ class IngestConfig(BaseModel):
         default_factory=_default_action, description="The action field (exactly one)."
     )
     episodes: EpisodeRules = Field(default_factory=EpisodeRules, description="Segmentation and truncation.")
-    reward: ReachReward = Field(default_factory=ReachReward, description="Reward and termination rule.")
+    reward: RewardRule = Field(default_factory=ReachReward, description="Reward and termination rule (by kind).")
     max_clock_skew_s: float = Field(
         1.0, gt=0.0, description="header.stamp further than this from its usual offset to log time is a clock jump."
     )
@@ -184,7 +229,8 @@ class IngestConfig(BaseModel):
     def _consistent(self) -> IngestConfig:
         if len(self.action) != 1:
             raise ValueError(f"action: exactly one action field is supported, got {list(self.action)}")
-        for name in (self.reward.joint_field, self.reward.goal_field, self.episodes.goal_field):
+        rule_fields = (self.reward.joint_field, self.reward.goal_field) if isinstance(self.reward, ReachReward) else ()
+        for name in (*rule_fields, self.episodes.goal_field):
             if name not in self.observations:
                 raise ValueError(f"field {name!r} is used by a rule but is not an observation field")
         if abs(self.control_hz - self.env.control_hz) > 1e-9:

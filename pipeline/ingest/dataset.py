@@ -215,6 +215,7 @@ def _metadata(
         "discrete_action_torques": None if env.action_spec.table is None else env.action_spec.table.tolist(),
         "joint_names": list(robot.joint_names),
         "control_hz": config.control_hz,
+        "reward_rule": config.reward.kind,  # none: no task signal, all rewards 0 (train refuses value-based methods)
         "ingest_config": config.model_dump(mode="json"),
         "ingest_config_sha256": config.sha256(),
         "source_bags": {r.report.bag: r.report.sha256 for r in results},

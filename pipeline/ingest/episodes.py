@@ -1,8 +1,12 @@
 """From a bag's signals to RL episodes: segmentation, resampling to control ticks, reward rules.
 
-Segmentation: episodes run from a ``start`` marker to the next ``end`` marker (a second
-``start`` or the end of the bag closes an open episode as truncated). Without markers, every goal
-message (a goal being set) starts an episode, which spans the commands sent until the next one.
+Segmentation (``episodes.segment_by``): by ``markers``, episodes run from a ``start`` marker to
+the next ``end`` marker (a second ``start`` or the end of the bag closes an open episode as
+truncated), and without markers every goal message (a goal being set) starts an episode, which
+spans the commands sent until the next one; by ``file``, a bag is one episode (its first command
+to its last); by ``gaps``, every command silence longer than ``max_gap_s`` ends one; by ``idle``,
+a stretch of at least ``idle_s`` with an unchanged command ends one and the next change starts
+the next (teleoperation: the operator lets go).
 
 Step k of an episode is control tick ``t_k = t_0 + k·T``: the observation is every
 observation field resampled at ``t_k``, the action is the command for the period ``[t_k, t_k+T)``
@@ -23,13 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.ingest.bag import BagSignals, Signal
-from pipeline.ingest.config import IngestConfig
+from pipeline.ingest.config import EndMarkerSuccess, IngestConfig, NoReward, ReachReward, TopicSuccess
 from pipeline.ingest.resample import age_at, last_value, real_data_at, resample
 from sim.contexts import wrap_angle
 from sim.robot import RobotDescription
@@ -51,6 +57,7 @@ class Segment:
     end_ns: int
     controller: str | None
     open_ended: bool  # closed by a new start or the end of the bag rather than an end marker
+    outcome: str | None = None  # the end marker's `reason`, if it gave one
 
 
 @dataclass
@@ -80,8 +87,43 @@ class DroppedEpisode:
     reason: str
 
 
+def _command_runs(times: NDArray[np.int64], keep: NDArray[np.bool_], period_ns: int) -> list[Segment]:
+    """Spans of consecutive kept commands, each from its first command to one period after its last."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+    return [
+        Segment(int(times[begin]), int(times[stop - 1]) + period_ns, None, open_ended=True)
+        for begin, stop in zip(edges[::2], edges[1::2], strict=True)
+    ]
+
+
+def _idle(command: Signal, idle_ns: int) -> NDArray[np.bool_]:
+    """Commands inside a stretch of at least ``idle_ns`` over which the command did not change."""
+    changed = np.ones(len(command.times), dtype=bool)
+    changed[1:] = np.any(command.values[1:] != command.values[:-1], axis=1)
+    starts = np.flatnonzero(changed)
+    stops = np.append(starts[1:], len(command.times))
+    idle = np.zeros(len(command.times), dtype=bool)
+    for begin, stop in zip(starts, stops, strict=True):
+        if command.times[stop - 1] - command.times[begin] >= idle_ns:
+            idle[begin:stop] = True
+    return idle
+
+
 def segment(signals: BagSignals, config: IngestConfig) -> list[Segment]:
-    """Cut a bag's timeline into episode spans (markers, or goal changes as the fall-back)."""
+    """Cut a bag's timeline into episode spans by the configured rule (``episodes.segment_by``)."""
+    rules = config.episodes
+    period_ns = round(1e9 / config.control_hz)
+    command = signals.fields[config.action_name]
+    if rules.segment_by == "file":
+        return [Segment(int(command.times[0]), int(command.times[-1]) + period_ns, None, open_ended=True)]
+    if rules.segment_by == "gaps":
+        split = np.flatnonzero(np.diff(command.times) > round(rules.max_gap_s * 1e9))
+        runs = zip(np.concatenate([[0], split + 1]), np.append(split, len(command.times) - 1), strict=True)
+        return [
+            Segment(int(command.times[a]), int(command.times[b]) + period_ns, None, open_ended=True) for a, b in runs
+        ]
+    if rules.segment_by == "idle":
+        return _command_runs(command.times, ~_idle(command, round(rules.idle_s * 1e9)), period_ns)
     if signals.markers:
         segments: list[Segment] = []
         open_start: tuple[int, str | None] | None = None
@@ -91,16 +133,17 @@ def segment(signals: BagSignals, config: IngestConfig) -> list[Segment]:
                     segments.append(Segment(open_start[0], time_ns, open_start[1], open_ended=True))
                 open_start = (time_ns, payload.get("controller"))
             elif open_start is not None:
-                segments.append(Segment(open_start[0], time_ns, open_start[1], open_ended=False))
+                reason = payload.get("reason")
+                outcome = reason if isinstance(reason, str) else None
+                segments.append(Segment(open_start[0], time_ns, open_start[1], open_ended=False, outcome=outcome))
                 open_start = None
         if open_start is not None:
             segments.append(Segment(open_start[0], signals.end_ns, open_start[1], open_ended=True))
         return segments
     # A latched goal is published when the goal is set, so every message starts an episode (even the same goal).
     goal = signals.fields[config.episodes.goal_field]
-    commands = signals.fields[config.action_name].times
+    commands = command.times
     bounds = [*goal.times.tolist(), signals.end_ns + 1]
-    period_ns = round(1e9 / config.control_hz)
     segments = []
     for begin, stop in itertools.pairwise(bounds):
         inside = commands[(commands >= begin) & (commands < stop)]
@@ -168,6 +211,56 @@ def _until_gap(signal: Signal, tick_ns: int, max_gap_ns: int) -> Signal:
     return Signal(signal.times[:stop], signal.values[:stop])
 
 
+@dataclass(frozen=True)
+class RewardInputs:
+    """What a reward rule sees of one episode: its fields at ticks ``t_0 … t_N`` and its span."""
+
+    fields: dict[str, NDArray[np.float64]]  # observation fields resampled at the ticks, (N + 1, d)
+    ticks: NDArray[np.int64]
+    span: Segment
+    end_reason: str  # how the episode ended before the rule (end_marker, gap, ...)
+    signals: BagSignals
+    robot: RobotDescription
+
+
+def _reach(rule: ReachReward, inputs: RewardInputs) -> NDArray[np.bool_]:
+    """Forward kinematics of the joint angles at t_{k+1} within ``radius`` of the goal there."""
+    joints = inputs.fields[rule.joint_field][1:]
+    _, hand = inputs.robot.forward_kinematics(joints)
+    reached: NDArray[np.bool_] = np.linalg.norm(hand - inputs.fields[rule.goal_field][1:], axis=1) <= rule.radius
+    return reached
+
+
+def _no_reward(rule: NoReward, inputs: RewardInputs) -> NDArray[np.bool_]:
+    return np.zeros(len(inputs.ticks) - 1, dtype=bool)
+
+
+def _success_topic(rule: TopicSuccess, inputs: RewardInputs) -> NDArray[np.bool_]:
+    """Step k succeeds when a success message arrives in ``(t_k, t_{k+1}]`` (its s′ is the first tick after it)."""
+    events = np.array(inputs.signals.successes, dtype=np.int64)
+    ticks = inputs.ticks
+    counts = np.searchsorted(events, ticks[1:], side="right") - np.searchsorted(events, ticks[:-1], side="right")
+    success: NDArray[np.bool_] = counts > 0
+    return success
+
+
+def _end_marker(rule: EndMarkerSuccess, inputs: RewardInputs) -> NDArray[np.bool_]:
+    """The last step succeeds when the episode ran to its end marker and the marker's reason is a success."""
+    success = np.zeros(len(inputs.ticks) - 1, dtype=bool)
+    success[-1] = inputs.end_reason == "end_marker" and inputs.span.outcome in rule.success_reasons
+    return success
+
+
+# Each reward rule by kind: success[k] for step k, judged on s′ (tick k+1). A rule from a robot profile
+# (e.g. reach for any link via the profile's forward kinematics) is one more entry.
+REWARD_RULES: dict[str, Callable[[Any, RewardInputs], NDArray[np.bool_]]] = {
+    "reach": _reach,
+    "none": _no_reward,
+    "success_topic": _success_topic,
+    "end_marker": _end_marker,
+}
+
+
 def build_episode(
     span: Segment, signals: BagSignals, config: IngestConfig, robot: RobotDescription, action_spec: ActionSpec
 ) -> Episode | DroppedEpisode:
@@ -232,15 +325,17 @@ def build_episode(
     clipped = np.abs(torques) > action_spec.tau_max
     torques = np.clip(torques, -action_spec.tau_max, action_spec.tau_max)
 
-    # Reach rule on s′: forward kinematics of the joint angles at t_{k+1} against the goal there.
-    joint_mapping = config.observations[config.reward.joint_field]
-    order = [joint_mapping.component_names.index(joint) for joint in robot.joint_names]
-    _, hand = robot.forward_kinematics(fields[config.reward.joint_field][1:, order])
-    reached = np.linalg.norm(hand - fields[config.reward.goal_field][1:], axis=1) <= config.reward.radius
+    # The reward rule on s′ (tick k+1); the robot's joints in its own order for forward kinematics.
+    if isinstance(config.reward, ReachReward):
+        joint_mapping = config.observations[config.reward.joint_field]
+        order = [joint_mapping.component_names.index(joint) for joint in robot.joint_names]
+        fields[config.reward.joint_field] = fields[config.reward.joint_field][:, order]
+    inputs = RewardInputs(fields, ticks, span, end_reason, signals, robot)
+    reached = REWARD_RULES[config.reward.kind](config.reward, inputs)
     terminations = np.zeros(last_step, dtype=bool)
     if reached.any():
         first = int(np.flatnonzero(reached)[0])
-        last_step, end_reason = first + 1, "reached"
+        last_step, end_reason = first + 1, "reached" if config.reward.kind == "reach" else "success"
         terminations = np.zeros(last_step, dtype=bool)
         terminations[first] = True
         observations, torques, held, clipped = (

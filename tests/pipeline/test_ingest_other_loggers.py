@@ -31,11 +31,12 @@ NS = 1_000_000_000
 MS = 1_000_000
 DATASET_ID = "symgate/other-logger-v0"
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
-JOINT_STATE, MULTI_ARRAY, POINT, STRING = (
+JOINT_STATE, MULTI_ARRAY, POINT, STRING, BOOL = (
     "sensor_msgs/msg/JointState",
     "std_msgs/msg/Float64MultiArray",
     "geometry_msgs/msg/PointStamped",
     "std_msgs/msg/String",
+    "std_msgs/msg/Bool",
 )
 LOGGED_NAMES = ("elbow", "wrist_unused", "shoulder")
 PERIOD = 20 * MS  # 50 Hz control, the default ingest config's
@@ -85,6 +86,11 @@ def write_teleop_like_bag(
     names: bool = True,
     leader_names: tuple[str, ...] | None = None,
     header_clock_ns: int = 0,
+    markers: bool = True,
+    idle_commands: bool = False,
+    end_reasons: Sequence[str] = (),
+    success_ticks: dict[int, int] | None = None,
+    success_msgtype: str = BOOL,
 ) -> LoggedBag:
     """Write a rosbag2 (MCAP) with rosbags' Writer from a known trajectory; return the truth.
 
@@ -99,6 +105,12 @@ def write_teleop_like_bag(
         leader_names: Commands as a leader arm's JointState (``/leader/joint_states``, efforts, these joints,
             stamped at the tick) instead of a Float64MultiArray.
         header_clock_ns: Subtracted from every header stamp (a simulation clock; log time stays wall clock).
+        markers: False: no /episode topic at all.
+        idle_commands: Between episodes, keep publishing an unchanged zero command at 50 Hz (an idle operator).
+        end_reasons: Per episode, the end marker's ``reason``.
+        success_ticks: Episode → tick at which ``/task_status`` reports success (Bool true or String "success"),
+            logged 0.5–3 ms after the tick; a failure (false / "running") is published at tick 5 of every episode.
+        success_msgtype: The type of ``/task_status``.
     """
     rng = np.random.default_rng(seed)
     types = TYPESTORE.types
@@ -116,14 +128,20 @@ def write_teleop_like_bag(
         ticks = start + PERIOD * np.arange(steps + 1, dtype=np.int64)
         commands = rng.uniform(-1.9, 1.9, size=(steps, 2))
         truths.append(TruthEpisode(ticks, commands))
-        messages.append(
-            (int(ticks[0]) + _late(rng, 0.5, 5.0), "/episode", types[STRING](data=json.dumps({"event": "start"})))
-        )
-        messages.append(
-            (int(ticks[-1]) + _late(rng, 0.5, 5.0), "/episode", types[STRING](data=json.dumps({"event": "end"})))
-        )
-        for k, tick in enumerate(ticks[:-1]):
-            data = np.resize(commands[k], command_width).astype(np.float64)
+        for event, tick in (("start", ticks[0]), ("end", ticks[-1])) if markers else ():
+            payload = {"event": event, **({"reason": end_reasons[index]} if event == "end" and end_reasons else {})}
+            marker = types[STRING](data=json.dumps(payload))
+            messages.append((int(tick) + _late(rng, 0.5, 5.0), "/episode", marker))
+        if success_ticks is not None:
+            reports = [(5, False), *([(success_ticks[index], True)] if index in success_ticks else [])]
+            for tick_index, ok in reports:
+                status = types[success_msgtype](
+                    data=ok if success_msgtype == BOOL else ("success" if ok else "running")
+                )
+                messages.append((int(ticks[tick_index]) + _late(rng, 0.5, 3.0), "/task_status", status))
+        idle = ticks[-1] + PERIOD * np.arange(24 if idle_commands and index < episodes - 1 else 0, dtype=np.int64)
+        for k, tick in enumerate([*ticks[:-1], *idle]):
+            data = np.resize(commands[k] if k < steps else np.zeros(2), command_width).astype(np.float64)
             if leader_names is not None:
                 value = {"shoulder": data[0], "elbow": data[1]}
                 leader = types[JOINT_STATE](
@@ -162,7 +180,8 @@ def write_teleop_like_bag(
     goal = types[POINT](header=header(EPOCH), point=types["geometry_msgs/msg/Point"](x=GOAL[0], y=GOAL[1], z=0.0))
     messages.append((EPOCH + _late(rng, 0.5, 3.0), "/goal", goal))
 
-    msgtypes = {"/joint_states": JOINT_STATE, "/goal": POINT, "/episode": STRING}
+    msgtypes = {"/joint_states": JOINT_STATE, "/goal": POINT, **({"/episode": STRING} if markers else {})}
+    msgtypes.update({"/task_status": success_msgtype} if success_ticks is not None else {})
     msgtypes.update({"/leader/joint_states": JOINT_STATE} if leader_names else {"/joint_commands": MULTI_ARRAY})
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {topic: writer.add_connection(topic, t, typestore=TYPESTORE) for topic, t in msgtypes.items()}
@@ -418,3 +437,91 @@ def test_header_stamps_in_simulation_time_with_wall_clock_log_time(tmp_path: Pat
         run(logged.path)
     shifted = {"time_base": "header_shifted"}
     assert_ingested_as_truth(logged, remapped(joint_position=shifted, joint_velocity=shifted, goal_position=shifted))
+
+
+@pytest.mark.parametrize(
+    ("rule", "idle_commands"), [("gaps", False), ("idle", True)], ids=["by-command-gaps", "by-idle-operator"]
+)
+def test_episodes_without_markers_by_gaps_or_idle_rule(
+    tmp_path: Path, root: Path, rule: str, idle_commands: bool
+) -> None:
+    logged = write_teleop_like_bag(tmp_path / "bags" / rule, episodes=3, markers=False, idle_commands=idle_commands)
+    config = IngestConfig.model_validate({"episodes": {"segment_by": rule, "idle_s": 0.3, "marker_topic": None}})
+    _, report = ingest([logged.path], config, DATASET_ID, workers=1)
+    assert [(e.reason, e.steps) for e in report.bags[0].episodes] == [("open_ended", 60)] * 3
+    for episode, truth_episode in zip(load(), logged.episodes, strict=True):
+        assert_matches_truth(episode, truth_episode, steps=60)
+
+
+def test_one_episode_per_file(tmp_path: Path, root: Path) -> None:
+    """Teleoperation logs: one bag (or bare .mcap) per demonstration, no markers."""
+    logged = [
+        write_teleop_like_bag(tmp_path / "bags" / f"demo_{i}", seed=i, episodes=1, markers=False) for i in range(3)
+    ]
+    config = IngestConfig.model_validate({"episodes": {"segment_by": "file", "marker_topic": None}})
+    _, report = ingest([tmp_path / "bags"], config, DATASET_ID, workers=1)
+    assert [b.bag for b in report.bags] == ["demo_0", "demo_1", "demo_2"]
+    assert [[(e.reason, e.steps) for e in b.episodes] for b in report.bags] == [[("open_ended", 60)]] * 3
+    for episode, bag in zip(load(), logged, strict=True):
+        assert_matches_truth(episode, bag.episodes[0], steps=60)
+
+
+def test_reward_rule_none_marks_the_dataset_as_having_no_task_signal(tmp_path: Path, root: Path) -> None:
+    logged = write_teleop_like_bag(tmp_path / "bags" / "demos", episodes=2)
+    config = IngestConfig.model_validate({"reward": {"kind": "none"}})
+    _, report = ingest([logged.path], config, DATASET_ID, workers=1)
+    dataset = minari.load_dataset(DATASET_ID)
+    assert dataset.storage.metadata["symgate"]["reward_rule"] == "none"
+    for episode, truth_episode in zip(load(), logged.episodes, strict=True):
+        assert_matches_truth(episode, truth_episode, steps=60)
+        assert not np.asarray(episode.rewards).any() and not np.asarray(episode.terminations).any()
+    assert [e.success for e in report.bags[0].episodes] == [False, False]
+
+
+@pytest.mark.parametrize("msgtype", [BOOL, STRING], ids=["bool", "string"])
+def test_success_from_a_topic_terminates_at_the_first_tick_after_it(tmp_path: Path, root: Path, msgtype: str) -> None:
+    """Success reported at tick 40 of episode 0 (logged 0.5–3 ms late): step 39's s′ is the first tick after it."""
+    logged = write_teleop_like_bag(
+        tmp_path / "bags" / "status", episodes=2, success_ticks={0: 40}, success_msgtype=msgtype
+    )
+    rule = {"kind": "success_topic", "topic": "/task_status", "msgtype": msgtype}
+    _, report = ingest([logged.path], IngestConfig.model_validate({"reward": rule}), DATASET_ID, workers=1)
+    first, second = report.bags[0].episodes
+    assert (first.reason, first.steps, first.success) == ("success", 41, True)
+    assert (second.reason, second.steps, second.success) == ("end_marker", 60, False)
+    episodes = load()
+    assert_matches_truth(episodes[0], logged.episodes[0], steps=41)
+    assert np.asarray(episodes[0].rewards).tolist() == [0.0] * 40 + [1.0]
+    assert np.asarray(episodes[0].terminations)[-1] and not np.asarray(episodes[0].truncations)[-1]
+    assert_matches_truth(episodes[1], logged.episodes[1], steps=60)
+
+
+def test_success_from_the_end_marker(tmp_path: Path, root: Path) -> None:
+    logged = write_teleop_like_bag(
+        tmp_path / "bags" / "marked", episodes=3, end_reasons=["success", "timeout", "success"]
+    )
+    config = IngestConfig.model_validate({"reward": {"kind": "end_marker", "success_reasons": ["success"]}})
+    _, report = ingest([logged.path], config, DATASET_ID, workers=1)
+    assert [(e.reason, e.steps, e.success) for e in report.bags[0].episodes] == [
+        ("success", 60, True),
+        ("end_marker", 60, False),
+        ("success", 60, True),
+    ]
+    for episode, truth_episode, won in zip(load(), logged.episodes, [True, False, True], strict=True):
+        assert_matches_truth(episode, truth_episode, steps=60)
+        assert np.asarray(episode.rewards).tolist() == [0.0] * 59 + [float(won)]
+        assert bool(np.asarray(episode.terminations)[-1]) == won
+
+
+@pytest.mark.parametrize("algorithm", ["iql", "cql"])
+def test_train_refuses_value_based_methods_on_a_no_reward_dataset(tmp_path: Path, root: Path, algorithm: str) -> None:
+    from pipeline.io import ConfigError
+    from pipeline.train import TrainConfig, train
+
+    logged = write_teleop_like_bag(tmp_path / "bags" / "demos", episodes=2)
+    ingest([logged.path], IngestConfig.model_validate({"reward": {"kind": "none"}}), DATASET_ID, workers=1)
+    config = TrainConfig.model_validate({"algorithm": algorithm, "steps": 1, "device": "cpu"})
+    with pytest.raises(
+        ConfigError, match=rf"{DATASET_ID} was ingested with reward rule none.*{algorithm} learns values"
+    ):
+        train(config, DATASET_ID, tmp_path / "run")

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from rosbags.rosbag2 import Reader
 
 from pipeline.ingest.config import FieldMapping, IngestConfig, TopicSuccess
-from pipeline.ingest.decode import Decoder
+from pipeline.ingest.decode import JOINT_STATE, JOINT_STATE_ARRAYS, Decoder, JointStateBatch, decode_joint_states
 from pipeline.ingest.resample import Times, Values
 from pipeline.io import UserInputError
 
@@ -129,6 +129,8 @@ class _FieldReader:
         self.times: list[int] = []
         self.log_times: list[int] = []
         self.rows: list[NDArray[np.float64]] = []
+        self.seq: list[int] = []  # arrival order of each sample, so bulk-decoded ones interleave correctly
+        self.chunks: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]] = []
         self.issues = FieldIssues()
         # Per distinct joint-name list: (index of each configured joint, minimum array length, order differs).
         self._index_by_names: dict[tuple[str, ...], tuple[NDArray[np.intp], int, bool] | None] = {}
@@ -140,6 +142,12 @@ class _FieldReader:
     def _joint_index(self, message: Any, length: int, log_ns: int) -> tuple[NDArray[np.intp], int, bool] | None:
         names_path = self.mapping.names_path
         listed: tuple[str, ...] = tuple(_get(message, names_path)) if names_path is not None else ()
+        return self._index_for(listed, length, log_ns)
+
+    def _index_for(
+        self, listed: tuple[str, ...], length: int, log_ns: int
+    ) -> tuple[NDArray[np.intp], int, bool] | None:
+        names_path = self.mapping.names_path
         names = listed or self._default_names
         if length and length != len(names):
             if listed:
@@ -166,7 +174,20 @@ class _FieldReader:
                 self._index_by_names[names] = None
         return self._index_by_names[names]
 
-    def add(self, message: Any, log_ns: int, header_ns: int) -> None:
+    def add_batch(self, batch: JointStateBatch, log_ns: NDArray[np.int64]) -> None:
+        """Extract this field from a batch of bulk-decoded JointState messages (``log_ns``: their log times)."""
+        array = batch.arrays[self.mapping.path or ""]
+        listed = batch.names if self.mapping.names_path is not None else ()
+        entry = self._index_for(listed, array.shape[1], int(log_ns[0]))
+        if entry is None or array.shape[1] == 0:
+            self.issues.missing_joints += len(log_ns)
+            return
+        index, _, order_differs = entry
+        self.issues.joint_order_differs += order_differs * len(log_ns)
+        times = log_ns if self.mapping.time_base == "log" else batch.header_ns
+        self.chunks.append((times, log_ns, array[:, index], batch.seq))
+
+    def add(self, message: Any, log_ns: int, header_ns: int, seq: int = 0) -> None:
         """Extract this field from one message (``header_ns``: its header.stamp, or log time if none)."""
         if self.mapping.components is not None:
             row = np.array([float(_get(message, path)) for path in self.mapping.components])
@@ -182,15 +203,28 @@ class _FieldReader:
         self.times.append(log_ns if self.mapping.time_base == "log" else header_ns)
         self.log_times.append(log_ns)
         self.rows.append(row)
+        self.seq.append(seq)
+
+    def samples(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+        """Times, log times and values of every sample, in arrival order."""
+        width = len(self.mapping.component_names)
+        times = np.array(self.times, dtype=np.int64)
+        log_times = np.array(self.log_times, dtype=np.int64)
+        values = np.array(self.rows, dtype=np.float64).reshape(len(times), width)
+        if not self.chunks:
+            return times, log_times, values
+        seq = np.concatenate([np.array(self.seq, dtype=np.int64), *(c[3] for c in self.chunks)])
+        order = np.argsort(seq, kind="stable")
+        times = np.concatenate([times, *(c[0] for c in self.chunks)])[order]
+        log_times = np.concatenate([log_times, *(c[1] for c in self.chunks)])[order]
+        values = np.concatenate([values, *(c[2] for c in self.chunks)])[order]
+        return times, log_times, values
 
 
 def _clean(reader: _FieldReader, bag: Path, max_skew_ns: int, strict: bool) -> Signal:
     """Drop non-finite samples and clock jumps, de-duplicate and sort; count every repair."""
     mapping, issues = reader.mapping, reader.issues
-    width = len(mapping.component_names)
-    times = np.array(reader.times, dtype=np.int64)
-    log_times = np.array(reader.log_times, dtype=np.int64)
-    values = np.array(reader.rows, dtype=np.float64).reshape(len(times), width)
+    times, log_times, values = reader.samples()
 
     def fail_or_count(mask: NDArray[np.bool_], problem: str) -> NDArray[np.bool_]:
         if strict and mask.any():
@@ -250,6 +284,50 @@ def _topic_stats(times: Times, max_gap_ns: int) -> TopicStats:
         largest_gap_s=float(periods.max()),
         jitter_s=float(regular.std()) if len(regular) else 0.0,
     )
+
+
+def _count_trailing(
+    path: Path, topic: str, msgtype: str, trailing: int, count: int, log_ns: int, signals: BagSignals, strict: bool
+) -> None:
+    """Count ``count`` messages with ``trailing`` bytes after their end (an error under ``strict``)."""
+    if strict:
+        raise IngestError(
+            path,
+            f"{trailing} bytes after the end of a {msgtype} message (lenient decoding drops them; --strict refuses)",
+            topic=topic,
+            time_ns=log_ns,
+        )
+    signals.trailing_bytes[topic] = signals.trailing_bytes.get(topic, 0) + count
+
+
+def _read_bulk(
+    path: Path,
+    topic: str,
+    raws: list[bytes | memoryview],
+    log_ns: NDArray[np.int64],
+    field_readers: list[_FieldReader],
+    decoder: Decoder,
+    signals: BagSignals,
+    strict: bool,
+) -> None:
+    """Decode a JointState topic's messages in bulk; messages of rare layouts one by one."""
+    batches, left = decode_joint_states(raws)
+    for batch in sorted(batches, key=lambda b: int(b.seq[0])):
+        if batch.trailing_bytes:
+            first = int(log_ns[batch.seq[0]])
+            _count_trailing(path, topic, JOINT_STATE, batch.trailing_bytes, len(batch.seq), first, signals, strict)
+        for field_reader in field_readers:
+            field_reader.add_batch(batch, log_ns[batch.seq])
+    for index in left:
+        time_ns = int(log_ns[index])
+        try:
+            message, trailing = decoder.decode(raws[index], JOINT_STATE)
+        except ValueError as error:
+            raise IngestError(path, f"cannot decode {JOINT_STATE}: {error}", topic=topic, time_ns=time_ns) from error
+        if trailing:
+            _count_trailing(path, topic, JOINT_STATE, trailing, 1, time_ns, signals, strict)
+        for field_reader in field_readers:
+            field_reader.add(message, time_ns, _stamp(message), seq=index)
 
 
 def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSignals:
@@ -312,7 +390,21 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                     raise IngestError(path, f"cannot decode {msgtype}: {decoder.problems[msgtype]}", topic=topic)
             wanted = [by_topic[t] for t in (*readers, *optional) if t in by_topic]
             signals = BagSignals(path=path, fields={}, issues={}, topics={})
+            # Standard JointState topics read only for arrays are decoded in bulk after the loop (decode.py).
+            bulk: dict[str, tuple[list[bytes | memoryview], list[int]]] = {
+                topic: ([], [])
+                for topic, field_readers in readers.items()
+                if by_topic[topic].msgtype == JOINT_STATE
+                and decoder.standard_joint_state()
+                and topic not in optional
+                and all(r.mapping.path in JOINT_STATE_ARRAYS for r in field_readers)
+            }
             for connection, log_ns, raw in reader.messages(connections=wanted):
+                if connection.topic in bulk:
+                    raws, logs = bulk[connection.topic]
+                    raws.append(raw)
+                    logs.append(log_ns)
+                    continue
                 try:
                     message: Any
                     message, trailing = decoder.decode(raw, connection.msgtype)
@@ -321,15 +413,7 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                         path, f"cannot decode {connection.msgtype}: {error}", topic=connection.topic, time_ns=log_ns
                     ) from error
                 if trailing:
-                    if strict:
-                        raise IngestError(
-                            path,
-                            f"{trailing} bytes after the end of a {connection.msgtype} message (lenient decoding "
-                            "drops them; --strict refuses)",
-                            topic=connection.topic,
-                            time_ns=log_ns,
-                        )
-                    signals.trailing_bytes[connection.topic] = signals.trailing_bytes.get(connection.topic, 0) + 1
+                    _count_trailing(path, connection.topic, connection.msgtype, trailing, 1, log_ns, signals, strict)
                 if connection.topic == rules.marker_topic:
                     try:
                         payload = json.loads(message.data)
@@ -355,6 +439,8 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                     header_ns = _stamp(message) if hasattr(message, "header") else log_ns
                     for field_reader in field_readers:
                         field_reader.add(message, log_ns, header_ns)
+            for topic, (raws, logs) in bulk.items():
+                _read_bulk(path, topic, raws, np.array(logs, dtype=np.int64), readers[topic], decoder, signals, strict)
             signals.start_ns, signals.end_ns = reader.start_time, reader.end_time
             counts = {c.topic: c.msgcount for c in reader.connections}
     except IngestError:

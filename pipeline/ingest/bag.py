@@ -26,6 +26,7 @@ from pipeline.ingest.resample import Times, Values
 from pipeline.io import UserInputError
 
 STRING = "std_msgs/msg/String"
+JOINT_TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 BOOL = "std_msgs/msg/Bool"
 
 
@@ -187,8 +188,38 @@ class _FieldReader:
         times = log_ns if self.mapping.time_base == "log" else batch.header_ns
         self.chunks.append((times, log_ns, array[:, index], batch.seq))
 
+    def add_trajectory(self, message: Any, log_ns: int, header_ns: int) -> None:
+        """Extract this field from a JointTrajectory: one sample per point, at its start plus ``time_from_start``.
+
+        The trajectory starts at ``header.stamp`` (0, by ROS convention "now", or time_base log: the log time).
+        A new trajectory replaces the rest of the previous one: its samples from the new start on are dropped.
+        """
+        start = log_ns if self.mapping.time_base == "log" or header_ns == 0 else header_ns
+        while self.times and self.times[-1] >= start:
+            self.times.pop()
+            self.log_times.pop()
+            self.rows.pop()
+            self.seq.pop()
+        names = tuple(message.joint_names)
+        for point in message.points:
+            array = _get(point, self.mapping.path or "")
+            entry = self._index_for(names, len(array), log_ns)
+            if entry is None or len(array) == 0:
+                self.issues.missing_joints += 1
+                continue
+            index, _, order_differs = entry
+            self.issues.joint_order_differs += order_differs
+            offset = int(point.time_from_start.sec) * 1_000_000_000 + int(point.time_from_start.nanosec)
+            self.times.append(start + offset)
+            self.log_times.append(log_ns + offset)
+            self.rows.append(np.asarray(array, dtype=np.float64)[index])
+            self.seq.append(0)
+
     def add(self, message: Any, log_ns: int, header_ns: int, seq: int = 0) -> None:
         """Extract this field from one message (``header_ns``: its header.stamp, or log time if none)."""
+        if self.mapping.msgtype == JOINT_TRAJECTORY:
+            self.add_trajectory(message, log_ns, header_ns)
+            return
         if self.mapping.components is not None:
             row = np.array([float(_get(message, path)) for path in self.mapping.components])
         else:

@@ -28,7 +28,9 @@ class FieldMapping(BaseModel):
     topic: str = Field(description="Topic the field is read from.")
     msgtype: str = Field(description="Expected ROS message type of the topic; any other type is an error.")
     path: str | None = Field(
-        None, description="Attribute path of an array in the message (e.g. position, data); use with joints."
+        None,
+        description="Attribute path of an array in the message (e.g. position, data; for a "
+        "trajectory_msgs/msg/JointTrajectory, of each point: positions, velocities, effort); use with joints.",
     )
     joints: tuple[str, ...] | None = Field(
         None, description="Joint names selected from the array at `path`, in dataset order."
@@ -54,8 +56,9 @@ class FieldMapping(BaseModel):
         "time, no /clock; spacing from the header, origin from the log).",
     )
     resample: ResampleRule = Field(
-        description="linear (positions), causal_linear (velocities: no look-past the tick), zero_order_hold, "
-        "last_value (commands: latest within the control period)."
+        description="linear (positions), causal_linear (velocities: no look-past the tick), zero_order_hold (for the "
+        "action: the command active at the tick, e.g. a trajectory point), last_value (commands: latest within the "
+        "control period)."
     )
     unit: str = Field(description="Physical unit of the components, recorded in the dataset metadata.")
     latched: bool = Field(
@@ -76,6 +79,9 @@ class FieldMapping(BaseModel):
             raise ValueError("a latched field can only be resampled with zero_order_hold")
         if self.components is not None and self.time_base != "log" and self.resample == "last_value":
             raise ValueError("last_value applies to commands, which carry no header: use time_base: log")
+        trajectory = self.msgtype == "trajectory_msgs/msg/JointTrajectory"
+        if trajectory and (self.names_path != "joint_names" or self.resample != "zero_order_hold"):
+            raise ValueError("a JointTrajectory is read with names_path: joint_names and resample: zero_order_hold")
         if self.joint_order is not None and not set(self.joints or ()) <= set(self.joint_order):
             raise ValueError(f"joints {list(self.joints or ())} are not all in joint_order {list(self.joint_order)}")
         unknown = set(self.wrap_joints) - set(self.joints or ())

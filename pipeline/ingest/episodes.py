@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from pipeline.ingest.bag import BagSignals, Signal
 from pipeline.ingest.config import EndMarkerSuccess, IngestConfig, NoReward, ReachReward, TopicSuccess
-from pipeline.ingest.resample import age_at, last_value, real_data_at, resample
+from pipeline.ingest.resample import age_at, last_value, real_data_at, resample, zero_order_hold
 from sim.contexts import wrap_angle
 from sim.robot import RobotDescription
 
@@ -321,7 +321,11 @@ def build_episode(
     observations = np.concatenate(list(fields.values()), axis=1).astype(np.float32)
 
     command = window[config.action_name]
-    torques, held = last_value(command.times, command.values, ticks[:-1], period_ns)
+    if config.action_mapping.resample == "zero_order_hold":  # the command active at the tick (a trajectory point)
+        torques = zero_order_hold(command.times, command.values, ticks[:-1])
+        held = age_at(command.times, ticks[:-1]) >= period_ns
+    else:
+        torques, held = last_value(command.times, command.values, ticks[:-1], period_ns)
     clipped = np.abs(torques) > action_spec.tau_max
     torques = np.clip(torques, -action_spec.tau_max, action_spec.tau_max)
 

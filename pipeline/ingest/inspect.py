@@ -22,7 +22,8 @@ from pipeline.ingest.decode import Decoder
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 MULTI_ARRAY = "std_msgs/msg/Float64MultiArray"
-COMMAND_TYPES = (MULTI_ARRAY, JOINT_STATE)  # the command types ingest reads, in order of preference
+TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
+COMMAND_TYPES = (MULTI_ARRAY, TRAJECTORY, JOINT_STATE)  # the command types ingest reads, in order of preference
 DECODED_PER_TOPIC = 2000  # messages decoded per topic for names and header offsets (all are counted)
 SKEW_S = 1.0  # header offsets beyond this: the header is on another clock (the default max_clock_skew_s)
 
@@ -89,8 +90,8 @@ def inspect_bag(path: Path) -> BagSummary:
                     offsets.setdefault(topic, []).append(log_ns - header_ns)
                 if connection.msgtype == JOINT_STATE:
                     names.setdefault(topic, {})[tuple(message.name)] = None
-                arrays = ("position", "velocity", "effort") if connection.msgtype == JOINT_STATE else ("data",)
-                for array in arrays if connection.msgtype in COMMAND_TYPES else ():
+                arrays = {JOINT_STATE: ("position", "velocity", "effort"), MULTI_ARRAY: ("data",)}
+                for array in arrays.get(connection.msgtype, ()):
                     lengths.setdefault(topic, {}).setdefault(array, set()).add(len(getattr(message, array)))
             duration = (reader.end_time - reader.start_time) / 1e9 if reader.message_count else 0.0
     except Exception as error:  # unreadable storage
@@ -215,7 +216,16 @@ def draft_mapping(summaries: list[BagSummary]) -> str:
             e(f"    topic: {command.topic}", f"{command.messages} messages, {command.rate_hz:.1f} Hz"),
             e(f"    msgtype: {command.msgtype}", "any other type on the topic is an error"),
         ]
-        if command.msgtype == JOINT_STATE:
+        if command.msgtype == TRAJECTORY:
+            lines += [
+                e("    path: effort", "TODO the point array: positions, velocities or effort"),
+                e("    joints: [TODO]", "TODO the joints the env commands, picked by name from joint_names"),
+                e("    names_path: joint_names", "the trajectory's joint names"),
+                e(f"    time_base: {base}", why),
+                e("    resample: zero_order_hold", "the point active at each tick"),
+                e("    unit: TODO", "e.g. N·m; recorded in the dataset metadata"),
+            ]
+        elif command.msgtype == JOINT_STATE:
             lines += [
                 e("    path: effort", "TODO position for a leader arm's positions"),
                 e(f"    joints: [{', '.join(_joints(command))}]", "TODO the joints the env commands, in its order"),
@@ -229,11 +239,12 @@ def draft_mapping(summaries: list[BagSummary]) -> str:
                 e(f"    joints: [{placeholders}]", "TODO the joint each entry commands, in dataset order"),
                 e("    names_path: null", "no names: the entries are joint_order (default: joints) in order"),
             ]
-        lines += [
-            e(f"    time_base: {base}", why),
-            e("    resample: last_value", "the latest command in each control period"),
-            e("    unit: TODO", "e.g. N·m; recorded in the dataset metadata"),
-        ]
+        if command.msgtype != TRAJECTORY:
+            lines += [
+                e(f"    time_base: {base}", why),
+                e("    resample: last_value", "the latest command in each control period"),
+                e("    unit: TODO", "e.g. N·m; recorded in the dataset metadata"),
+            ]
     lines += [
         e("episodes:", "how the log is cut into episodes"),
         e(

@@ -80,3 +80,10 @@ def test_edited_draft_ingests_the_bag_to_its_ground_truth(tmp_path: Path, root: 
     for episode, truth_episode in zip(load(), logged.episodes, strict=True):
         assert_matches_truth(episode, truth_episode, steps=60)
     assert np.asarray(load()[0].actions).shape == (60, 2)
+
+
+def test_draft_for_trajectory_commands_reads_the_point_active_at_the_tick(tmp_path: Path) -> None:
+    logged = write_teleop_like_bag(tmp_path / "trajectory", episodes=1, trajectory_chunk=5)
+    action = yaml.safe_load(draft_mapping([inspect_bag(logged.path)]))["action"]["joint_effort"]
+    assert action["topic"] == "/joint_trajectory" and action["names_path"] == "joint_names"
+    assert action["resample"] == "zero_order_hold"

@@ -91,6 +91,7 @@ def write_teleop_like_bag(
     end_reasons: Sequence[str] = (),
     success_ticks: dict[int, int] | None = None,
     success_msgtype: str = BOOL,
+    trajectory_chunk: int | None = None,
 ) -> LoggedBag:
     """Write a rosbag2 (MCAP) with rosbags' Writer from a known trajectory; return the truth.
 
@@ -111,6 +112,9 @@ def write_teleop_like_bag(
         success_ticks: Episode → tick at which ``/task_status`` reports success (Bool true or String "success"),
             logged 0.5–3 ms after the tick; a failure (false / "running") is published at tick 5 of every episode.
         success_msgtype: The type of ``/task_status``.
+        trajectory_chunk: Commands as ``/joint_trajectory`` (JointTrajectory, joints ``[elbow, shoulder]``,
+            efforts): every this many ticks a trajectory from that tick with 3 extra points of a wrong value
+            (99) that the next trajectory replaces.
     """
     rng = np.random.default_rng(seed)
     types = TYPESTORE.types
@@ -139,6 +143,26 @@ def write_teleop_like_bag(
                     data=ok if success_msgtype == BOOL else ("success" if ok else "running")
                 )
                 messages.append((int(ticks[tick_index]) + _late(rng, 0.5, 3.0), "/task_status", status))
+        for first in range(0, steps, trajectory_chunk) if trajectory_chunk else ():
+            points = [
+                types["trajectory_msgs/msg/JointTrajectoryPoint"](
+                    positions=np.array([], dtype=np.float64),
+                    velocities=np.array([], dtype=np.float64),
+                    accelerations=np.array([], dtype=np.float64),
+                    effort=commands[k][::-1].copy()
+                    if k < steps and k < first + (trajectory_chunk or 0)
+                    else np.full(2, 99.0),
+                    time_from_start=types["builtin_interfaces/msg/Duration"](sec=0, nanosec=(k - first) * PERIOD),
+                )
+                for k in range(first, first + (trajectory_chunk or 0) + 3)
+            ]
+            trajectory = types["trajectory_msgs/msg/JointTrajectory"](
+                header=header(int(ticks[first])), joint_names=["elbow", "shoulder"], points=points
+            )
+            messages.append((int(ticks[first]) + _late(rng, 0.5, 3.0), "/joint_trajectory", trajectory))
+        if trajectory_chunk:
+            start = int(ticks[-1]) + 500 * MS
+            continue
         idle = ticks[-1] + PERIOD * np.arange(24 if idle_commands and index < episodes - 1 else 0, dtype=np.int64)
         for k, tick in enumerate([*ticks[:-1], *idle]):
             data = np.resize(commands[k] if k < steps else np.zeros(2), command_width).astype(np.float64)
@@ -182,7 +206,12 @@ def write_teleop_like_bag(
 
     msgtypes = {"/joint_states": JOINT_STATE, "/goal": POINT, **({"/episode": STRING} if markers else {})}
     msgtypes.update({"/task_status": success_msgtype} if success_ticks is not None else {})
-    msgtypes.update({"/leader/joint_states": JOINT_STATE} if leader_names else {"/joint_commands": MULTI_ARRAY})
+    if trajectory_chunk:
+        msgtypes["/joint_trajectory"] = "trajectory_msgs/msg/JointTrajectory"
+    elif leader_names:
+        msgtypes["/leader/joint_states"] = JOINT_STATE
+    else:
+        msgtypes["/joint_commands"] = MULTI_ARRAY
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {topic: writer.add_connection(topic, t, typestore=TYPESTORE) for topic, t in msgtypes.items()}
         for log_ns, topic, message in sorted(messages, key=lambda m: m[0]):
@@ -525,3 +554,19 @@ def test_train_refuses_value_based_methods_on_a_no_reward_dataset(tmp_path: Path
         ConfigError, match=rf"{DATASET_ID} was ingested with reward rule none.*{algorithm} learns values"
     ):
         train(config, DATASET_ID, tmp_path / "run")
+
+
+def test_joint_trajectory_commands_use_the_point_active_at_each_tick(tmp_path: Path, root: Path) -> None:
+    """A trajectory every 5 ticks, each with 3 points past the next one's start that the next trajectory replaces."""
+    logged = write_teleop_like_bag(tmp_path / "bags" / "trajectory", episodes=2, trajectory_chunk=5)
+    trajectory = {
+        "topic": "/joint_trajectory",
+        "msgtype": "trajectory_msgs/msg/JointTrajectory",
+        "path": "effort",
+        "names_path": "joint_names",
+        "time_base": "header",
+        "resample": "zero_order_hold",
+    }
+    report = assert_ingested_as_truth(logged, remapped(joint_effort=trajectory))
+    assert [e.actions_held for e in report.bags[0].episodes] == [0, 0]
+    assert [e.actions_clipped for e in report.bags[0].episodes] == [0, 0]

@@ -40,6 +40,23 @@ app.add_typer(fleet_app, name="fleet")
 console = Console()
 
 
+class _RunByDefault(typer.core.TyperGroup):
+    """A command group whose first argument, when it is not one of its commands, goes to ``run``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: typer's (vendored click) Context
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+ingest_app = typer.Typer(
+    cls=_RunByDefault,
+    help="ROS 2 bags → Minari dataset: `symgate ingest BAGS...` (= `ingest run`), or `ingest inspect BAGS...`.",
+    no_args_is_help=True,
+)
+app.add_typer(ingest_app, name="ingest")
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Report bad input as one red line and exit 2; bugs still raise with a traceback."""
@@ -138,9 +155,9 @@ def _ingest(
     return report
 
 
-@app.command("ingest")
+@ingest_app.command("run")
 def ingest_command(
-    bags: Annotated[list[Path], typer.Argument(help="Bag folders, or folders of bags.")],
+    bags: Annotated[list[Path], typer.Argument(help="Bag folders, bare .mcap files, or folders of them.")],
     config: Annotated[
         Path | None, typer.Option(help="Ingest mapping YAML (default: built-in reacher mapping).")
     ] = None,
@@ -153,6 +170,40 @@ def ingest_command(
     with _user_errors():
         mapping = load_config(config, IngestConfig) if config else IngestConfig()
         _ingest(bags, mapping, dataset_id, workers, strict, overwrite)
+
+
+@ingest_app.command("inspect")
+def ingest_inspect_command(
+    bags: Annotated[list[Path], typer.Argument(help="Bag folders, bare .mcap files, or folders of them.")],
+    draft: Annotated[Path, typer.Option(help="Where to write the draft mapping YAML.")] = Path("ingest-draft.yaml"),
+) -> None:
+    """Show what bags hold (topics, rates, gaps, joints, clocks) and write a draft mapping to edit."""
+    from pipeline.ingest.inspect import draft_mapping, inspect_bag
+    from pipeline.io import atomic_write_text
+
+    with _user_errors():
+        summaries = [inspect_bag(bag) for bag in find_bags(bags)]
+        for summary in summaries:
+            table = Table(title=f"{summary.bag} ({summary.duration_s:.1f} s)")
+            for column in ("topic", "type", "messages", "rate", "largest gap", "log − header (min/median/max)"):
+                table.add_column(column, overflow="fold")
+            for topic in summary.topics:
+                offset = topic.header_offset_s
+                table.add_row(
+                    topic.topic,
+                    topic.msgtype if topic.decodable else f"{topic.msgtype} (cannot decode: ignored unless mapped)",
+                    str(topic.messages),
+                    f"{topic.rate_hz:.1f} Hz",
+                    f"{topic.largest_gap_s:.3f} s",
+                    "–" if offset is None else " / ".join(f"{x * 1e3:+.1f}" for x in offset) + " ms",
+                )
+            console.print(table)
+            for topic in summary.topics:
+                for names in topic.joint_names:
+                    joints = ", ".join(names) or "(empty name array: give joint_order)"
+                    console.print(f"joints on {topic.topic}: {joints}", soft_wrap=True)
+        atomic_write_text(draft, draft_mapping(summaries))
+        console.print(f"Draft mapping: {draft} (edit it, then `symgate ingest BAGS --config {draft}`)", soft_wrap=True)
 
 
 @app.command()

@@ -18,14 +18,15 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from rosbags.highlevel import AnyReader
-from rosbags.typesys import Stores, get_typestore
+from rosbags.rosbag2 import Reader
 
-from pipeline.ingest.config import FieldMapping, IngestConfig
+from pipeline.ingest.config import FieldMapping, IngestConfig, TopicSuccess
+from pipeline.ingest.decode import JOINT_STATE, JOINT_STATE_ARRAYS, Decoder, JointStateBatch, decode_joint_states
 from pipeline.ingest.resample import Times, Values
 from pipeline.io import UserInputError
 
 STRING = "std_msgs/msg/String"
+JOINT_TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 BOOL = "std_msgs/msg/Bool"
 
 
@@ -105,7 +106,9 @@ class BagSignals:
     topics: dict[str, TopicStats]
     markers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     estops: list[tuple[int, bool]] = field(default_factory=list)
+    successes: list[int] = field(default_factory=list)  # log times of success messages (reward kind success_topic)
     bad_markers: int = 0
+    trailing_bytes: dict[str, int] = field(default_factory=dict)  # per topic: messages with bytes after their end
     start_ns: int = 0
     end_ns: int = 0
 
@@ -122,22 +125,46 @@ def _stamp(message: Any) -> int:
 class _FieldReader:
     """Extracts one field from messages of its topic, mapping joints by name."""
 
-    def __init__(self, name: str, mapping: FieldMapping) -> None:
-        self.name, self.mapping = name, mapping
+    def __init__(self, name: str, mapping: FieldMapping, bag: Path) -> None:
+        self.name, self.mapping, self.bag = name, mapping, bag
         self.times: list[int] = []
         self.log_times: list[int] = []
         self.rows: list[NDArray[np.float64]] = []
+        self.seq: list[int] = []  # arrival order of each sample, so bulk-decoded ones interleave correctly
+        self.chunks: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]] = []
         self.issues = FieldIssues()
         # Per distinct joint-name list: (index of each configured joint, minimum array length, order differs).
         self._index_by_names: dict[tuple[str, ...], tuple[NDArray[np.intp], int, bool] | None] = {}
         self.seen_joints: set[str] = set()
-        joints = mapping.joints or ()
-        self._unnamed = (np.arange(len(joints)), len(joints), False)
+        self._default_names: tuple[str, ...] = mapping.joint_order or (
+            (mapping.joints or ()) if mapping.names_path is None else ()
+        )
 
-    def _joint_index(self, message: Any) -> tuple[NDArray[np.intp], int, bool] | None:
-        if self.mapping.names_path is None:
-            return self._unnamed
-        names = tuple(_get(message, self.mapping.names_path))
+    def _joint_index(self, message: Any, length: int, log_ns: int) -> tuple[NDArray[np.intp], int, bool] | None:
+        names_path = self.mapping.names_path
+        listed: tuple[str, ...] = tuple(_get(message, names_path)) if names_path is not None else ()
+        return self._index_for(listed, length, log_ns)
+
+    def _index_for(
+        self, listed: tuple[str, ...], length: int, log_ns: int
+    ) -> tuple[NDArray[np.intp], int, bool] | None:
+        names_path = self.mapping.names_path
+        names = listed or self._default_names
+        if length and length != len(names):
+            if listed:
+                problem = f"{length} values for the {len(names)} names {list(names)} of the message"
+            elif names:
+                problem = f"{length} values for the {len(names)} joints the mapping names {list(names)}"
+            else:
+                problem = f"{length} values and an empty {names_path} array (give the mapping a joint_order)"
+            raise IngestError(
+                self.bag,
+                f"{self.mapping.path} has {problem}: which value belongs to which joint is unknown "
+                "(a controller with another joint count would be mis-mapped)",
+                topic=self.mapping.topic,
+                field=self.name,
+                time_ns=log_ns,
+            )
         if names not in self._index_by_names:
             joints = self.mapping.joints or ()
             self.seen_joints.update(names)
@@ -148,31 +175,87 @@ class _FieldReader:
                 self._index_by_names[names] = None
         return self._index_by_names[names]
 
-    def add(self, message: Any, log_ns: int, header_ns: int) -> None:
+    def add_batch(self, batch: JointStateBatch, log_ns: NDArray[np.int64]) -> None:
+        """Extract this field from a batch of bulk-decoded JointState messages (``log_ns``: their log times)."""
+        array = batch.arrays[self.mapping.path or ""]
+        listed = batch.names if self.mapping.names_path is not None else ()
+        entry = self._index_for(listed, array.shape[1], int(log_ns[0]))
+        if entry is None or array.shape[1] == 0:
+            self.issues.missing_joints += len(log_ns)
+            return
+        index, _, order_differs = entry
+        self.issues.joint_order_differs += order_differs * len(log_ns)
+        times = log_ns if self.mapping.time_base == "log" else batch.header_ns
+        self.chunks.append((times, log_ns, array[:, index], batch.seq))
+
+    def add_trajectory(self, message: Any, log_ns: int, header_ns: int) -> None:
+        """Extract this field from a JointTrajectory: one sample per point, at its start plus ``time_from_start``.
+
+        The trajectory starts at ``header.stamp`` (0, by ROS convention "now", or time_base log: the log time).
+        A new trajectory replaces the rest of the previous one: its samples from the new start on are dropped.
+        """
+        start = log_ns if self.mapping.time_base == "log" or header_ns == 0 else header_ns
+        while self.times and self.times[-1] >= start:
+            self.times.pop()
+            self.log_times.pop()
+            self.rows.pop()
+            self.seq.pop()
+        names = tuple(message.joint_names)
+        for point in message.points:
+            array = _get(point, self.mapping.path or "")
+            entry = self._index_for(names, len(array), log_ns)
+            if entry is None or len(array) == 0:
+                self.issues.missing_joints += 1
+                continue
+            index, _, order_differs = entry
+            self.issues.joint_order_differs += order_differs
+            offset = int(point.time_from_start.sec) * 1_000_000_000 + int(point.time_from_start.nanosec)
+            self.times.append(start + offset)
+            self.log_times.append(log_ns + offset)
+            self.rows.append(np.asarray(array, dtype=np.float64)[index])
+            self.seq.append(0)
+
+    def add(self, message: Any, log_ns: int, header_ns: int, seq: int = 0) -> None:
         """Extract this field from one message (``header_ns``: its header.stamp, or log time if none)."""
+        if self.mapping.msgtype == JOINT_TRAJECTORY:
+            self.add_trajectory(message, log_ns, header_ns)
+            return
         if self.mapping.components is not None:
             row = np.array([float(_get(message, path)) for path in self.mapping.components])
         else:
-            entry = self._joint_index(message)
             array = _get(message, self.mapping.path or "")
-            if entry is None or len(array) < entry[1]:
+            entry = self._joint_index(message, len(array), log_ns)
+            if entry is None or len(array) == 0:  # a joint or the whole array absent: drop the sample (counted)
                 self.issues.missing_joints += 1
                 return
             index, _, order_differs = entry
             self.issues.joint_order_differs += order_differs
             row = np.asarray(array, dtype=np.float64)[index]
-        self.times.append(header_ns if self.mapping.time_base == "header" else log_ns)
+        self.times.append(log_ns if self.mapping.time_base == "log" else header_ns)
         self.log_times.append(log_ns)
         self.rows.append(row)
+        self.seq.append(seq)
+
+    def samples(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+        """Times, log times and values of every sample, in arrival order."""
+        width = len(self.mapping.component_names)
+        times = np.array(self.times, dtype=np.int64)
+        log_times = np.array(self.log_times, dtype=np.int64)
+        values = np.array(self.rows, dtype=np.float64).reshape(len(times), width)
+        if not self.chunks:
+            return times, log_times, values
+        seq = np.concatenate([np.array(self.seq, dtype=np.int64), *(c[3] for c in self.chunks)])
+        order = np.argsort(seq, kind="stable")
+        times = np.concatenate([times, *(c[0] for c in self.chunks)])[order]
+        log_times = np.concatenate([log_times, *(c[1] for c in self.chunks)])[order]
+        values = np.concatenate([values, *(c[2] for c in self.chunks)])[order]
+        return times, log_times, values
 
 
 def _clean(reader: _FieldReader, bag: Path, max_skew_ns: int, strict: bool) -> Signal:
     """Drop non-finite samples and clock jumps, de-duplicate and sort; count every repair."""
     mapping, issues = reader.mapping, reader.issues
-    width = len(mapping.component_names)
-    times = np.array(reader.times, dtype=np.int64)
-    log_times = np.array(reader.log_times, dtype=np.int64)
-    values = np.array(reader.rows, dtype=np.float64).reshape(len(times), width)
+    times, log_times, values = reader.samples()
 
     def fail_or_count(mask: NDArray[np.bool_], problem: str) -> NDArray[np.bool_]:
         if strict and mask.any():
@@ -190,20 +273,22 @@ def _clean(reader: _FieldReader, bag: Path, max_skew_ns: int, strict: bool) -> S
     finite = np.asarray(np.isfinite(values).all(axis=1), dtype=bool)
     keep = fail_or_count(~finite, "NaN or inf value")
     issues.nonfinite = int((~finite).sum())
-    if mapping.time_base == "header" and keep.any():
+    if mapping.time_base != "log" and keep.any():
         offset = times - log_times
         usual = float(np.median(offset[keep]))
-        if abs(usual) > max_skew_ns:
+        if abs(usual) > max_skew_ns and mapping.time_base == "header":
             raise IngestError(
                 bag,
                 f"header.stamp is {usual / 1e9:+.3f} s from log time on median: the robot and logger clocks are not "
-                "synchronised (fix the clocks, or use time_base: log for this field)",
+                "synchronised (fix the clocks, or use time_base: header_shifted or log for this field)",
                 topic=mapping.topic,
                 field=reader.name,
             )
         jump = keep & (np.abs(offset - usual) > max_skew_ns)
         keep &= fail_or_count(jump, f"header.stamp jumps more than {max_skew_ns / 1e9:g} s away from log time")
         issues.clock_jumps = int(jump.sum())
+        if mapping.time_base == "header_shifted" and keep.any():  # onto the log clock, at the least latency seen
+            times = times - int(offset[keep].max())
     times, values = times[keep], values[keep]
     backwards = np.diff(times) < 0
     if backwards.any():
@@ -232,11 +317,55 @@ def _topic_stats(times: Times, max_gap_ns: int) -> TopicStats:
     )
 
 
+def _count_trailing(
+    path: Path, topic: str, msgtype: str, trailing: int, count: int, log_ns: int, signals: BagSignals, strict: bool
+) -> None:
+    """Count ``count`` messages with ``trailing`` bytes after their end (an error under ``strict``)."""
+    if strict:
+        raise IngestError(
+            path,
+            f"{trailing} bytes after the end of a {msgtype} message (lenient decoding drops them; --strict refuses)",
+            topic=topic,
+            time_ns=log_ns,
+        )
+    signals.trailing_bytes[topic] = signals.trailing_bytes.get(topic, 0) + count
+
+
+def _read_bulk(
+    path: Path,
+    topic: str,
+    raws: list[bytes | memoryview],
+    log_ns: NDArray[np.int64],
+    field_readers: list[_FieldReader],
+    decoder: Decoder,
+    signals: BagSignals,
+    strict: bool,
+) -> None:
+    """Decode a JointState topic's messages in bulk; messages of rare layouts one by one."""
+    batches, left = decode_joint_states(raws)
+    for batch in sorted(batches, key=lambda b: int(b.seq[0])):
+        if batch.trailing_bytes:
+            first = int(log_ns[batch.seq[0]])
+            _count_trailing(path, topic, JOINT_STATE, batch.trailing_bytes, len(batch.seq), first, signals, strict)
+        for field_reader in field_readers:
+            field_reader.add_batch(batch, log_ns[batch.seq])
+    for index in left:
+        time_ns = int(log_ns[index])
+        try:
+            message, trailing = decoder.decode(raws[index], JOINT_STATE)
+        except ValueError as error:
+            raise IngestError(path, f"cannot decode {JOINT_STATE}: {error}", topic=topic, time_ns=time_ns) from error
+        if trailing:
+            _count_trailing(path, topic, JOINT_STATE, trailing, 1, time_ns, signals, strict)
+        for field_reader in field_readers:
+            field_reader.add(message, time_ns, _stamp(message), seq=index)
+
+
 def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSignals:
     """Read and clean every configured field of one bag.
 
     Args:
-        path: A rosbag2 folder (MCAP or sqlite3 storage).
+        path: A rosbag2 folder (MCAP or sqlite3 storage) or a bare ``.mcap`` file (no ``metadata.yaml``).
         config: The ingest mapping.
         strict: Turn every repair into an error.
 
@@ -250,10 +379,11 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
     mappings = {**config.observations, **config.action}
     rules = config.episodes
     try:
-        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        with Reader(path) as reader:
             if reader.message_count == 0:
                 raise EmptyBagError(path, "the bag holds no messages")
             by_topic = {c.topic: c for c in reader.connections}
+            decoder = Decoder(by_topic.values())
             readers: dict[str, list[_FieldReader]] = {}
             for name, mapping in mappings.items():
                 connection = by_topic.get(mapping.topic)
@@ -266,22 +396,55 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                         topic=mapping.topic,
                         field=name,
                     )
-                readers.setdefault(mapping.topic, []).append(_FieldReader(name, mapping))
+                if not decoder.known(connection.msgtype):
+                    raise IngestError(
+                        path,
+                        f"cannot decode {connection.msgtype}: {decoder.problems[connection.msgtype]}",
+                        topic=mapping.topic,
+                        field=name,
+                    )
+                readers.setdefault(mapping.topic, []).append(_FieldReader(name, mapping, path))
+            success = config.reward if isinstance(config.reward, TopicSuccess) else None
             optional = {
-                topic: msgtype for topic, msgtype in ((rules.marker_topic, STRING), (rules.estop_topic, BOOL)) if topic
+                topic: msgtype
+                for topic, msgtype in (
+                    (rules.marker_topic, STRING),
+                    (rules.estop_topic, BOOL),
+                    (success.topic, success.msgtype) if success else (None, ""),
+                )
+                if topic
             }
             for topic, msgtype in optional.items():
                 if topic in by_topic and by_topic[topic].msgtype != msgtype:
                     raise IngestError(path, f"message type {by_topic[topic].msgtype}, expected {msgtype}", topic=topic)
+                if topic in by_topic and not decoder.known(msgtype):
+                    raise IngestError(path, f"cannot decode {msgtype}: {decoder.problems[msgtype]}", topic=topic)
             wanted = [by_topic[t] for t in (*readers, *optional) if t in by_topic]
             signals = BagSignals(path=path, fields={}, issues={}, topics={})
+            # Standard JointState topics read only for arrays are decoded in bulk after the loop (decode.py).
+            bulk: dict[str, tuple[list[bytes | memoryview], list[int]]] = {
+                topic: ([], [])
+                for topic, field_readers in readers.items()
+                if by_topic[topic].msgtype == JOINT_STATE
+                and decoder.standard_joint_state()
+                and topic not in optional
+                and all(r.mapping.path in JOINT_STATE_ARRAYS for r in field_readers)
+            }
             for connection, log_ns, raw in reader.messages(connections=wanted):
+                if connection.topic in bulk:
+                    raws, logs = bulk[connection.topic]
+                    raws.append(raw)
+                    logs.append(log_ns)
+                    continue
                 try:
-                    message: Any = reader.deserialize(raw, connection.msgtype)
-                except Exception as error:  # rosbags raises several types for undecodable data
+                    message: Any
+                    message, trailing = decoder.decode(raw, connection.msgtype)
+                except ValueError as error:
                     raise IngestError(
                         path, f"cannot decode {connection.msgtype}: {error}", topic=connection.topic, time_ns=log_ns
                     ) from error
+                if trailing:
+                    _count_trailing(path, connection.topic, connection.msgtype, trailing, 1, log_ns, signals, strict)
                 if connection.topic == rules.marker_topic:
                     try:
                         payload = json.loads(message.data)
@@ -300,11 +463,15 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
                     signals.markers.append((log_ns, payload))
                 elif connection.topic == rules.estop_topic:
                     signals.estops.append((log_ns, bool(message.data)))
+                elif success and connection.topic == success.topic and message.data in (True, success.value):
+                    signals.successes.append(log_ns)
                 field_readers = readers.get(connection.topic, ())
                 if field_readers:
                     header_ns = _stamp(message) if hasattr(message, "header") else log_ns
                     for field_reader in field_readers:
                         field_reader.add(message, log_ns, header_ns)
+            for topic, (raws, logs) in bulk.items():
+                _read_bulk(path, topic, raws, np.array(logs, dtype=np.int64), readers[topic], decoder, signals, strict)
             signals.start_ns, signals.end_ns = reader.start_time, reader.end_time
             counts = {c.topic: c.msgcount for c in reader.connections}
     except IngestError:
@@ -332,8 +499,10 @@ def read_bag(path: Path, config: IngestConfig, *, strict: bool = False) -> BagSi
         signals.topics[topic] = _topic_stats(signals.fields[field_readers[0].name].times, max_gap_ns)
     for topic in optional:
         if topic in counts:
-            times = np.array(
-                [t for t, _ in (signals.markers if topic == rules.marker_topic else signals.estops)], dtype=np.int64
-            )
+            events = {
+                rules.marker_topic: [t for t, _ in signals.markers],
+                rules.estop_topic: [t for t, _ in signals.estops],
+            }
+            times = np.array(events.get(topic, signals.successes), dtype=np.int64)
             signals.topics[topic] = _topic_stats(times, max_gap_ns)
     return signals

@@ -8,7 +8,7 @@ resampling rule). ``deploy/ingest/reacher.yaml`` documents every field.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,7 +16,7 @@ from pipeline.io import sha256_json
 from sim import CONTINUOUS_ENV_ID
 from sim.config import ReacherConfig
 
-TimeBase = Literal["header", "log"]
+TimeBase = Literal["header", "log", "header_shifted"]
 ResampleRule = Literal["linear", "causal_linear", "zero_order_hold", "last_value"]
 
 
@@ -28,7 +28,9 @@ class FieldMapping(BaseModel):
     topic: str = Field(description="Topic the field is read from.")
     msgtype: str = Field(description="Expected ROS message type of the topic; any other type is an error.")
     path: str | None = Field(
-        None, description="Attribute path of an array in the message (e.g. position, data); use with joints."
+        None,
+        description="Attribute path of an array in the message (e.g. position, data; for a "
+        "trajectory_msgs/msg/JointTrajectory, of each point: positions, velocities, effort); use with joints.",
     )
     joints: tuple[str, ...] | None = Field(
         None, description="Joint names selected from the array at `path`, in dataset order."
@@ -36,15 +38,27 @@ class FieldMapping(BaseModel):
     names_path: str | None = Field(
         "name",
         description="Attribute path of the joint-name array that `joints` are matched against; null: the array "
-        "has no names and its entries are `joints` in order (e.g. a ros2_control command array).",
+        "has no names and its entries are `joint_order` (default: `joints`) in order (e.g. a ros2_control command "
+        "array).",
+    )
+    joint_order: tuple[str, ...] | None = Field(
+        None,
+        description="Names of the array's entries in order, for messages whose name array is empty (or that have "
+        "none); `joints` are picked from them by name. null: an empty name array is a message lacking every joint.",
     )
     components: tuple[str, ...] | None = Field(
         None, description="Attribute paths of scalar components (e.g. point.x, point.y); instead of path + joints."
     )
-    time_base: TimeBase = Field("header", description="Timestamp used: header.stamp or the bag's log time.")
+    time_base: TimeBase = Field(
+        "header",
+        description="Timestamp used: header (header.stamp), log (the bag's log time) or header_shifted (header.stamp "
+        "moved onto the log clock by the smallest log-minus-header offset: stamps in simulation time, log in wall "
+        "time, no /clock; spacing from the header, origin from the log).",
+    )
     resample: ResampleRule = Field(
-        description="linear (positions), causal_linear (velocities: no look-past the tick), zero_order_hold, "
-        "last_value (commands: latest within the control period)."
+        description="linear (positions), causal_linear (velocities: no look-past the tick), zero_order_hold (for the "
+        "action: the command active at the tick, e.g. a trajectory point), last_value (commands: latest within the "
+        "control period)."
     )
     unit: str = Field(description="Physical unit of the components, recorded in the dataset metadata.")
     latched: bool = Field(
@@ -63,8 +77,13 @@ class FieldMapping(BaseModel):
             raise ValueError("path needs the joint names it selects (joints)")
         if self.latched and self.resample != "zero_order_hold":
             raise ValueError("a latched field can only be resampled with zero_order_hold")
-        if self.components is not None and self.time_base == "header" and self.resample == "last_value":
+        if self.components is not None and self.time_base != "log" and self.resample == "last_value":
             raise ValueError("last_value applies to commands, which carry no header: use time_base: log")
+        trajectory = self.msgtype == "trajectory_msgs/msg/JointTrajectory"
+        if trajectory and (self.names_path != "joint_names" or self.resample != "zero_order_hold"):
+            raise ValueError("a JointTrajectory is read with names_path: joint_names and resample: zero_order_hold")
+        if self.joint_order is not None and not set(self.joints or ()) <= set(self.joint_order):
+            raise ValueError(f"joints {list(self.joints or ())} are not all in joint_order {list(self.joint_order)}")
         unknown = set(self.wrap_joints) - set(self.joints or ())
         if unknown:
             raise ValueError(f"wrap_joints {sorted(unknown)} are not among joints {list(self.joints or ())}")
@@ -119,6 +138,13 @@ class EpisodeRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    segment_by: Literal["markers", "file", "gaps", "idle"] = Field(
+        "markers",
+        description="markers: start/end markers (a bag without any falls back to goal changes); file: one episode "
+        "per bag (or .mcap); gaps: a new episode after every command silence longer than max_gap_s; idle: episodes "
+        "are the commands between stretches of at least idle_s with an unchanged command.",
+    )
+    idle_s: float = Field(2.0, gt=0.0, description="segment_by idle: an unchanged command this long is idle.")
     marker_topic: str | None = Field(
         "/episode", description="std_msgs/msg/String JSON markers {event: start|end}; null: use the fall-backs."
     )
@@ -145,6 +171,44 @@ class ReachReward(BaseModel):
     goal_field: str = Field("goal_position", description="Field with the goal (x, y) in the base frame.")
 
 
+class NoReward(BaseModel):
+    """No task signal (demonstrations for BC / IQL-style learning): reward 0 everywhere, no terminations.
+
+    The dataset records it (``reward_rule: none``), and ``train`` refuses value-based methods on it unless told.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none"] = Field(description="The rule.")
+
+
+class TopicSuccess(BaseModel):
+    """Success (reward 1 and termination) at the first tick at or after a success message on a topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["success_topic"] = Field(description="The rule.")
+    topic: str = Field(description="Topic of std_msgs/msg/Bool (true = success) or std_msgs/msg/String messages.")
+    msgtype: Literal["std_msgs/msg/Bool", "std_msgs/msg/String"] = Field(description="Its message type.")
+    value: str = Field("success", description="For String: the data that means success (other data is ignored).")
+
+
+class EndMarkerSuccess(BaseModel):
+    """Success at an episode's last step when its end marker's ``reason`` says so (markers segmentation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["end_marker"] = Field(description="The rule.")
+    success_reasons: tuple[str, ...] = Field(
+        ("reached", "success"), description="End-marker `reason` values that mean success."
+    )
+
+
+RewardRule = Annotated[
+    ReachReward | NoReward | TopicSuccess | EndMarkerSuccess, Field(discriminator="kind")
+]  # a rule per kind; episodes.REWARD_RULES computes each (a profile-driven reach slots in as one more kind)
+
+
 class IngestConfig(BaseModel):
     """Everything ``symgate ingest`` needs to turn bags into a Minari dataset."""
 
@@ -162,7 +226,7 @@ class IngestConfig(BaseModel):
         default_factory=_default_action, description="The action field (exactly one)."
     )
     episodes: EpisodeRules = Field(default_factory=EpisodeRules, description="Segmentation and truncation.")
-    reward: ReachReward = Field(default_factory=ReachReward, description="Reward and termination rule.")
+    reward: RewardRule = Field(default_factory=ReachReward, description="Reward and termination rule (by kind).")
     max_clock_skew_s: float = Field(
         1.0, gt=0.0, description="header.stamp further than this from its usual offset to log time is a clock jump."
     )
@@ -171,7 +235,8 @@ class IngestConfig(BaseModel):
     def _consistent(self) -> IngestConfig:
         if len(self.action) != 1:
             raise ValueError(f"action: exactly one action field is supported, got {list(self.action)}")
-        for name in (self.reward.joint_field, self.reward.goal_field, self.episodes.goal_field):
+        rule_fields = (self.reward.joint_field, self.reward.goal_field) if isinstance(self.reward, ReachReward) else ()
+        for name in (*rule_fields, self.episodes.goal_field):
             if name not in self.observations:
                 raise ValueError(f"field {name!r} is used by a rule but is not an observation field")
         if abs(self.control_hz - self.env.control_hz) > 1e-9:

@@ -45,15 +45,17 @@ def datasets_root() -> Path:
 
 
 def find_bags(paths: Sequence[Path]) -> list[Path]:
-    """Expand arguments into bag folders: a bag (has ``metadata.yaml``) or a folder of bags."""
+    """Expand arguments into bags: rosbag2 folders (with ``metadata.yaml``), bare ``.mcap`` files, folders of them."""
     bags: list[Path] = []
     for path in paths:
-        if (path / "metadata.yaml").is_file():
+        if (path / "metadata.yaml").is_file() or (path.is_file() and path.suffix == ".mcap"):
             bags.append(path)
         elif path.is_dir():
-            found = sorted(p.parent for p in path.glob("*/metadata.yaml"))
+            found = sorted([p.parent for p in path.glob("*/metadata.yaml")] + list(path.glob("*.mcap")))
             if not found:
-                raise FileNotFoundError(f"{path}: neither a rosbag2 folder (metadata.yaml) nor a folder of bags")
+                raise FileNotFoundError(
+                    f"{path}: neither a rosbag2 folder (metadata.yaml), a .mcap file nor a folder of them"
+                )
             bags.extend(found)
         else:
             raise FileNotFoundError(f"{path}: no such bag or folder")
@@ -123,7 +125,8 @@ def process_bag(
     bag: Path, config: IngestConfig, robot: RobotDescription, action_spec: ActionSpec, strict: bool
 ) -> BagResult:
     """Read one bag and turn it into episodes (the per-worker unit of work)."""
-    hashes = {f.name: sha256_file(f) for f in sorted(bag.iterdir()) if f.is_file()}
+    files = [bag] if bag.is_file() else sorted(f for f in bag.iterdir() if f.is_file())
+    hashes = {f.name: sha256_file(f) for f in files}
     try:
         signals = read_bag(bag, config, strict=strict)
     except EmptyBagError:
@@ -138,6 +141,7 @@ def process_bag(
         topics={topic: TopicReport(**dataclasses.asdict(stats)) for topic, stats in signals.topics.items()},
         repairs={name: dataclasses.asdict(issues) for name, issues in signals.issues.items()},
         bad_markers=signals.bad_markers,
+        trailing_bytes=signals.trailing_bytes,
     )
     episodes = []
     for span in segment(signals, config):
@@ -211,6 +215,7 @@ def _metadata(
         "discrete_action_torques": None if env.action_spec.table is None else env.action_spec.table.tolist(),
         "joint_names": list(robot.joint_names),
         "control_hz": config.control_hz,
+        "reward_rule": config.reward.kind,  # none: no task signal, all rewards 0 (train refuses value-based methods)
         "ingest_config": config.model_dump(mode="json"),
         "ingest_config_sha256": config.sha256(),
         "source_bags": {r.report.bag: r.report.sha256 for r in results},

@@ -1,28 +1,42 @@
 """From a bag's signals to RL episodes: segmentation, resampling to control ticks, reward rules.
 
-Segmentation: episodes run from a ``start`` marker to the next ``end`` marker (a second
-``start`` or the end of the bag closes an open episode as truncated). Without markers, every goal
-message (a goal being set) starts an episode, which spans the commands sent until the next one.
+Segmentation (``episodes.segment_by``): by ``markers``, episodes run from a ``start`` marker to
+the next ``end`` marker (a second ``start`` or the end of the bag closes an open episode as
+truncated), and without markers every goal message (a goal being set) starts an episode, which
+spans the commands sent until the next one; by ``file``, a bag is one episode (its first command
+to its last); by ``gaps``, every command silence longer than ``max_gap_s`` ends one; by ``idle``,
+a stretch of at least ``idle_s`` with an unchanged command ends one and the next change starts
+the next (teleoperation: the operator lets go).
 
-Step k of an episode is control tick ``t_k = t_start + k·T``: the observation is every
+Step k of an episode is control tick ``t_k = t_0 + k·T``: the observation is every
 observation field resampled at ``t_k``, the action is the command for the period ``[t_k, t_k+T)``
 (``last_value``) and the reward of step k is computed on the observation at ``t_{k+1}``, i.e. on
-the state after the action (s, a, s′). An episode is cut, and marked truncated, at the first
-tick where a required field is older than ``max_gap_s`` (never merged across a gap), at an
-e-stop, and at the time limit; it terminates at the first tick the reach rule fires.
+the state after the action (s, a, s′).
+
+The tick grid is recovered from the command stream, not from the start marker's log time (see
+:func:`anchor_ticks`): a logger stamps every message some latency after the event, the marker
+included, so a grid started at a late marker puts commands logged with less latency than the
+marker into the previous period. An episode is cut, and marked truncated, at the first tick
+where a required field has no real data (inside a gap longer than ``max_gap_s``, or more than
+half a control period past the field's last sample: never extrapolated), after the last period
+with a fresh command, at an e-stop, and at the time limit; it terminates at the first tick the
+reach rule fires.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.ingest.bag import BagSignals, Signal
-from pipeline.ingest.config import IngestConfig
-from pipeline.ingest.resample import age_at, last_value, resample
+from pipeline.ingest.config import EndMarkerSuccess, IngestConfig, NoReward, ReachReward, TopicSuccess
+from pipeline.ingest.resample import age_at, last_value, real_data_at, resample, zero_order_hold
 from sim.contexts import wrap_angle
 from sim.robot import RobotDescription
 
@@ -43,6 +57,7 @@ class Segment:
     end_ns: int
     controller: str | None
     open_ended: bool  # closed by a new start or the end of the bag rather than an end marker
+    outcome: str | None = None  # the end marker's `reason`, if it gave one
 
 
 @dataclass
@@ -72,8 +87,43 @@ class DroppedEpisode:
     reason: str
 
 
+def _command_runs(times: NDArray[np.int64], keep: NDArray[np.bool_], period_ns: int) -> list[Segment]:
+    """Spans of consecutive kept commands, each from its first command to one period after its last."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+    return [
+        Segment(int(times[begin]), int(times[stop - 1]) + period_ns, None, open_ended=True)
+        for begin, stop in zip(edges[::2], edges[1::2], strict=True)
+    ]
+
+
+def _idle(command: Signal, idle_ns: int) -> NDArray[np.bool_]:
+    """Commands inside a stretch of at least ``idle_ns`` over which the command did not change."""
+    changed = np.ones(len(command.times), dtype=bool)
+    changed[1:] = np.any(command.values[1:] != command.values[:-1], axis=1)
+    starts = np.flatnonzero(changed)
+    stops = np.append(starts[1:], len(command.times))
+    idle = np.zeros(len(command.times), dtype=bool)
+    for begin, stop in zip(starts, stops, strict=True):
+        if command.times[stop - 1] - command.times[begin] >= idle_ns:
+            idle[begin:stop] = True
+    return idle
+
+
 def segment(signals: BagSignals, config: IngestConfig) -> list[Segment]:
-    """Cut a bag's timeline into episode spans (markers, or goal changes as the fall-back)."""
+    """Cut a bag's timeline into episode spans by the configured rule (``episodes.segment_by``)."""
+    rules = config.episodes
+    period_ns = round(1e9 / config.control_hz)
+    command = signals.fields[config.action_name]
+    if rules.segment_by == "file":
+        return [Segment(int(command.times[0]), int(command.times[-1]) + period_ns, None, open_ended=True)]
+    if rules.segment_by == "gaps":
+        split = np.flatnonzero(np.diff(command.times) > round(rules.max_gap_s * 1e9))
+        runs = zip(np.concatenate([[0], split + 1]), np.append(split, len(command.times) - 1), strict=True)
+        return [
+            Segment(int(command.times[a]), int(command.times[b]) + period_ns, None, open_ended=True) for a, b in runs
+        ]
+    if rules.segment_by == "idle":
+        return _command_runs(command.times, ~_idle(command, round(rules.idle_s * 1e9)), period_ns)
     if signals.markers:
         segments: list[Segment] = []
         open_start: tuple[int, str | None] | None = None
@@ -83,22 +133,60 @@ def segment(signals: BagSignals, config: IngestConfig) -> list[Segment]:
                     segments.append(Segment(open_start[0], time_ns, open_start[1], open_ended=True))
                 open_start = (time_ns, payload.get("controller"))
             elif open_start is not None:
-                segments.append(Segment(open_start[0], time_ns, open_start[1], open_ended=False))
+                reason = payload.get("reason")
+                outcome = reason if isinstance(reason, str) else None
+                segments.append(Segment(open_start[0], time_ns, open_start[1], open_ended=False, outcome=outcome))
                 open_start = None
         if open_start is not None:
             segments.append(Segment(open_start[0], signals.end_ns, open_start[1], open_ended=True))
         return segments
     # A latched goal is published when the goal is set, so every message starts an episode (even the same goal).
     goal = signals.fields[config.episodes.goal_field]
-    commands = signals.fields[config.action_name].times
+    commands = command.times
     bounds = [*goal.times.tolist(), signals.end_ns + 1]
-    period_ns = round(1e9 / config.control_hz)
     segments = []
     for begin, stop in itertools.pairwise(bounds):
         inside = commands[(commands >= begin) & (commands < stop)]
         if len(inside):
             segments.append(Segment(int(inside[0]), int(inside[-1]) + period_ns, None, open_ended=True))
     return segments
+
+
+def anchor_ticks(start_ns: int, command_times: NDArray[np.int64], period_ns: int) -> int:
+    """The first control tick of an episode whose start marker was logged at ``start_ns``.
+
+    Commands are logged at ``t_k + d_k``: their tick plus a latency ``d_k >= 0`` that varies from
+    message to message. Their phase modulo the period ``T`` is therefore the tick phase plus
+    latency, and its lower envelope (the least latency seen) is the tick phase plus the smallest
+    latency. Phases are taken relative to their median; those more than ``T/4`` below it are
+    commands delayed by over ``T/2`` into the next period (hiccups), not ticks, and are left out.
+    The grid is that envelope; its first tick is the first one at or after ``start_ns - T/2``. A
+    start marker logged earlier than that tick (by less than ``T/2``) is earlier evidence of the
+    same tick and is used instead.
+
+    With a command latency spread below ``T/4`` (5 ms at 50 Hz) every command then lands in its
+    own period ``[t_k, t_k + T)`` whatever the marker's own latency: the marker only picks which
+    tick is first, and a marker latency of 0–5 ms (under ``T/2``) picks the right one. States are
+    read at most the smallest command latency after the true tick (0.5 ms for a typical logger).
+
+    Args:
+        start_ns: Log time of the episode's start marker (or of its first command).
+        command_times: Times of the action field's samples in and around the episode.
+        period_ns: The control period ``T``.
+
+    Returns:
+        Time of tick 0 in ns.
+    """
+    half = period_ns // 2
+    nearby = command_times[command_times >= start_ns - half]
+    if len(nearby) == 0:
+        return start_ns
+    phase = (nearby - nearby[0] + half) % period_ns - half  # in [-T/2, T/2) around the first command
+    usual = int(np.median(phase))
+    offset = (phase - usual + half) % period_ns - half  # around the median phase
+    envelope = int(nearby[0]) + usual + int(offset[offset >= -(period_ns // 4)].min())
+    first = envelope + period_ns * -((envelope - (start_ns - half)) // period_ns)  # first tick >= start - T/2
+    return start_ns if first - half < start_ns < first else first
 
 
 def _first_false(valid: NDArray[np.bool_]) -> int:
@@ -112,6 +200,67 @@ def _window(signal: Signal, start_ns: int, end_ns: int) -> Signal:
     return Signal(signal.times[keep], signal.values[keep])
 
 
+def _until_gap(signal: Signal, tick_ns: int, max_gap_ns: int) -> Signal:
+    """The samples up to the first silence longer than ``max_gap_ns`` that begins at or after ``tick_ns``'s sample.
+
+    A tick just before a gap is read from the samples before it, never interpolated across the gap.
+    """
+    first = max(int(np.searchsorted(signal.times, tick_ns, side="right")) - 1, 0)
+    gaps = np.flatnonzero(np.diff(signal.times[first:]) > max_gap_ns)
+    stop = first + int(gaps[0]) + 1 if len(gaps) else len(signal.times)
+    return Signal(signal.times[:stop], signal.values[:stop])
+
+
+@dataclass(frozen=True)
+class RewardInputs:
+    """What a reward rule sees of one episode: its fields at ticks ``t_0 … t_N`` and its span."""
+
+    fields: dict[str, NDArray[np.float64]]  # observation fields resampled at the ticks, (N + 1, d)
+    ticks: NDArray[np.int64]
+    span: Segment
+    end_reason: str  # how the episode ended before the rule (end_marker, gap, ...)
+    signals: BagSignals
+    robot: RobotDescription
+
+
+def _reach(rule: ReachReward, inputs: RewardInputs) -> NDArray[np.bool_]:
+    """Forward kinematics of the joint angles at t_{k+1} within ``radius`` of the goal there."""
+    joints = inputs.fields[rule.joint_field][1:]
+    _, hand = inputs.robot.forward_kinematics(joints)
+    reached: NDArray[np.bool_] = np.linalg.norm(hand - inputs.fields[rule.goal_field][1:], axis=1) <= rule.radius
+    return reached
+
+
+def _no_reward(rule: NoReward, inputs: RewardInputs) -> NDArray[np.bool_]:
+    return np.zeros(len(inputs.ticks) - 1, dtype=bool)
+
+
+def _success_topic(rule: TopicSuccess, inputs: RewardInputs) -> NDArray[np.bool_]:
+    """Step k succeeds when a success message arrives in ``(t_k, t_{k+1}]`` (its s′ is the first tick after it)."""
+    events = np.array(inputs.signals.successes, dtype=np.int64)
+    ticks = inputs.ticks
+    counts = np.searchsorted(events, ticks[1:], side="right") - np.searchsorted(events, ticks[:-1], side="right")
+    success: NDArray[np.bool_] = counts > 0
+    return success
+
+
+def _end_marker(rule: EndMarkerSuccess, inputs: RewardInputs) -> NDArray[np.bool_]:
+    """The last step succeeds when the episode ran to its end marker and the marker's reason is a success."""
+    success = np.zeros(len(inputs.ticks) - 1, dtype=bool)
+    success[-1] = inputs.end_reason == "end_marker" and inputs.span.outcome in rule.success_reasons
+    return success
+
+
+# Each reward rule by kind: success[k] for step k, judged on s′ (tick k+1). A rule from a robot profile
+# (e.g. reach for any link via the profile's forward kinematics) is one more entry.
+REWARD_RULES: dict[str, Callable[[Any, RewardInputs], NDArray[np.bool_]]] = {
+    "reach": _reach,
+    "none": _no_reward,
+    "success_topic": _success_topic,
+    "end_marker": _end_marker,
+}
+
+
 def build_episode(
     span: Segment, signals: BagSignals, config: IngestConfig, robot: RobotDescription, action_spec: ActionSpec
 ) -> Episode | DroppedEpisode:
@@ -119,9 +268,11 @@ def build_episode(
     rules = config.episodes
     period_ns = round(1e9 / config.control_hz)
     max_gap_ns = round(rules.max_gap_s * 1e9)
-    steps = (span.end_ns - span.start_ns) // period_ns
-    if steps < 1:
+    if span.end_ns - span.start_ns < period_ns:
         return DroppedEpisode(span.start_ns, "shorter than one control tick")
+    commands = signals.fields[config.action_name].times
+    span = dataclasses.replace(span, start_ns=anchor_ticks(span.start_ns, commands[commands <= span.end_ns], period_ns))
+    steps = (span.end_ns - span.start_ns + period_ns // 2) // period_ns  # the tick nearest the (late-logged) end
     ticks = span.start_ns + period_ns * np.arange(steps + 1, dtype=np.int64)
     # Samples of this episode only: never interpolate into the next one (latched fields keep their last value).
     mappings = {**config.observations, **config.action}
@@ -133,15 +284,18 @@ def build_episode(
         if len(signal.times) == 0:
             return DroppedEpisode(span.start_ns, f"no {name} samples during the episode")
 
-    # Truncate at the first gap: an observation older than max_gap at a tick, or no fresh command in a period.
+    # Truncate at the first tick without real data on a state field (inside a gap, or past its last sample), and
+    # after the last period with a fresh command before a command gap: nothing is extrapolated or held at the end.
     obs_ok = np.ones(steps + 1, dtype=bool)
     for name, mapping in config.observations.items():
-        max_age = np.iinfo(np.int64).max - 1 if mapping.latched else max_gap_ns
-        obs_ok &= age_at(window[name].times, ticks) <= max_age
+        if not mapping.latched:
+            obs_ok &= real_data_at(window[name].times, ticks, max_gap_ns, period_ns // 2)
     action_ok = age_at(window[config.action_name].times, ticks[:-1] + period_ns - 1) <= max_gap_ns
     last_obs = _first_false(obs_ok) - 1
     last_step = min(last_obs, _first_false(action_ok))
     end_reason = "gap" if last_step < steps else ("end_marker" if not span.open_ended else "open_ended")
+    fresh = age_at(window[config.action_name].times, ticks[:last_step] + period_ns - 1) < period_ns
+    last_step -= _first_false(~fresh[::-1])  # periods at the end without a fresh command
     for time_ns, pressed in signals.estops:
         if pressed and span.start_ns <= time_ns < span.start_ns + last_step * period_ns:
             last_step, end_reason = (time_ns - span.start_ns) // period_ns, "estop"
@@ -154,7 +308,7 @@ def build_episode(
 
     fields = {}
     for name, mapping in config.observations.items():
-        signal = window[name]
+        signal = window[name] if mapping.latched else _until_gap(window[name], int(ticks[-1]), max_gap_ns)
         values = signal.values
         wrap = [mapping.component_names.index(joint) for joint in mapping.wrap_joints]
         if wrap:  # interpolate continuous angles unwrapped, whatever the robot reported
@@ -167,19 +321,25 @@ def build_episode(
     observations = np.concatenate(list(fields.values()), axis=1).astype(np.float32)
 
     command = window[config.action_name]
-    torques, held = last_value(command.times, command.values, ticks[:-1], period_ns)
+    if config.action_mapping.resample == "zero_order_hold":  # the command active at the tick (a trajectory point)
+        torques = zero_order_hold(command.times, command.values, ticks[:-1])
+        held = age_at(command.times, ticks[:-1]) >= period_ns
+    else:
+        torques, held = last_value(command.times, command.values, ticks[:-1], period_ns)
     clipped = np.abs(torques) > action_spec.tau_max
     torques = np.clip(torques, -action_spec.tau_max, action_spec.tau_max)
 
-    # Reach rule on s′: forward kinematics of the joint angles at t_{k+1} against the goal there.
-    joint_mapping = config.observations[config.reward.joint_field]
-    order = [joint_mapping.component_names.index(joint) for joint in robot.joint_names]
-    _, hand = robot.forward_kinematics(fields[config.reward.joint_field][1:, order])
-    reached = np.linalg.norm(hand - fields[config.reward.goal_field][1:], axis=1) <= config.reward.radius
+    # The reward rule on s′ (tick k+1); the robot's joints in its own order for forward kinematics.
+    if isinstance(config.reward, ReachReward):
+        joint_mapping = config.observations[config.reward.joint_field]
+        order = [joint_mapping.component_names.index(joint) for joint in robot.joint_names]
+        fields[config.reward.joint_field] = fields[config.reward.joint_field][:, order]
+    inputs = RewardInputs(fields, ticks, span, end_reason, signals, robot)
+    reached = REWARD_RULES[config.reward.kind](config.reward, inputs)
     terminations = np.zeros(last_step, dtype=bool)
     if reached.any():
         first = int(np.flatnonzero(reached)[0])
-        last_step, end_reason = first + 1, "reached"
+        last_step, end_reason = first + 1, "reached" if config.reward.kind == "reach" else "success"
         terminations = np.zeros(last_step, dtype=bool)
         terminations[first] = True
         observations, torques, held, clipped = (

@@ -31,7 +31,7 @@ class EpisodeReport(BaseModel):
 class BagReport(BaseModel):
     """One source bag."""
 
-    bag: str = Field(description="Bag folder.")
+    bag: str = Field(description="Bag folder (or bare .mcap file).")
     sha256: dict[str, str] = Field(description="sha256 of every file of the bag.")
     skipped: str | None = Field(None, description="Why the whole bag was skipped, if it was.")
     duration_s: float = Field(0.0, description="Time between the first and last message, s.")
@@ -39,6 +39,9 @@ class BagReport(BaseModel):
     topics: dict[str, TopicReport] = Field(default_factory=dict, description="Timing per used topic.")
     repairs: dict[str, dict[str, int]] = Field(default_factory=dict, description="Repair counts per field.")
     bad_markers: int = Field(0, description="Episode markers that could not be parsed, ignored.")
+    trailing_bytes: dict[str, int] = Field(
+        default_factory=dict, description="Per topic: messages with bytes after their last CDR field, dropped."
+    )
     episodes: list[EpisodeReport] = Field(default_factory=list, description="Every episode found.")
 
 
@@ -76,7 +79,7 @@ class QualityReport(BaseModel):
             bag_kept = [e for e in bag.episodes if e.kept]
             repairs = sum(
                 n for counts in bag.repairs.values() for name, n in counts.items() if name != "joint_order_differs"
-            )
+            ) + sum(bag.trailing_bytes.values())
             reordered = max((c.get("joint_order_differs", 0) for c in bag.repairs.values()), default=0)
             states = [t for topic, t in bag.topics.items() if topic in self.state_topics]
             gap = max((t.largest_gap_s for t in states), default=0.0)

@@ -80,6 +80,25 @@ def resample(rule: ResampleRule, times: Times, values: Values, ticks: Times, per
     return last_value(times, values, ticks, period_ns)[0]
 
 
+def real_data_at(times: Times, ticks: Times, max_gap_ns: int, horizon_ns: int) -> NDArray[np.bool_]:
+    """Whether each tick is covered by real samples rather than extrapolated past them.
+
+    A tick is covered when the samples on either side of it are at most ``max_gap_ns`` apart (it
+    is interpolated inside a live stream), or when the latest sample at or before it is at most
+    ``horizon_ns`` old (the stream's next sample is simply not due yet). A tick after a stream's
+    last sample, or inside a gap, by more than that is not covered: its value would be invented.
+    """
+    after = np.searchsorted(times, ticks, side="left")
+    before = np.searchsorted(times, ticks, side="right") - 1
+    has_before, has_after = before >= 0, after < len(times)
+    prev = times[np.clip(before, 0, None)]
+    nxt = times[np.clip(after, 0, len(times) - 1)]
+    bracketed = has_before & has_after & (nxt - prev <= max_gap_ns)
+    fresh = has_before & (ticks - prev <= horizon_ns)
+    covered: NDArray[np.bool_] = bracketed | fresh
+    return covered
+
+
 def age_at(times: Times, ticks: Times) -> NDArray[np.int64]:
     """Nanoseconds since the latest sample at or before each tick (int64 max when there is none)."""
     index = np.searchsorted(times, ticks, side="right") - 1

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.table import Table
 
 from models.symmetry import BoundSymmetry, SymmetrySpec, SymmetrySpecError
-from pipeline.ingest.config import IngestConfig
+from pipeline.ingest.config import IngestConfig, ReachReward
 from pipeline.ingest.dataset import datasets_root
 from pipeline.io import ConfigError, load_config
 from sim.reacher import RotationalReacherEnv  # importing sim registers the symgate envs
@@ -143,9 +143,10 @@ class _Layout:
     fields: dict[str, list[int]]
 
 
-def _layout(names: list[str], config: IngestConfig, robot: RobotDescription, symmetry: BoundSymmetry) -> _Layout:
+def _layout(
+    names: list[str], config: IngestConfig, reward: ReachReward, robot: RobotDescription, symmetry: BoundSymmetry
+) -> _Layout:
     index = {name: i for i, name in enumerate(names)}
-    reward = config.reward
 
     def indices(field: str, components: tuple[str, ...]) -> list[int]:
         missing = [c for c in components if f"{field}.{c}" not in index]
@@ -254,6 +255,11 @@ def check_symmetry(
     if not isinstance(meta, dict):
         raise ConfigError(f"dataset {dataset_id}: no symgate metadata; was it made by symgate ingest?")
     config = IngestConfig.model_validate(meta["ingest_config"])
+    if not isinstance(config.reward, ReachReward):
+        raise ConfigError(
+            f"dataset {dataset_id}: the symmetry check needs the reach reward rule, not {config.reward.kind}"
+        )
+    reward = config.reward
     names = list(meta["observation_names"])
     table = meta.get("discrete_action_torques")
     try:
@@ -261,7 +267,7 @@ def check_symmetry(
     except SymmetrySpecError as error:
         raise ConfigError(f"spec does not fit dataset {dataset_id}: {error}") from error
     robot = load_robot_description(config.env.urdf)
-    layout = _layout(names, config, robot, symmetry)
+    layout = _layout(names, config, reward, robot, symmetry)
     data = _load_transitions(dataset, dataset_id)
     count = len(data.rewards)
     generator = torch.Generator().manual_seed(seed)
@@ -272,7 +278,7 @@ def check_symmetry(
     moved = symmetry.act_observation(torch.from_numpy(data.next_observations), g).numpy()
     distance = _hand_goal_distance(data.next_observations, layout, robot)
     moved_distance = _hand_goal_distance(moved, layout, robot)
-    radius = config.reward.radius
+    radius = reward.radius
     flips = int(((moved_distance <= radius) != (distance <= radius)[None, :]).sum())
     distance_change = float(np.abs(moved_distance - distance[None, :]).max())
     stored_mismatch = float(np.mean((distance <= radius).astype(np.float64) != data.rewards))

@@ -67,6 +67,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     algorithm: Algorithm = Field("iql", description="iql, cql or bc (behaviour cloning, the baseline).")
+    allow_no_reward: bool = Field(
+        False,
+        description="Train iql or cql on a dataset ingested with reward rule none (every reward 0: the values "
+        "learn nothing, IQL reduces to behaviour cloning); refused otherwise.",
+    )
     steps: int = Field(2000, gt=0, description="Gradient updates.")
     batch_size: int = Field(256, gt=0, description="Transitions per member per update.")
     hidden: tuple[int, ...] = Field((256, 256), description="Hidden layer sizes (the paper: 512, 256, 128).")

@@ -267,6 +267,15 @@ def _train(
     dataset_id = dataset_id if isinstance(dataset_id, str) else list(dataset_id)
     _prepare_run_dir(out, config, dataset_id)
     data = load_offline_data(dataset_id, device, config.gamma)
+    if (
+        data.metadata["symgate"].get("reward_rule") == "none"
+        and config.algorithm != "bc"
+        and not config.allow_no_reward
+    ):
+        raise ConfigError(
+            f"dataset {data.dataset_id} was ingested with reward rule none (no task signal: every reward is 0); "
+            f"{config.algorithm} learns values from rewards: use algorithm bc, or set allow_no_reward=true"
+        )
     generators = member_generators(config)  # initial weights, minibatches, group elements: per member
     agent = build_agent(config, data, generators, device)
     algorithm = agent.algorithm

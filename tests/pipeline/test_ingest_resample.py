@@ -2,7 +2,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.resample import age_at, last_value, linear, resample, zero_order_hold
+from pipeline.ingest.episodes import anchor_ticks
+from pipeline.ingest.resample import age_at, last_value, linear, real_data_at, resample, zero_order_hold
 
 
 @st.composite
@@ -83,3 +84,29 @@ def test_resample_dispatches_by_rule_name() -> None:
     assert resample("linear", times, values, ticks, 1)[0, 0] == 0.5
     assert resample("zero_order_hold", times, values, ticks, 1)[0, 0] == 0.0
     assert resample("last_value", times, values, ticks, 10)[0, 0] == 1.0
+
+
+@settings(max_examples=200)
+@given(
+    tick0=st.integers(0, 10**15),
+    latencies=st.lists(st.integers(0, 4_999_999), min_size=1, max_size=60),
+    floor=st.integers(0, 5_000_000),
+    marker_latency=st.integers(0, 5_000_000),
+)
+def test_anchored_ticks_put_every_command_in_its_own_period(
+    tick0: int, latencies: list[int], floor: int, marker_latency: int
+) -> None:
+    """Commands logged at t_k + d_k (spread < T/4): whatever the marker's latency, command k is in [τ_k, τ_k + T)."""
+    period = 20_000_000
+    commands = tick0 + period * np.arange(len(latencies), dtype=np.int64) + floor + np.array(latencies, dtype=np.int64)
+    start = anchor_ticks(tick0 + marker_latency, commands, period)
+    ticks = start + period * np.arange(len(latencies), dtype=np.int64)
+    assert ((commands >= ticks) & (commands < ticks + period)).all()
+    assert tick0 <= start <= tick0 + min(marker_latency, floor + min(latencies))
+
+
+def test_real_data_covers_interpolated_and_fresh_ticks_only() -> None:
+    times = np.array([0, 10, 20, 200, 210], dtype=np.int64)
+    ticks = np.array([-1, 0, 15, 25, 31, 100, 205, 215, 221], dtype=np.int64)
+    covered = real_data_at(times, ticks, max_gap_ns=50, horizon_ns=10)
+    assert covered.tolist() == [False, True, True, True, False, False, True, True, False]

@@ -23,6 +23,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from pipeline.datasets import open_dataset
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, find_bags, ingest
 from pipeline.train.evaluate import rollout
@@ -73,9 +74,8 @@ def build_dataset(spec: DatasetSpec, work: Path) -> str:
 
 def eval_env_spec(dataset_id: str) -> dict[str, Any]:
     """The env a dataset names for evaluation (``eval_env_spec`` in its Minari metadata)."""
-    import minari  # heavy; only when needed
-
-    spec: dict[str, Any] = json.loads(minari.load_dataset(dataset_id).storage.metadata["eval_env_spec"])
+    dataset, _ = open_dataset(dataset_id)
+    spec: dict[str, Any] = json.loads(dataset.storage.metadata["eval_env_spec"])
     return spec
 
 

@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.table import Table
 
 from models.symmetry import BoundSymmetry, SymmetrySpec, SymmetrySpecError
+from pipeline.datasets import episodes, open_dataset
 from pipeline.ingest.config import IngestConfig, ReachReward
-from pipeline.ingest.dataset import datasets_root
 from pipeline.io import ConfigError, load_config
 from sim.reacher import RotationalReacherEnv  # importing sim registers the symgate envs
 from sim.robot import RobotDescription, load_robot_description
@@ -122,7 +122,7 @@ class _Transitions:
 
 def _load_transitions(dataset: Any, dataset_id: str) -> _Transitions:
     obs, actions, nxt, rewards = [], [], [], []
-    for episode in dataset.iterate_episodes():
+    for episode in episodes(dataset, dataset_id):
         obs.append(np.asarray(episode.observations[:-1], dtype=np.float64))
         nxt.append(np.asarray(episode.observations[1:], dtype=np.float64))
         actions.append(np.asarray(episode.actions))
@@ -238,22 +238,11 @@ def check_symmetry(
         The report (``passed`` False with reasons in ``violations`` when the spec is violated).
 
     Raises:
-        FileNotFoundError: The dataset does not exist.
-        ConfigError: The dataset lacks symgate metadata, or the spec does not fit its names.
+        DatasetError: The dataset does not exist, cannot be read or lacks symgate metadata.
+        ConfigError: The spec does not fit the dataset's names.
     """
-    import minari  # heavy; only needed here
-
     tolerances = tolerances or CheckTolerances()
-    try:
-        dataset = minari.load_dataset(dataset_id)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"dataset {dataset_id}: not found in {datasets_root()} (MINARI_DATASETS_PATH); make it with symgate ingest"
-        ) from error
-    metadata = dict(dataset.storage.metadata)
-    meta = metadata.get("symgate")
-    if not isinstance(meta, dict):
-        raise ConfigError(f"dataset {dataset_id}: no symgate metadata; was it made by symgate ingest?")
+    dataset, meta = open_dataset(dataset_id)
     config = IngestConfig.model_validate(meta["ingest_config"])
     if not isinstance(config.reward, ReachReward):
         raise ConfigError(
@@ -284,7 +273,7 @@ def check_symmetry(
     stored_mismatch = float(np.mean((distance <= radius).astype(np.float64) != data.rewards))
 
     # 2. Dynamics equivariance on sampled transitions, against the no-g baseline.
-    env_id, env = _eval_env(metadata, dataset_id)
+    env_id, env = _eval_env(dict(dataset.storage.metadata), dataset_id)
     try:
         missing = [name for name in names if name not in env.observation_names]
         if missing:

@@ -17,11 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.io import UserInputError
-
-
-class DatasetError(UserInputError):
-    """The Minari dataset is missing, empty or not a symgate dataset; the message names it."""
+from pipeline.datasets import DatasetError, episodes, open_dataset
 
 
 @dataclass
@@ -109,8 +105,8 @@ def load_offline_data(dataset_ids: str | Sequence[str], device: torch.device, ga
         gamma: Discount for the returns-to-go (used to estimate the amount of pessimism).
 
     Raises:
-        DatasetError: Unknown id, empty dataset, a dataset without symgate metadata, or per-member
-            datasets that disagree.
+        DatasetError: Unknown id, unreadable (e.g. truncated) files, empty dataset, a dataset without
+            symgate metadata, or per-member datasets that disagree.
     """
     if isinstance(dataset_ids, str):
         return _load_one(dataset_ids, device, gamma)
@@ -144,17 +140,9 @@ def load_offline_data(dataset_ids: str | Sequence[str], device: torch.device, ga
 
 def _load_one(dataset_id: str, device: torch.device, gamma: float) -> OfflineData:
     """Load one symgate Minari dataset into device memory."""
-    import minari  # heavy; only when training
-
-    try:
-        dataset = minari.load_dataset(dataset_id)
-    except (FileNotFoundError, ValueError) as error:
-        raise DatasetError(f"dataset {dataset_id!r}: cannot load it with Minari: {error}") from error
-    meta = dataset.storage.metadata.get("symgate")
-    if not isinstance(meta, dict):
-        raise DatasetError(f"dataset {dataset_id!r}: no symgate metadata (was it written by `symgate ingest`?)")
+    dataset, meta = open_dataset(dataset_id)
     observations, actions, rewards, next_observations, terminals, returns = [], [], [], [], [], []
-    for episode in dataset.iterate_episodes():
+    for episode in episodes(dataset, dataset_id):
         steps = len(episode.rewards)
         observations.append(episode.observations[:-1])
         next_observations.append(episode.observations[1:])

@@ -265,7 +265,6 @@ def _train(
     on_progress: Callable[[int, dict[str, float]], None] | None,
 ) -> dict[str, Any]:
     dataset_id = dataset_id if isinstance(dataset_id, str) else list(dataset_id)
-    _prepare_run_dir(out, config, dataset_id)
     data = load_offline_data(dataset_id, device, config.gamma)
     if (
         data.metadata["symgate"].get("reward_rule") == "none"
@@ -278,6 +277,7 @@ def _train(
         )
     generators = member_generators(config)  # initial weights, minibatches, group elements: per member
     agent = build_agent(config, data, generators, device)
+    _prepare_run_dir(out, config, dataset_id)  # only once the data and the agent are sound: nothing half-made
     algorithm = agent.algorithm
     metric_rng = torch.Generator().manual_seed(config.seed + 10_007)
     pick = torch.randint(data.size, (config.metric_states,), generator=metric_rng).to(device)

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from models.symmetry import SymmetrySpec
 from pipeline.cli import app
+from pipeline.datasets import DatasetError
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, datasets_root, ingest
 from pipeline.io import ConfigError
@@ -111,7 +112,7 @@ def test_a_spec_that_does_not_fit_the_dataset_is_a_config_error() -> None:
     data["observation"]["hand_position"] = [{"transform": "rotate2d"}]
     with pytest.raises(ConfigError, match="does not fit dataset .*observation field 'hand_position' is unknown"):
         check(SymmetrySpec.model_validate(data))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DatasetError, match="'symgate/missing-v0': not found"):
         check(load_symmetry_spec(REACHER_YAML), "symgate/missing-v0")
 
 

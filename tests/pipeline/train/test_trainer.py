@@ -220,8 +220,9 @@ def test_each_member_trains_on_its_own_dataset(dataset: str, expert_dataset: str
 def test_per_member_datasets_must_match_the_seeds_and_each_other(
     dataset: str, expert_dataset: str, discrete_dataset: str, tmp_path: Path
 ) -> None:
+    from pipeline.datasets import DatasetError
     from pipeline.io import ConfigError
-    from pipeline.train.buffer import DatasetError, load_offline_data
+    from pipeline.train.buffer import load_offline_data
 
     with pytest.raises(ConfigError, match="3 members but 2 per-member datasets"):
         train(small(seeds=3), [dataset, expert_dataset], tmp_path / "run")

@@ -109,6 +109,7 @@ def sign_model(model_dir: Path, private_key: Path) -> Path:
         config = model_signing.signing.Config().use_elliptic_key_signer(private_key=private_key)
         config.set_hashing_config(model_signing.hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE]))
         config.sign(model_dir, temp)
+        Path(temp).chmod(0o644)  # public, like the files it signs (mkstemp made it 0600)
         Path(temp).replace(target)
     except ValueError as error:  # model-signing and cryptography raise ValueError for unusable keys
         raise SigningError(f"{private_key}: cannot sign with it: {error}") from error

@@ -130,7 +130,7 @@ def test_certificate_binds_the_exact_files(
     certificate = json.loads((model / CERTIFICATE_FILE).read_text())
     certificate["gate_config_sha256"] = "0" * 64
     (model / CERTIFICATE_FILE).write_text(json.dumps(certificate))
-    with pytest.raises(CertificateError, match="Hash mismatch for 'certificate.json'"):
+    with pytest.raises(CertificateError, match=r"Hash mismatch for .{0,4}certificate\.json"):
         verify_certificate(model, contract, [gate_keys[1]])
     sign_model(model, gate_keys[0])  # even signed by the gate's key, an edited certificate is refused
     with pytest.raises(CertificateError, match="certificate was edited"):
@@ -155,7 +155,7 @@ def test_certificate_of_another_model_is_refused(
     for file in certified.iterdir():  # everything the gate wrote, certificate and signature included
         if file.name not in (ONNX_FILE, CONTRACT_FILE):
             (other / file.name).write_bytes(file.read_bytes())
-    with pytest.raises(CertificateError, match="Hash mismatch for 'policy.onnx'"):
+    with pytest.raises(CertificateError, match=r"Hash mismatch for .{0,4}policy\.onnx"):
         verify_certificate(other, load_contract(other), [gate_keys[1]])
     sign_model(other, gate_keys[0])  # the bindings are checked too, not only the signature
     with pytest.raises(CertificateError, match="issued for ONNX sha256"):

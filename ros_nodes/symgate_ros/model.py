@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from symgate_ros.signature import SignatureError, TrustedKey, sha256_file, verify_folder
+from symgate_ros.signature import SignatureError, TrustedKey, verify_folder
 
 CONTRACT_FILE = "contract.json"
 ONNX_FILE = "policy.onnx"
@@ -146,7 +146,8 @@ class PolicyModel:
         onnx_path = model_dir / ONNX_FILE
         if not onnx_path.is_file():
             raise ModelError(f"{onnx_path}: missing")
-        self.onnx_sha256 = sha256_file(onnx_path)
+        onnx_bytes = onnx_path.read_bytes()  # hashed and loaded from the same bytes: no swap in between
+        self.onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
         if self.onnx_sha256 != self.contract.get("onnx_sha256"):
             raise ModelError(
                 f"{onnx_path}: sha256 {self.onnx_sha256} does not match the contract's "
@@ -176,7 +177,7 @@ class PolicyModel:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=execution_providers())
+            self.session = ort.InferenceSession(onnx_bytes, options, providers=execution_providers())
         except Exception as error:  # ONNX Runtime raises its own exception types
             raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it: {error}") from error
         self.provider = self.session.get_providers()[0]

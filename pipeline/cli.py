@@ -24,6 +24,7 @@ from pipeline import __version__
 from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest, record_fleet
 from pipeline.fleet.config import StorageName
 from pipeline.gate import CERTIFICATE_FILE, REPORT_MD, GateConfig, GateOutcome, planned_episodes, run_gate
+from pipeline.gate.signing import SIGNING_KEY_ENV, init_keys
 from pipeline.ingest import REPORT_MD as INGEST_REPORT_MD
 from pipeline.ingest import IngestConfig, QualityReport, find_bags, ingest
 from pipeline.io import ConfigError, UserInputError, load_config
@@ -222,10 +223,11 @@ def demo(
         console.rule("[bold]stage 3: Minari dataset → IQL policies: no augmentation, DAC-Output, canonical")
         _demo_training(out / "runs", "symgate/reacher-fleet-v0")
         console.rule("[bold]stage 4: export to ONNX and gate on held-out rotations")
-        certified = _demo_gate(out / "runs", out / "models")
+        private_key, public_key = _demo_keys(out / "keys")
+        certified = _demo_gate(out / "runs", out / "models", private_key)
         console.rule("[bold]stage 5: serve the certified policy to the simulated robot over ROS 2")
         for model in certified:
-            outcome = _serve_sim(model, "test", 10, 1.0, model / "serve_sim.json")
+            outcome = _serve_sim(model, [public_key], "test", 10, 1.0, model / "serve_sim.json")
             console.print(_serve_table(outcome, model))
 
 
@@ -265,8 +267,22 @@ def _demo_training(runs: Path, dataset_id: str) -> None:
     console.print(f"Runs: {runs} (metrics.jsonl, TensorBoard, checkpoints, summary.json)")
 
 
-def _demo_gate(runs: Path, models: Path) -> list[Path]:
-    """Export every demo policy to ONNX and put it through the gate; returns the certified model folders."""
+def _demo_keys(directory: Path) -> tuple[Path, Path]:
+    """A throw-away signing key pair for the demo's gate (a fresh one each run; never use it for a robot)."""
+    import shutil
+
+    shutil.rmtree(directory, ignore_errors=True)
+    private, public = init_keys(directory)
+    console.print(
+        f"[bold yellow]Throw-away demo signing key[/] (new each run, for this demo only): {private}; the simulated "
+        f"robot trusts only {public}. Real deployments: `symgate keys init` once, keep the private key off robots.",
+        soft_wrap=True,
+    )
+    return private, public
+
+
+def _demo_gate(runs: Path, models: Path, signing_key: Path) -> list[Path]:
+    """Export every demo policy to ONNX and gate it, signing the passes; returns the certified model folders."""
     from pipeline.export.export import export_run
 
     config = GateConfig()
@@ -276,7 +292,7 @@ def _demo_gate(runs: Path, models: Path) -> list[Path]:
         verdicts.add_column(column, justify="left" if column == "strategy" else "right", no_wrap=True)
     for strategy in DEMO_STRATEGIES:
         export_run(runs / strategy, models / strategy, overwrite=True)
-        report = _run_gate(models / strategy, config, workers=None, report_dir=None).report
+        report = _run_gate(models / strategy, config, workers=None, report_dir=None, signing_key=signing_key).report
         success = {suite.name: suite.success for suite in report.suites}
         colour = "green" if report.verdict == "pass" else "red"
         verdicts.add_row(
@@ -436,9 +452,13 @@ def _gate_table(outcome: GateOutcome) -> Table:
     return table
 
 
-def _run_gate(model_dir: Path, config: GateConfig, workers: int | None, report_dir: Path | None) -> GateOutcome:
+def _run_gate(
+    model_dir: Path, config: GateConfig, workers: int | None, report_dir: Path | None, signing_key: Path | None
+) -> GateOutcome:
     with _progress(f"Gating {model_dir.name}", planned_episodes(config)) as advance:
-        outcome = run_gate(model_dir, config, workers=workers, report_dir=report_dir, on_episodes=advance)
+        outcome = run_gate(
+            model_dir, config, workers=workers, report_dir=report_dir, signing_key=signing_key, on_episodes=advance
+        )
     console.print(_gate_table(outcome))
     for reason in outcome.report.reasons:
         console.print(f"[bold red]fail:[/] {reason}", soft_wrap=True)
@@ -447,6 +467,14 @@ def _run_gate(model_dir: Path, config: GateConfig, workers: int | None, report_d
         console.print(
             f"Certificate {outcome.certificate.certificate_id[:16]}…: {model_dir / CERTIFICATE_FILE}", soft_wrap=True
         )
+        if outcome.signature is None:
+            console.print(
+                f"[bold yellow]warning:[/] the certificate is NOT signed (no --signing-key or ${SIGNING_KEY_ENV}): "
+                "robots refuse it",
+                soft_wrap=True,
+            )
+        else:
+            console.print(f"Signed (OpenSSF model signing): {outcome.signature}", soft_wrap=True)
     return outcome
 
 
@@ -456,17 +484,41 @@ def gate_command(
     config: Annotated[Path | None, typer.Option(help="Gate config YAML (deploy/gate/reacher.yaml).")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: one per core).")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="Where the report goes (default: MODEL_DIR).")] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(envvar=SIGNING_KEY_ENV, help="The gate's private key (symgate keys init): sign a passed model."),
+    ] = None,
 ) -> None:
     """Run the ONNX policy in PyBullet on train and held-out contexts; exit 0 and certify on pass, exit 1 on fail."""
     with _user_errors():
         gate_config = load_config(config, GateConfig) if config else GateConfig()
-        outcome = _run_gate(model_dir, gate_config, workers, report_dir)
+        outcome = _run_gate(model_dir, gate_config, workers, report_dir, signing_key)
     if outcome.report.verdict != "pass":
         raise typer.Exit(1)
 
 
+# ----------------------------------------------------------------------------- keys
+keys_app = typer.Typer(help="The gate's signing key pair.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("init")
+def keys_init(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the key pair goes.")] = Path("keys"),
+) -> None:
+    """Create the gate's P-256 key pair: the private key (mode 0600) signs, the public key goes to robots."""
+    with _user_errors():
+        private, public = init_keys(directory)
+    console.print(
+        f"Private key (mode 0600, keep it secret; symgate gate --signing-key / ${SIGNING_KEY_ENV}): {private}"
+    )
+    console.print(f"Public key (put it in each robot's trusted_keys): {public}", soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------- serve
-def _serve_sim(model: Path, contexts: str, count: int, speedup: float, out: Path) -> dict[str, Any]:
+def _serve_sim(
+    model: Path, trusted_keys: list[Path], contexts: str, count: int, speedup: float, out: Path
+) -> dict[str, Any]:
     """Run ``pipeline.serve.launch`` in the ROS venv; returns its outcome (also written to ``out``)."""
     import json
     import subprocess
@@ -479,6 +531,7 @@ def _serve_sim(model: Path, contexts: str, count: int, speedup: float, out: Path
     log = out.with_suffix(".log")
     args = ["-m", "pipeline.serve.launch", "--model", str(model.resolve()), "--contexts", contexts]
     args += ["--count", str(count), "--speedup", str(speedup), "--out", str(out)]
+    args += [arg for key in trusted_keys for arg in ("--trusted-key", str(key.resolve()))]
     command, env, isolated = in_ros_environment(args)
     with log.open("w") as handle:
         done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
@@ -523,6 +576,9 @@ def serve_command(
     count: Annotated[int, typer.Option(min=1, help="Episodes: the first N contexts of the set.")] = 10,
     speedup: Annotated[float, typer.Option(min=0.1, help="Simulated seconds per wall-clock second.")] = 1.0,
     out: Annotated[Path | None, typer.Option(help="Outcome JSON (default: MODEL/serve_sim.json).")] = None,
+    trusted_key: Annotated[
+        list[Path] | None, typer.Option(help="A public key the node trusts (symgate keys init; repeatable).")
+    ] = None,
 ) -> None:
     """Serve a certified policy with the real ROS 2 node; --sim closes the loop with the PyBullet robot."""
     with _user_errors():
@@ -530,7 +586,7 @@ def serve_command(
             raise UserInputError(
                 "only --sim runs here; on a robot, colcon build ros_nodes/ and see deploy/ros/README.md"
             )
-        outcome = _serve_sim(model, contexts, count, speedup, out or model / "serve_sim.json")
+        outcome = _serve_sim(model, trusted_key or [], contexts, count, speedup, out or model / "serve_sim.json")
     console.print(_serve_table(outcome, model))
 
 

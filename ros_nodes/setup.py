@@ -12,7 +12,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ],
-    install_requires=["setuptools", "numpy"],
+    install_requires=["setuptools", "numpy", "cryptography"],
     zip_safe=True,
     maintainer="symgate developers",
     description="Serves gate-certified symgate ONNX policies on a robot (rclpy lifecycle node).",

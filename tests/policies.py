@@ -6,10 +6,13 @@
   robot node must drive to the goal.
 - :func:`replace_with_nan_graph`: a graph with the contract's inputs and output whose torques are
   ``joint_velocity / 0`` (NaN at rest, inf when moving), re-hashed into the contract.
+- :func:`forge_certificate`: issue 15's attack on a failed model folder: a certified model's
+  certificate and signature, re-bound to the failed model's files with every hash recomputed.
 """
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,9 @@ from torch import Tensor, nn
 from models.symmetry import SymmetrySpec, wrap_angle
 from pipeline.export import CONTRACT_FILE, ONNX_FILE, Contract
 from pipeline.export.export import write_model
-from pipeline.io import sha256_file
+from pipeline.gate import CERTIFICATE_FILE, REPORT_JSON
+from pipeline.gate.signing import SIGNATURE_FILE
+from pipeline.io import sha256_file, sha256_json
 from sim.behaviour import BehaviourConfig
 from sim.robot import load_robot_description
 
@@ -103,3 +108,24 @@ def replace_with_nan_graph(model: Path) -> None:
     rewrite_onnx(
         model, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10).SerializeToString()
     )
+
+
+def forge_certificate(failed: Path, certified: Path) -> None:
+    """Forge ``failed``'s certificate as an attacker with write access to the folder can, with only hashlib/json.
+
+    The certified model's certificate gets the failed model's ONNX, contract and report hashes (its
+    report's verdict edited to ``pass`` first), and its id recomputed; the certified model's
+    signature is copied beside it (the only valid signature the attacker has).
+    """
+    report = json.loads((failed / REPORT_JSON).read_text())
+    report["verdict"], report["reasons"] = "pass", []
+    (failed / REPORT_JSON).write_text(json.dumps(report))
+    certificate = json.loads((certified / CERTIFICATE_FILE).read_text())
+    certificate["onnx_sha256"] = sha256_file(failed / ONNX_FILE)
+    certificate["contract_sha256"] = sha256_json(json.loads((failed / CONTRACT_FILE).read_text()))
+    certificate["report_sha256"] = sha256_file(failed / REPORT_JSON)
+    certificate["gate_config_sha256"] = report["gate_config_sha256"]
+    bindings = {key: value for key, value in certificate.items() if key != "certificate_id"}
+    certificate["certificate_id"] = sha256_json(bindings)
+    (failed / CERTIFICATE_FILE).write_text(json.dumps(certificate))
+    shutil.copy(certified / SIGNATURE_FILE, failed / SIGNATURE_FILE)

@@ -1,19 +1,25 @@
-"""The gate certificate: proof that this exact model passed this exact gate.
+"""The gate certificate: proof that this exact model passed this exact gate, signed by the gate's key.
 
 ``certificate.json`` is written into the model folder only when the gate passes. It binds the
 ONNX file's sha256, the contract's hash, the gate config's hash and the report's hash; its id is
-the hash of those bindings. The robot node refuses a model whose certificate is missing or does
+the hash of those bindings. Hashes need no secret, so anyone who can write the folder could
+recompute them: what makes the certificate proof is ``model.sig``, the gate's OpenSSF
+model-signing signature over every file of the folder (``pipeline.gate.signing``). The robot
+node refuses a model that is not signed by one of its trusted keys, or whose certificate does
 not match the files next to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.export.contract import ONNX_FILE, Contract
+from pipeline.gate.report import REPORT_JSON
+from pipeline.gate.signing import SigningError, verify_model_signature
 from pipeline.io import UserInputError, atomic_write_json, sha256_file, sha256_json
 
 CERTIFICATE_FILE = "certificate.json"
@@ -62,12 +68,21 @@ def issue_certificate(
     return certificate
 
 
-def verify_certificate(model_dir: Path, contract: Contract) -> Certificate:
-    """Check that ``model_dir`` holds a certificate for exactly this ONNX file and contract.
+def verify_certificate(model_dir: Path, contract: Contract, trusted_keys: Sequence[Path]) -> Certificate:
+    """Check that ``model_dir`` holds a signed certificate for exactly this ONNX file, contract and report.
+
+    The signature is checked first, with model-signing's own verifier, against ``trusted_keys``
+    (PEM public keys): every signed file must be unchanged and the certificate, the ONNX file,
+    the contract and the report must be among them.
 
     Raises:
-        CertificateError: No certificate, an invalid or edited one, or one issued for other files.
+        CertificateError: Not signed by a trusted key, a signed file changed, no certificate, an
+            invalid or edited one, or one issued for other files.
     """
+    try:
+        verify_model_signature(model_dir, trusted_keys)
+    except SigningError as error:
+        raise CertificateError(str(error)) from error
     path = model_dir / CERTIFICATE_FILE
     if not path.is_file():
         raise CertificateError(f"{path}: missing; the model has not passed the gate")
@@ -82,4 +97,7 @@ def verify_certificate(model_dir: Path, contract: Contract) -> Certificate:
         raise CertificateError(f"{path}: issued for ONNX sha256 {certificate.onnx_sha256}, but {ONNX_FILE} is {onnx}")
     if certificate.contract_sha256 != contract.sha256():
         raise CertificateError(f"{path}: issued for another contract (contract sha256 differs)")
+    report = model_dir / REPORT_JSON
+    if not report.is_file() or certificate.report_sha256 != sha256_file(report):
+        raise CertificateError(f"{path}: issued for another gate report ({report} missing or sha256 differs)")
     return certificate

@@ -9,7 +9,9 @@ The order of business:
 4. Compute per-suite and per-context metrics with bootstrap CIs, the generalisation gap, and
    every configured threshold check.
 5. Write ``gate_report.json``, ``gate_report.md`` and the plots; on pass only, write
-   ``certificate.json`` into the model folder (on fail, a stale certificate there is removed).
+   ``certificate.json`` into the model folder and, given a signing key, sign the whole folder
+   into ``model.sig`` (OpenSSF model signing); on fail, a stale certificate and signature there
+   are removed.
 
 Anything wrong with the model (a tampered or unloadable file, a contract for another robot,
 NaN/inf actions) is a *fail verdict with the reason*, never a crash and never a silent pass.
@@ -45,6 +47,7 @@ from pipeline.gate.report import (
     write_plots,
 )
 from pipeline.gate.runner import EpisodeRecord, plan_tasks, run_tasks
+from pipeline.gate.signing import SIGNATURE_FILE, check_private_key, sign_model
 from pipeline.gate.stats import cluster_bootstrap, interval
 from pipeline.io import UserInputError, atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from sim import CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
@@ -58,6 +61,7 @@ class GateOutcome:
     report: GateReport
     report_dir: Path
     certificate: Certificate | None
+    signature: Path | None
 
 
 def planned_episodes(config: GateConfig) -> int:
@@ -71,6 +75,7 @@ def run_gate(
     *,
     workers: int | None = None,
     report_dir: Path | None = None,
+    signing_key: Path | None = None,
     on_episodes: Callable[[int], None] | None = None,
 ) -> GateOutcome:
     """Gate one model folder.
@@ -79,19 +84,28 @@ def run_gate(
         model_dir: A folder made by ``symgate export`` (``policy.onnx`` + ``contract.json``).
         config: Suites, statistics and thresholds.
         workers: Worker processes (default: one per CPU core).
-        report_dir: Where the report goes (default: ``model_dir``).
+        report_dir: Where the report goes (default: ``model_dir``; with ``signing_key`` it must be
+            ``model_dir``: the signature covers the report).
+        signing_key: The gate's private key (``symgate keys init``); on pass the folder is signed
+            with it. Without one the certificate is unsigned, and robots refuse it.
         on_episodes: Progress callback, called with the number of episodes just finished.
 
     Returns:
         The report (verdict and reasons), its folder, and the certificate if the model passed.
 
     Raises:
-        UserInputError: ``model_dir`` is not a folder (everything wrong *inside* it is a fail verdict).
+        UserInputError: ``model_dir`` is not a folder (everything wrong *inside* it is a fail
+            verdict), the signing key is missing or readable by others, or a report folder other
+            than ``model_dir`` was asked for with a signing key.
     """
     if not model_dir.is_dir():
         raise UserInputError(f"{model_dir}: no such model folder")
     workers = workers or os.cpu_count() or 1
     report_dir = report_dir or model_dir
+    if signing_key is not None:
+        check_private_key(signing_key)  # before minutes of rollouts, not after
+        if report_dir.resolve() != model_dir.resolve():
+            raise UserInputError(f"--report-dir {report_dir}: the signed model folder must hold its own report")
     config_sha = sha256_json(config.model_dump(mode="json"))
     reasons: list[str] = []
     contract: Contract | None = None
@@ -159,14 +173,17 @@ def run_gate(
     plots = write_plots(report, report_dir)
     atomic_write_json(report_dir / REPORT_JSON, report.model_dump(mode="json"))
     atomic_write_text(report_dir / REPORT_MD, report.markdown(plots))
-    certificate = None
+    certificate, signature = None, None
+    (model_dir / SIGNATURE_FILE).unlink(missing_ok=True)  # an old signature never outlives a new verdict
     if report.verdict == "pass" and contract is not None:
         certificate = issue_certificate(
             model_dir, contract, config_sha, report_dir / REPORT_JSON, __version__, report.created
         )
+        if signing_key is not None:
+            signature = sign_model(model_dir, signing_key)
     else:
         (model_dir / CERTIFICATE_FILE).unlink(missing_ok=True)  # a failed model must not keep an old certificate
-    return GateOutcome(report=report, report_dir=report_dir, certificate=certificate)
+    return GateOutcome(report=report, report_dir=report_dir, certificate=certificate, signature=signature)
 
 
 def _reacher(env: gym.Env[object, object]) -> RotationalReacherEnv:

@@ -176,17 +176,21 @@ def rehearse(
 
 
 def main() -> None:
-    """``python -m pipeline.serve.launch --model DIR [--contexts test] [--count N] [--speedup S] [--out JSON]``."""
+    """``python -m pipeline.serve.launch --model DIR [--trusted-key PUB ...] [--contexts S] [--count N] [--out F]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="Certified model folder.")
     parser.add_argument("--contexts", default="test", help="Context set the sim robot runs: train, test, validation.")
     parser.add_argument("--count", type=int, default=10, help="Episodes (the first N contexts of the set; 0 = all).")
     parser.add_argument("--speedup", type=float, default=1.0, help="Simulated seconds per wall-clock second.")
     parser.add_argument("--out", type=Path, help="Write the outcome as JSON here.")
+    parser.add_argument(
+        "--trusted-key", type=Path, action="append", default=[], help="A public key the node trusts (repeatable)."
+    )
     options = parser.parse_args()
+    trusted = {"trusted_keys": [str(k.resolve()) for k in options.trusted_key]} if options.trusted_key else {}
     rclpy.init()
     try:
-        outcome = rehearse(options.model.resolve(), options.contexts, options.count, options.speedup)
+        outcome = rehearse(options.model.resolve(), options.contexts, options.count, options.speedup, trusted)
     except (RuntimeError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

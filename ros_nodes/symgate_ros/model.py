@@ -1,19 +1,28 @@
-"""A certified model folder as the robot loads it: contract, hashes, gate certificate, ONNX Runtime session.
+"""A certified model folder as the robot loads it: signature, contract, hashes, gate certificate, ONNX Runtime session.
 
-This module is the robot side of ``symgate export`` and ``symgate gate``: it reads ``contract.json``,
-``policy.onnx`` and ``certificate.json`` with nothing but the standard library, numpy and
-onnxruntime (no torch, no symgate), and re-checks every binding the gate certified:
+This module is the robot side of ``symgate export`` and ``symgate gate``: it reads ``model.sig``,
+``contract.json``, ``policy.onnx``, ``certificate.json`` and ``gate_report.json`` with nothing but
+the standard library, numpy, ``cryptography`` and onnxruntime (no torch, no symgate), and
+re-checks every binding the gate certified:
 
+- ``model.sig`` (OpenSSF model signing, ``symgate_ros.signature``) is signed by one of the
+  trusted keys and every signed file is unchanged; the ONNX file, the contract, the certificate
+  and the gate report (which holds the resolved gate config) are among the signed files;
 - ``sha256(policy.onnx)`` equals the contract's ``onnx_sha256``;
-- the certificate's id is the sha256 of its other fields (it was not edited);
-- the certificate names this ONNX file's sha256 and this contract's hash
-  (sha256 of the contract's canonical JSON, sorted keys).
+- the certificate's id is the sha256 of its other fields, its verdict is ``pass``, and it names
+  this ONNX file's sha256, this contract's hash (sha256 of the contract's canonical JSON, sorted
+  keys), this report's sha256 and the hash of the gate config inside the report, whose verdict
+  is ``pass`` too.
+
+Without a valid signature from a trusted key a model is refused; ``allow_uncertified`` loads it
+anyway (development only: the node logs it and reports it on ``/diagnostics``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +30,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from symgate_ros.signature import SignatureError, TrustedKey, verify_folder
+
 CONTRACT_FILE = "contract.json"
 ONNX_FILE = "policy.onnx"
 CERTIFICATE_FILE = "certificate.json"
+REPORT_FILE = "gate_report.json"
+#: The files the node reads or relies on: each must be signed.
+SIGNED_FILES = (ONNX_FILE, CONTRACT_FILE, CERTIFICATE_FILE, REPORT_FILE)
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
@@ -34,15 +48,6 @@ class ModelError(Exception):
 def sha256_json(data: Any) -> str:
     """Hex sha256 of a value's canonical JSON form (sorted keys), as symgate hashes contracts."""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -57,12 +62,28 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def verify_certificate(model_dir: Path, contract: dict[str, Any], onnx_sha256: str) -> str:
-    """Check ``certificate.json`` against the files beside it; returns the certificate id.
+@dataclass(frozen=True)
+class Certification:
+    """A verified certificate: its id and the trusted key that signed the folder."""
+
+    certificate_id: str
+    signer: TrustedKey
+
+
+def verify_certificate(
+    model_dir: Path, contract: dict[str, Any], onnx_sha256: str, trusted: Mapping[str, TrustedKey]
+) -> Certification:
+    """Check ``model.sig`` and ``certificate.json`` against the trusted keys and the files beside them.
 
     Raises:
-        ModelError: Missing, edited, failed, or issued for another ONNX file or contract.
+        ModelError: Not signed, signed by an untrusted key, a forged signature, a signed file
+            changed; or a certificate that is missing, edited, failed, or issued for another ONNX
+            file, contract, report or gate config.
     """
+    try:
+        signed = verify_folder(model_dir, trusted, SIGNED_FILES)
+    except SignatureError as error:
+        raise ModelError(str(error)) from error
     path = model_dir / CERTIFICATE_FILE
     certificate = _read_json(path)
     bindings = {key: value for key, value in certificate.items() if key != "certificate_id"}
@@ -74,7 +95,14 @@ def verify_certificate(model_dir: Path, contract: dict[str, Any], onnx_sha256: s
         raise ModelError(f"{path}: issued for ONNX sha256 {certificate.get('onnx_sha256')}, not {onnx_sha256}")
     if certificate.get("contract_sha256") != sha256_json(contract):
         raise ModelError(f"{path}: issued for another contract (contract sha256 differs)")
-    return str(certificate["certificate_id"])
+    if certificate.get("report_sha256") != signed.digests[REPORT_FILE]:
+        raise ModelError(f"{path}: issued for another gate report ({REPORT_FILE} sha256 differs)")
+    report = _read_json(model_dir / REPORT_FILE)
+    if report.get("verdict") != "pass" or certificate.get("gate_config_sha256") != sha256_json(
+        report.get("gate_config")
+    ):
+        raise ModelError(f"{model_dir / REPORT_FILE}: not a passed gate with the certificate's gate config")
+    return Certification(str(certificate["certificate_id"]), signed.key)
 
 
 def execution_providers() -> list[str]:
@@ -98,15 +126,19 @@ class PolicyModel:
 
     Args:
         model_dir: Folder with ``policy.onnx``, ``contract.json`` and (unless ``allow_uncertified``)
-            ``certificate.json``.
-        allow_uncertified: Serve a model that has no valid gate certificate (development only).
+            ``certificate.json``, ``gate_report.json`` and ``model.sig``.
+        trusted: The keys whose signature is accepted, by key id (``signature.load_trusted_keys``).
+        allow_uncertified: Serve a model that has no valid signed gate certificate (development
+            only); ``uncertified_reason`` then says why it is not certified.
 
     Raises:
         ModelError: Any file missing, unreadable or not matching its hash or certificate, or a
             contract this node cannot serve.
     """
 
-    def __init__(self, model_dir: Path, *, allow_uncertified: bool = False) -> None:
+    def __init__(
+        self, model_dir: Path, *, trusted: Mapping[str, TrustedKey] | None = None, allow_uncertified: bool = False
+    ) -> None:
         import onnxruntime as ort
 
         self.directory = model_dir
@@ -114,18 +146,22 @@ class PolicyModel:
         onnx_path = model_dir / ONNX_FILE
         if not onnx_path.is_file():
             raise ModelError(f"{onnx_path}: missing")
-        self.onnx_sha256 = sha256_file(onnx_path)
+        onnx_bytes = onnx_path.read_bytes()  # hashed and loaded from the same bytes: no swap in between
+        self.onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
         if self.onnx_sha256 != self.contract.get("onnx_sha256"):
             raise ModelError(
                 f"{onnx_path}: sha256 {self.onnx_sha256} does not match the contract's "
                 f"{self.contract.get('onnx_sha256')}: the file was changed"
             )
+        self.certification: Certification | None = None
+        self.uncertified_reason = ""
         try:
-            self.certificate_id: str | None = verify_certificate(model_dir, self.contract, self.onnx_sha256)
-        except ModelError:
+            self.certification = verify_certificate(model_dir, self.contract, self.onnx_sha256, trusted or {})
+        except ModelError as error:
             if not allow_uncertified:
                 raise
-            self.certificate_id = None
+            self.uncertified_reason = str(error)
+        self.certificate_id = self.certification.certificate_id if self.certification else None
         try:
             self.joint_names = tuple(str(j) for j in self.contract["joint_names"])
             self.control_hz = float(self.contract["control_hz"])
@@ -141,7 +177,7 @@ class PolicyModel:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=execution_providers())
+            self.session = ort.InferenceSession(onnx_bytes, options, providers=execution_providers())
         except Exception as error:  # ONNX Runtime raises its own exception types
             raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it: {error}") from error
         self.provider = self.session.get_providers()[0]

@@ -2,8 +2,12 @@
 
 Lifecycle contract (``ros2 lifecycle set /policy_server <transition>``):
 
-- **configure**: load ``model_dir``: ``policy.onnx``'s sha256 must match ``contract.json`` and a
-  gate ``certificate.json`` must bind both (refused otherwise, unless ``allow_uncertified``).
+- **configure**: load ``model_dir``: ``model.sig`` must be an OpenSSF model-signing signature by
+  one of ``trusted_keys`` over the folder's files, ``policy.onnx``'s sha256 must match
+  ``contract.json``, and the gate's ``certificate.json`` must bind the ONNX file, the contract,
+  ``gate_report.json`` and the gate config in it (refused otherwise, with the reason, unless
+  ``allow_uncertified``, which is logged). ``trusted_keys`` is read at every verification, so
+  removing a key (rotation) refuses its signatures from the next configure, swap or reset on.
   Create the ONNX Runtime session (CUDA provider if installed, else CPU with one intra-op thread).
   Subscribe to the joint states, goal and e-stop topics and wait up to ``joint_state_timeout_s``
   for the first ``JointState``: every contract joint must be in it (mapped **by name**, any
@@ -27,7 +31,12 @@ Safety (each path tested over real DDS):
   ``max age < trip age <= max age + tick gap`` shows it tripped on the first stale tick.
 - NaN/inf in an input or in the model's output → the safe action for that tick (counted).
 - E-stop: ``True`` on ``estop_topic`` latches the safe action; only the ``~/reset_estop``
-  (``std_srvs/Trigger``) service clears it.
+  (``std_srvs/Trigger``) service clears it, and only while the running model still verifies:
+  its folder is re-verified against the current ``trusted_keys`` and must be the signed model
+  that is loaded (same ONNX sha256); otherwise the e-stop stays engaged and the response says
+  why. With ``allow_uncertified`` an uncertified model's reset is accepted and logged. The
+  caller itself is not authenticated (a ``Trigger`` carries nothing to check): that needs
+  DDS-Security (``deploy/ros/README.md``).
 - Safe action: ``zero`` torque, or ``damping`` ``τ = -damping_gain·q̇`` while velocities are fresh
   (zero otherwise). A robot should use ``damping`` with a gain tuned for the arm: it brings a moving
   arm to rest instead of letting it coast. The default is ``zero`` because it needs no sensor data
@@ -36,13 +45,14 @@ Safety (each path tested over real DDS):
   loop fell more than a period behind and dropped them) are counted.
 
 Hot swap: set the ``model_dir`` parameter, then call ``~/swap_model`` (``std_srvs/Trigger``).
-The new folder is loaded and verified in the service's thread while the loop keeps running, its
+The new folder is loaded and verified (the same signature and certificate checks as configure,
+with the current ``trusted_keys``) in the service's thread while the loop keeps running, its
 contract must be compatible (joints, rate, inputs, limits), and the model reference is swapped
 between two ticks. On any failure the current model keeps running and the response (and the
 diagnostics) give the reason.
 
-The node imports no torch, pybullet or minari: only rclpy, the message packages, numpy and
-onnxruntime (or onnxruntime-gpu).
+The node imports no torch, pybullet or minari: only rclpy, the message packages, numpy,
+``cryptography`` and onnxruntime (or onnxruntime-gpu).
 """
 
 from __future__ import annotations
@@ -57,15 +67,18 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.wait_for_message import wait_for_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header
 from std_srvs.srv import Trigger
 
-from symgate_ros.model import ModelError, PolicyModel
+from symgate_ros.model import ModelError, PolicyModel, verify_certificate
 from symgate_ros.safety import ActionFilter, EStop, LoopMonitor, Watchdog, safe_action
+from symgate_ros.signature import SignatureError, TrustedKey, load_trusted_keys
 
 #: Which JointState array feeds each joint input of the graph.
 JOINT_FIELDS = {"joint_position": "position", "joint_velocity": "velocity", "joint_effort": "effort"}
@@ -74,7 +87,11 @@ GOAL_INPUT = "goal_position"
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "model_dir": ("", "Model folder made by symgate export and certified by symgate gate."),
-    "allow_uncertified": (False, "Serve a model without a valid gate certificate (development only)."),
+    "trusted_keys": (
+        Parameter.Type.STRING_ARRAY,
+        "PEM public keys (files, or directories of *.pub/*.pem) whose model signatures are accepted.",
+    ),
+    "allow_uncertified": (False, "Serve a model without a valid signed gate certificate (development only)."),
     "joint_states_topic": ("/joint_states", "sensor_msgs/JointState input."),
     "goal_topic": ("/goal", "geometry_msgs/PointStamped goal in the robot's base frame."),
     "commands_topic": ("/joint_commands", "std_msgs/Float64MultiArray torques out (contract joint order)."),
@@ -135,12 +152,32 @@ class PolicyServer(LifecycleNode):
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
 
+    def _trusted(self) -> dict[str, TrustedKey]:
+        """The keys in ``trusted_keys`` now (read at each verification, so that rotation takes effect)."""
+        try:
+            entries = self._param("trusted_keys")
+        except ParameterUninitializedException:
+            entries = []
+        try:
+            return load_trusted_keys(entries)
+        except SignatureError as error:
+            raise ModelError(f"trusted_keys: {error}") from error
+
+    def _load(self, directory: Path) -> PolicyModel:
+        """Load and verify a model folder against the current trusted keys; log an ``allow_uncertified`` override."""
+        model = PolicyModel(directory, trusted=self._trusted(), allow_uncertified=self._param("allow_uncertified"))
+        if model.certification is None:
+            self.get_logger().warning(
+                f"allow_uncertified: serving an UNCERTIFIED model from {directory}: {model.uncertified_reason}"
+            )
+        return model
+
     # ------------------------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load and verify the model, subscribe, wait for the first JointState and check joint names."""
         self._reset_state()
         try:
-            model = PolicyModel(Path(self._param("model_dir")), allow_uncertified=self._param("allow_uncertified"))
+            model = self._load(Path(self._param("model_dir")))
             unsupported = [i.name for i in model.inputs if i.name not in JOINT_FIELDS and i.name != GOAL_INPUT]
             if unsupported:
                 raise ModelError(f"graph inputs {unsupported} cannot be fed from JointState or the goal")
@@ -150,8 +187,6 @@ class PolicyServer(LifecycleNode):
         except (ModelError, ValueError) as error:
             self.get_logger().error(f"configure refused: {error}")
             return TransitionCallbackReturn.FAILURE
-        if model.certificate_id is None:
-            self.get_logger().warning(f"serving an UNCERTIFIED model from {model.directory} (allow_uncertified)")
         self._model = model
         self._commands = self.create_publisher(Float64MultiArray, self._param("commands_topic"), 10)
         self._trace = self.create_publisher(Header, "~/command_trace", 10) if self._param("publish_trace") else None
@@ -180,9 +215,10 @@ class PolicyServer(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._diagnostics_timer = self.create_timer(self._param("diagnostics_period_s"), self._publish_diagnostics)
         model.act(self._feeds(model, self._joint_state, PointStamped()))  # warm-up (the first run allocates)
+        signer = model.certification.signer.key_id[:12] if model.certification else "NONE"
         self.get_logger().info(
             f"configured {model.directory} (sha256 {model.onnx_sha256[:12]}, certificate "
-            f"{(model.certificate_id or 'NONE')[:12]}, {model.provider})"
+            f"{(model.certificate_id or 'NONE')[:12]} signed by key {signer}, {model.provider})"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -359,10 +395,26 @@ class PolicyServer(LifecycleNode):
 
     # ------------------------------------------------------------------------------------ services
     def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        model = self._model
+        try:
+            if model is None:
+                raise ModelError("the node is not configured")
+            if model.certification is not None:  # the loaded, signed model must still verify, with today's keys
+                verify_certificate(model.directory, model.contract, model.onnx_sha256, self._trusted())
+            elif not self._param("allow_uncertified"):
+                raise ModelError("the running model is not certified")
+        except ModelError as error:
+            response.success, response.message = False, f"reset refused, e-stop stays engaged: {error}"
+            self.get_logger().error(response.message)
+            return response
         was = self.estop.reset()
         response.success = True
         response.message = "e-stop cleared" if was else "e-stop was not engaged"
-        self.get_logger().info(response.message)
+        if model.certification is None:
+            response.message += " (UNCERTIFIED model, allow_uncertified)"
+            self.get_logger().warning(response.message)
+        else:
+            self.get_logger().info(response.message)
         return response
 
     def _on_swap_model(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -371,7 +423,7 @@ class PolicyServer(LifecycleNode):
         try:
             if current is None:
                 raise ModelError("the node is not configured")
-            candidate = PolicyModel(directory, allow_uncertified=self._param("allow_uncertified"))
+            candidate = self._load(directory)
             problems = current.compatible_with(candidate)
             if problems:
                 raise ModelError(f"{directory}: not compatible with the running model: {'; '.join(problems)}")
@@ -412,6 +464,7 @@ class PolicyServer(LifecycleNode):
             "model_dir": str(model.directory),
             "model_sha256": model.onnx_sha256,
             "certificate_id": model.certificate_id or "UNCERTIFIED",
+            "signed_by": model.certification.signer.key_id if model.certification else "UNCERTIFIED",
             "execution_provider": model.provider,
             "joint_state_age_ms": f"{self.joint_watchdog.age_s(now) * 1e3:.1f}",
             **{

@@ -104,6 +104,10 @@ def test_demo_runs_the_existing_stages_end_to_end(tmp_path: Path) -> None:
     # The symmetric policy is certified, the one trained without symmetry on one context is not.
     assert (tmp_path / "models/canonical/certificate.json").exists()
     assert not (tmp_path / "models/none/certificate.json").exists()
+    # Signed with a throw-away key the demo creates, says so, and keeps from other users.
+    assert (tmp_path / "models/canonical/model.sig").exists() and not (tmp_path / "models/none/model.sig").exists()
+    assert "Throw-away demo signing key" in done.stdout
+    assert (tmp_path / "keys/symgate-gate.key").stat().st_mode & 0o077 == 0
     assert "Validation gate on 100 held-out rotations" in done.stdout
     # Stage 5: the certified policy served to the simulated robot over real ROS 2.
     served = json.loads((tmp_path / "models/canonical/serve_sim.json").read_text())

@@ -34,6 +34,7 @@ from std_srvs.srv import Trigger
 from pipeline.export import ONNX_FILE, load_contract
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.gate import GateConfig, run_gate
+from pipeline.gate.signing import init_keys
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.serve import OUTER_MOUNT_NAMESPACE
 from pipeline.serve.launch import ros_args
@@ -82,13 +83,19 @@ GATE = GateConfig.model_validate(
 
 @dataclass(frozen=True)
 class Models:
-    """Model folders: two different certified experts, an uncertified one, a tampered one, a NaN one."""
+    """Model folders: two different certified (signed) experts, an uncertified one, a tampered one, a NaN one.
+
+    ``signing_key`` signed the certified ones; ``trusted_key`` is its public key, which
+    ``start_server`` gives the node as ``trusted_keys`` unless a test passes its own.
+    """
 
     certified: Path
     certified_other: Path
     uncertified: Path
     tampered: Path
     nan_output: Path
+    signing_key: Path
+    trusted_key: Path
 
 
 @pytest.fixture(scope="session")
@@ -116,10 +123,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     trained = export_run(root / "run", root / "trained")
     export_expert(trained, root / "certified")
     export_expert(trained.model_copy(update={"seed": 1}), root / "certified_other")  # other bytes, same robot
+    signing_key, trusted_key = init_keys(root / "keys")
     for name in ("certified", "certified_other"):
-        assert run_gate(root / name, GATE, workers=1).report.verdict == "pass"
+        assert run_gate(root / name, GATE, workers=1, signing_key=signing_key).report.verdict == "pass"
     shutil.copytree(root / "certified", root / "uncertified")
     (root / "uncertified" / "certificate.json").unlink()
+    (root / "uncertified" / "model.sig").unlink()
     shutil.copytree(root / "certified", root / "tampered")
     data = bytearray((root / "tampered" / ONNX_FILE).read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -127,7 +136,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     shutil.copytree(root / "uncertified", root / "nan_output")
     replace_with_nan_graph(root / "nan_output")
     assert load_contract(root / "certified") != load_contract(root / "certified_other")
-    return Models(*(root / name for name in ("certified", "certified_other", "uncertified", "tampered", "nan_output")))
+    certified, other, uncertified, tampered, nan_output = (
+        root / name for name in ("certified", "certified_other", "uncertified", "tampered", "nan_output")
+    )
+    return Models(certified, other, uncertified, tampered, nan_output, signing_key, trusted_key)
 
 
 @pytest.fixture(scope="session")
@@ -278,8 +290,8 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> N
 
 
 @pytest.fixture
-def start_server(ros: None, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start ``policy_server`` in its own process with the given parameters; stopped after the test.
+def start_server(ros: None, models: Models, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``policy_server`` in its own process with the given parameters (``trusted_keys``: the test key).
 
     Teardown stops every process, sensor, executor and harness even when one of them fails, so that a
     failed test cannot leave a node or a publisher running into the next one.
@@ -289,6 +301,7 @@ def start_server(ros: None, tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
         def start(**parameters: Any) -> Server:
             parameters.setdefault("joint_state_max_age_s", RELAXED_MAX_AGE_S)
+            parameters.setdefault("trusted_keys", [str(models.trusted_key)])
             command = [sys.executable, "-m", "symgate_ros.policy_server", *ros_args("policy_server", parameters)]
             log = tmp_path / f"policy_server-{next(numbers)}.log"
             with log.open("wb") as stderr:

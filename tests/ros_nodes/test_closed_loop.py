@@ -5,7 +5,10 @@ from tests.ros_nodes.conftest import Models
 
 
 def test_certified_policy_reaches_held_out_goals_over_ros(ros: None, models: Models) -> None:
-    outcome = rehearse(models.certified, "test", count=3, speedup=1.0)  # real time, as on a robot
+    trusted = {"trusted_keys": [str(models.trusted_key)]}
+    outcome = rehearse(
+        models.certified, "test", count=3, speedup=1.0, server_parameters=trusted
+    )  # real time, as on a robot
     assert [e["success"] for e in outcome["episodes"]] == [True, True, True], outcome["episodes"]
     assert outcome["bad_commands"] == 0 and outcome["commands"] > 0
     latency = outcome["obs_to_command_ms"]

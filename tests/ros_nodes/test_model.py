@@ -10,12 +10,14 @@ import pytest
 from pipeline.export import load_contract
 from pipeline.gate import CertificateError, verify_certificate
 from symgate_ros.model import CERTIFICATE_FILE, CONTRACT_FILE, ModelError, PolicyModel
+from symgate_ros.signature import load_trusted_keys
 from tests.ros_nodes.conftest import Models
 
 
 def test_certified_model_loads_and_acts(models: Models) -> None:
-    model = PolicyModel(models.certified)
-    assert model.certificate_id == verify_certificate(models.certified, load_contract(models.certified)).certificate_id
+    model = PolicyModel(models.certified, trusted=load_trusted_keys([models.trusted_key]))
+    gate = verify_certificate(models.certified, load_contract(models.certified), [models.trusted_key])
+    assert model.certificate_id == gate.certificate_id
     assert model.joint_names == ("shoulder", "elbow") and model.control_hz == 50.0
     feeds = {g.name: np.zeros((1, len(g.components)), np.float32) for g in model.inputs}
     feeds["goal_position"][0] = (0.0, 0.7)
@@ -35,8 +37,8 @@ def _edit(models: Models, tmp_path: Path, file: str, key: str, value: object) ->
 @pytest.mark.parametrize(
     ("file", "key", "value", "robot_says"),
     [
-        (CERTIFICATE_FILE, "gate_config_sha256", "0" * 64, "certificate was edited"),
-        (CONTRACT_FILE, "control_hz", 100.0, "another contract"),
+        (CERTIFICATE_FILE, "gate_config_sha256", "0" * 64, "certificate.json: sha256 .* differs from the signed"),
+        (CONTRACT_FILE, "control_hz", 100.0, "contract.json: sha256 .* differs from the signed"),
     ],
 )
 def test_robot_and_gate_refuse_the_same_edits(
@@ -44,19 +46,23 @@ def test_robot_and_gate_refuse_the_same_edits(
 ) -> None:
     copy = _edit(models, tmp_path, file, key, value)
     with pytest.raises(ModelError, match=robot_says):
-        PolicyModel(copy)
+        PolicyModel(copy, trusted=load_trusted_keys([models.trusted_key]))
     with pytest.raises(CertificateError):
-        verify_certificate(copy, load_contract(copy))
+        verify_certificate(copy, load_contract(copy), [models.trusted_key])
 
 
 def test_missing_certificate_and_tampered_onnx(models: Models) -> None:
-    with pytest.raises(ModelError, match=r"certificate.json: missing"):
-        PolicyModel(models.uncertified)
+    with pytest.raises(ModelError, match=r"model.sig: missing: the model folder is not signed"):
+        PolicyModel(models.uncertified, trusted=load_trusted_keys([models.trusted_key]))
     assert PolicyModel(models.uncertified, allow_uncertified=True).certificate_id is None
     with pytest.raises(ModelError, match="does not match the contract"):
         PolicyModel(models.tampered, allow_uncertified=True)  # the hash check is never optional
 
 
 def test_swap_compatibility(models: Models) -> None:
-    current, other = PolicyModel(models.certified), PolicyModel(models.certified_other)
+    trusted = load_trusted_keys([models.trusted_key])
+    current, other = (
+        PolicyModel(models.certified, trusted=trusted),
+        PolicyModel(models.certified_other, trusted=trusted),
+    )
     assert current.compatible_with(other) == [] and current.onnx_sha256 != other.onnx_sha256

@@ -13,6 +13,7 @@ from lifecycle_msgs.msg import State, Transition
 from std_msgs.msg import Bool
 
 from symgate_ros.model import PolicyModel
+from symgate_ros.signature import load_trusted_keys
 from tests.ros_nodes.conftest import Harness, Models, Server
 
 CONFIGURE, ACTIVATE = Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE
@@ -21,7 +22,7 @@ PERIOD_S = 1 / 50  # the contract's control rate
 
 
 def expected_torque(model_dir: Path, position_shoulder_elbow: list[float], goal: tuple[float, float]) -> np.ndarray:
-    model = PolicyModel(model_dir)
+    model = PolicyModel(model_dir, allow_uncertified=True)
     feeds = {
         "joint_position": np.asarray([position_shoulder_elbow], np.float32),
         "joint_velocity": np.zeros((1, 2), np.float32),
@@ -58,8 +59,10 @@ def test_lifecycle_and_commands_map_joints_by_name(start_server: Callable[..., S
     # The loop's rate, on the node's own clock (the harness's receipt times would add DDS and scheduler jitter).
     assert float(status["period_p50_us"]) * 1e-6 == pytest.approx(PERIOD_S, rel=0.05)
     assert level(harness.latest_status()) == DiagnosticStatus.OK[0]
-    assert status["model_sha256"] == PolicyModel(models.certified).onnx_sha256
-    assert status["certificate_id"] == PolicyModel(models.certified).certificate_id
+    certified = PolicyModel(models.certified, trusted=load_trusted_keys([models.trusted_key]))
+    assert status["model_sha256"] == certified.onnx_sha256
+    assert status["certificate_id"] == certified.certificate_id and certified.certification is not None
+    assert status["signed_by"] == certified.certification.signer.key_id
     for key in ("inference_p50_us", "inference_p99_us", "period_jitter_std_us", "joint_state_age_ms", "overruns"):
         assert float(status[key]) >= 0.0
     before = time.monotonic()
@@ -185,7 +188,7 @@ def test_hot_swap_under_a_running_loop_and_a_failed_swap_keeps_the_model(
     start = time.monotonic()
     response = harness.swap()
     assert response.success, response.message
-    other = PolicyModel(models.certified_other).onnx_sha256
+    other = PolicyModel(models.certified_other, allow_uncertified=True).onnx_sha256
     assert harness.wait_for(lambda: _value(harness, "model_sha256") == other)
     end = time.monotonic()
     # No missed tick while loading and swapping: the loop's own count, and the commands that arrived.
@@ -200,8 +203,9 @@ def test_hot_swap_under_a_running_loop_and_a_failed_swap_keeps_the_model(
     assert harness.wait_for(lambda: len(harness.commands_since(since)) > 10)
 
 
-def test_node_imports_no_torch_pybullet_or_minari() -> None:
-    code = "import sys, symgate_ros.policy_server; print(sorted({'torch', 'pybullet', 'minari'} & set(sys.modules)))"
+def test_node_imports_no_torch_pybullet_minari_or_sigstore() -> None:
+    heavy = "{'torch', 'pybullet', 'minari', 'model_signing', 'sigstore', 'OpenSSL', 'pipeline'}"
+    code = f"import sys, symgate_ros.policy_server; print(sorted({heavy} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

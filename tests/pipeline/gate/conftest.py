@@ -15,6 +15,7 @@ import pytest
 from pipeline.export import load_contract
 from pipeline.export.export import export_run
 from pipeline.gate import GateConfig
+from pipeline.gate.signing import init_keys
 from pipeline.train import TrainConfig, train
 from tests.policies import export_expert
 
@@ -63,6 +64,12 @@ def expert_model(tmp_path_factory: pytest.TempPathFactory, unsymmetrised_model: 
     out = tmp_path_factory.mktemp("gate-expert") / "model"
     export_expert(load_contract(unsymmetrised_model), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def gate_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The gate's key pair for these tests: (private key, public key)."""
+    return init_keys(tmp_path_factory.mktemp("gate-keys"))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.export import ONNX_FILE, load_contract
+from pipeline.export import CONTRACT_FILE, ONNX_FILE, load_contract
 from pipeline.gate import (
     CERTIFICATE_FILE,
     REPORT_JSON,
@@ -18,6 +18,7 @@ from pipeline.gate import (
     verify_certificate,
 )
 from pipeline.gate.report import POLAR_PNG, RETURNS_PNG
+from pipeline.gate.signing import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, SIGNATURE_FILE, SIGNING_KEY_ENV, sign_model
 from pipeline.io import sha256_file
 from sim import DISCRETE_ENV_ID
 from tests.pipeline.gate.conftest import ModelCopier, small_gate
@@ -26,17 +27,19 @@ from tests.policies import replace_with_nan_graph, rewrite_onnx
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_symmetric_expert_passes_and_is_certified(expert_model: Path, model_copy: ModelCopier) -> None:
+def test_symmetric_expert_passes_and_is_certified(
+    expert_model: Path, model_copy: ModelCopier, gate_keys: tuple[Path, Path]
+) -> None:
     model = model_copy(expert_model)
-    outcome = run_gate(model, small_gate(), workers=1)
+    outcome = run_gate(model, small_gate(), workers=1, signing_key=gate_keys[0])
     report = outcome.report
     assert report.verdict == "pass" and report.reasons == ()
     test = next(s for s in report.suites if s.name == "test")
     assert test.episodes == 20 and test.success.mean == 1.0 and test.non_finite_actions == 0
     assert report.success_gap is not None and report.success_gap.mean == 0.0
     assert all(check.passed for check in report.checks) and len(report.checks) == 3
-    assert outcome.certificate is not None
-    assert verify_certificate(model, load_contract(model)) == outcome.certificate
+    assert outcome.certificate is not None and outcome.signature == model / SIGNATURE_FILE
+    assert verify_certificate(model, load_contract(model), [gate_keys[1]]) == outcome.certificate
     assert outcome.certificate.report_sha256 == sha256_file(model / REPORT_JSON)
     assert GateReport.model_validate_json((model / REPORT_JSON).read_text()) == report
     for plot in (POLAR_PNG, RETURNS_PNG):
@@ -49,12 +52,13 @@ def test_policy_trained_without_symmetry_on_one_context_fails(
 ) -> None:
     model = model_copy(unsymmetrised_model)
     (model / CERTIFICATE_FILE).write_text("{}")  # a stale certificate must not survive a failed gate
+    (model / SIGNATURE_FILE).write_text("{}")  # nor a stale signature
     report = run_gate(model, small_gate(), workers=1).report
     success = {s.name: s.success.mean for s in report.suites}
     assert report.verdict == "fail" and success["test"] < 0.9
     assert success["train"] > success["test"]  # it works where the data was
     assert any(reason.startswith("test: success = ") for reason in report.reasons)
-    assert not (model / CERTIFICATE_FILE).exists()
+    assert not (model / CERTIFICATE_FILE).exists() and not (model / SIGNATURE_FILE).exists()
     markdown = (model / REPORT_MD).read_text()
     assert "FAIL" in markdown and "Why it failed" in markdown and "not always solved" in markdown
 
@@ -117,30 +121,45 @@ def test_nan_actions_during_rollout_fail_the_gate(expert_model: Path, model_copy
     assert all(e.non_finite_action and e.steps == 0 and not e.success for e in report.episodes)
 
 
-def test_certificate_binds_the_exact_files(expert_model: Path, model_copy: ModelCopier) -> None:
+def test_certificate_binds_the_exact_files(
+    expert_model: Path, model_copy: ModelCopier, gate_keys: tuple[Path, Path]
+) -> None:
     model = model_copy(expert_model)
-    run_gate(model, small_gate(), workers=1)
+    run_gate(model, small_gate(), workers=1, signing_key=gate_keys[0])
     contract = load_contract(model)
     certificate = json.loads((model / CERTIFICATE_FILE).read_text())
     certificate["gate_config_sha256"] = "0" * 64
     (model / CERTIFICATE_FILE).write_text(json.dumps(certificate))
+    with pytest.raises(CertificateError, match=r"Hash mismatch for .{0,4}certificate\.json"):
+        verify_certificate(model, contract, [gate_keys[1]])
+    sign_model(model, gate_keys[0])  # even signed by the gate's key, an edited certificate is refused
     with pytest.raises(CertificateError, match="certificate was edited"):
-        verify_certificate(model, contract)
+        verify_certificate(model, contract, [gate_keys[1]])
     (model / CERTIFICATE_FILE).unlink()
-    with pytest.raises(CertificateError, match="missing"):
-        verify_certificate(model, contract)
+    with pytest.raises(CertificateError, match="does not verify"):
+        verify_certificate(model, contract, [gate_keys[1]])
+    (model / SIGNATURE_FILE).unlink()
+    with pytest.raises(CertificateError, match="missing: the model folder is not signed"):
+        verify_certificate(model, contract, [gate_keys[1]])
 
 
-def test_certificate_of_another_model_is_refused(expert_model: Path, model_copy: ModelCopier) -> None:
+def test_certificate_of_another_model_is_refused(
+    expert_model: Path, model_copy: ModelCopier, gate_keys: tuple[Path, Path]
+) -> None:
     certified = model_copy(expert_model, "certified")
-    run_gate(certified, small_gate(), workers=1)
+    run_gate(certified, small_gate(), workers=1, signing_key=gate_keys[0])
     other = model_copy(expert_model, "other")
     model = onnx.load(str(other / ONNX_FILE))
     model.doc_string = "rebuilt"
     rewrite_onnx(other, model.SerializeToString())
-    (other / CERTIFICATE_FILE).write_bytes((certified / CERTIFICATE_FILE).read_bytes())
+    for file in certified.iterdir():  # everything the gate wrote, certificate and signature included
+        if file.name not in (ONNX_FILE, CONTRACT_FILE):
+            (other / file.name).write_bytes(file.read_bytes())
+    with pytest.raises(CertificateError, match=r"Hash mismatch for .{0,4}policy\.onnx"):
+        verify_certificate(other, load_contract(other), [gate_keys[1]])
+    sign_model(other, gate_keys[0])  # the bindings are checked too, not only the signature
     with pytest.raises(CertificateError, match="issued for ONNX sha256"):
-        verify_certificate(other, load_contract(other))
+        verify_certificate(other, load_contract(other), [gate_keys[1]])
 
 
 def test_cli_exit_codes_follow_the_verdict(
@@ -149,9 +168,17 @@ def test_cli_exit_codes_follow_the_verdict(
     config = tmp_path / "gate.yaml"
     config.write_text(yaml.safe_dump(small_gate().model_dump(mode="json")))
     runner = CliRunner()
-    passed = runner.invoke(app, ["gate", str(model_copy(expert_model)), "--config", str(config), "--workers", "1"])
+    model = model_copy(expert_model)
+    keys = tmp_path / "keys"
+    assert runner.invoke(app, ["keys", "init", "--dir", str(keys)]).exit_code == 0
+    key = str(keys / PRIVATE_KEY_FILE)
+    gate = ["gate", str(model), "--config", str(config), "--workers", "1"]
+    passed = runner.invoke(app, gate, env={SIGNING_KEY_ENV: key})
     assert passed.exit_code == 0, passed.output
-    assert "PASS" in passed.output and "Certificate" in passed.output
+    assert "PASS" in passed.output and "Certificate" in passed.output and "Signed" in passed.output
+    verify_certificate(model, load_contract(model), [keys / PUBLIC_KEY_FILE])
+    unsigned = runner.invoke(app, gate, env={SIGNING_KEY_ENV: None})
+    assert unsigned.exit_code == 0 and "NOT signed" in unsigned.output and not (model / SIGNATURE_FILE).exists()
     failed = runner.invoke(
         app, ["gate", str(unsymmetrised_model), "--config", str(config), "--report-dir", str(tmp_path / "r")]
     )

@@ -126,13 +126,16 @@ class SymgateAgent:
 
 
 class D3rlpyRunner:
-    """``bench/d3rlpy_runner.py`` in ``.venv-bench``, kept alive and asked for timings line by line."""
+    """A d3rlpy runner script in ``.venv-bench`` (default ``bench/d3rlpy_runner.py``), kept alive, asked line by line.
 
-    def __init__(self, python: Path, npz: Path, log: Path) -> None:
+    Its first line (``info``) is read at start, as soon as the runner is ready.
+    """
+
+    def __init__(self, python: Path, npz: Path, log: Path, runner: Path = RUNNER) -> None:
         self.log = log
         self._log_handle = log.open("w", encoding="utf-8")
         self.process = subprocess.Popen(
-            [str(python), str(RUNNER), str(npz)],
+            [str(python), str(runner), str(npz)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log_handle,
@@ -165,12 +168,16 @@ class D3rlpyRunner:
         reply: dict[str, Any] = json.loads(line)
         return reply
 
-    def request(self, algorithm: str, updates: int) -> dict[str, Any]:
-        """Time ``updates`` d3rlpy updates of ``algorithm`` (built on the first request)."""
+    def send(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request line and read the runner's reply."""
         stdin, _ = self._pipes()
-        stdin.write(json.dumps({"algo": algorithm, "updates": updates}) + "\n")
+        stdin.write(json.dumps(message) + "\n")
         stdin.flush()
         return self._read()
+
+    def request(self, algorithm: str, updates: int) -> dict[str, Any]:
+        """Time ``updates`` d3rlpy updates of ``algorithm`` (built on the first request)."""
+        return self.send({"algo": algorithm, "updates": updates})
 
     def close(self) -> None:
         """Ask the runner to quit; end it if it does not."""

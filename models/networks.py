@@ -7,7 +7,8 @@ batch with ``obs.expand(E, *obs.shape)``), encodes them with a shared :class:`Ob
 sampling noise is an argument, the caller owns every random number.
 
 Continuous actions use a tanh-squashed Gaussian rescaled to the action box ``[low, high]``;
-discrete actions a categorical policy sampled by Gumbel-max. Critics are twin ensembles: one
+discrete actions a categorical policy sampled by Gumbel-max, or the greedy policy of a discrete
+critic (:class:`GreedyQPolicy`, CQL-DQN's policy). Critics are twin ensembles: one
 trunk of 2E members, head ``h`` of member ``i`` at trunk index ``h·E + i``.
 """
 
@@ -448,6 +449,51 @@ class DiscreteTwinQ(EnsembleNetwork):
     def forward(self, observation: Tensor) -> Tensor:
         """Q-values of every action, shape ``(2, E, *batch, n)``."""
         return self.forward_with_hidden(observation)[0]
+
+
+class GreedyQPolicy(EnsembleNetwork):
+    r"""The greedy policy of a discrete critic, :math:`π(o) = \arg\max_a \bar Q(o, a)`, with no weights of its own.
+
+    :math:`\bar Q` is the mean of the twin heads. Read as a categorical policy its logits are
+    :math:`\bar Q(o, \cdot)`, so :math:`\mathrm{softmax}(\bar Q)` is what output-consistency losses compare; its
+    hidden activation is both heads' last hidden layers side by side. It wraps the critic itself (no copy), so
+    training the critic trains the policy, and exporting it exports the argmax of Q.
+
+    Attributes:
+        critic: The wrapped critic.
+        n_actions: Number of discrete actions.
+    """
+
+    def __init__(self, critic: DiscreteTwinQ) -> None:
+        """Wrap ``critic``.
+
+        Args:
+            critic: The discrete twin critic whose argmax is the policy.
+        """
+        super().__init__(critic.members, critic.encoder)
+        self.critic = critic
+        self.n_actions = critic.n_actions
+
+    def forward(self, observation: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits (the mean of the twin Q-values) and both heads' last hidden activations.
+
+        Args:
+            observation: Raw observations ``(E, *batch, D)``.
+
+        Returns:
+            ``(logits, hidden)`` of shapes ``(E, *batch, n)`` and ``(E, *batch, 2H)``.
+        """
+        q, hidden = self.critic.forward_with_hidden(observation)
+        return q.mean(dim=0), torch.cat([hidden[0], hidden[1]], dim=-1)
+
+    def deterministic(self, observation: Tensor) -> Tensor:
+        """The greedy action index, shape ``(E, *batch)``, long."""
+        logits, _ = self.forward(observation)
+        return logits.argmax(dim=-1)
+
+    def select_members(self, indices: Sequence[int]) -> Self:
+        """The greedy policy of a copy of the critic holding only the given members (see the base class)."""
+        return type(self)(self.critic.select_members(indices))
 
 
 class ValueNet(EnsembleNetwork):

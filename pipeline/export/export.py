@@ -43,7 +43,7 @@ from pipeline.export.contract import (
 from pipeline.io import atomic_directory, atomic_write_json, sha256_file, sha256_json
 from pipeline.train.buffer import OfflineData, load_offline_data
 from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint
-from pipeline.train.common import Actor
+from pipeline.train.common import Policy
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import CONFIG_FILE, SUMMARY_FILE, Agent, build_agent, member_generators
 from sim.robot import load_robot_description
@@ -64,7 +64,7 @@ class ExportedPolicy(nn.Module):
         discrete: Return the action index instead of torques.
     """
 
-    def __init__(self, agent: Agent, actor: Actor, groups: list[tuple[str, list[int]]], discrete: bool) -> None:
+    def __init__(self, agent: Agent, actor: Policy, groups: list[tuple[str, list[int]]], discrete: bool) -> None:
         super().__init__()
         self.agent, self.actor, self.discrete = agent, actor, discrete
         order = [index for _, indices in groups for index in indices]

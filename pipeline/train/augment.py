@@ -16,7 +16,8 @@ D is the KL divergence for categorical policies (with actions re-indexed by g) a
 distance of mean and log-std for Gaussian policies (with the mean mapped by g); sg is a
 stop-gradient on the original branch (as in DrAC). For critics the same variants act on the
 Bellman losses: ``aug-d`` trains on [o, g·o], ``aug-d-online`` uses the targets of o for both,
-``dac-output`` adds λ E(Q(g·o, g·a) - sg Q(o, a))².
+``dac-output`` adds λ E(Q(g·o, g·a) - sg Q(o, a))². Discrete CQL has no actor (its policy is argmax Q):
+:mod:`pipeline.train.cql` says how each variant applies to it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import Tensor
 from models.networks import DiscreteTwinQ, GaussianTanhActor, ValueNet
 from models.symmetry import BoundSymmetry, GroupElement
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Actor, Critic
+from pipeline.train.common import Critic, Policy
 from pipeline.train.config import AugmentationConfig
 
 
@@ -144,7 +145,7 @@ def latent_consistency(hidden: Tensor, hidden_g: Tensor) -> Tensor:
     return ((hidden_g - hidden.detach()) ** 2).mean(dim=(1, 2))
 
 
-def actor_consistency(actor: Actor, augmenter: Augmenter, observations: Tensor, g: GroupElement) -> Tensor:
+def actor_consistency(actor: Policy, augmenter: Augmenter, observations: Tensor, g: GroupElement) -> Tensor:
     """The DAC consistency term of the actor, per member ``(E,)`` (DAC-Output or DAC-Latent)."""
     transformed = augmenter.symmetry.act_observation(observations, g)
     latent = augmenter.config.strategy == "dac-latent"
@@ -235,7 +236,7 @@ def views(augmenter: Augmenter | None, batch: Batch, g: GroupElement | None) -> 
 
 def with_actor_consistency(
     actor_loss: Tensor,
-    actor: Actor,
+    actor: Policy,
     augmenter: Augmenter | None,
     strategy: str,
     observations: Tensor,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models.networks import CategoricalActor, DiscreteTwinQ, GaussianTanhActor, TwinQ
+from models.networks import CategoricalActor, DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy, TwinQ
 
 Actor = GaussianTanhActor | CategoricalActor
 Critic = TwinQ | DiscreteTwinQ
+#: What an agent acts with: a trained actor, or the greedy policy of a discrete critic (discrete CQL).
+Policy = Actor | GreedyQPolicy
 
 
 def twin_q(critic: Critic, observations: Tensor, actions: Tensor) -> Tensor:

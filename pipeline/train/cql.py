@@ -1,6 +1,7 @@
-"""Conservative Q-Learning (Kumar et al., 2020), CQL(H), with the symmetry imposed on actor and/or critics.
+"""Conservative Q-Learning (Kumar et al., 2020), CQL(H), with the symmetry imposed on the policy and/or critics.
 
-Continuous actions (SAC-style actor π with reparameterised samples, fixed entropy weight η):
+Continuous actions, :class:`CQL` (SAC-style actor π with reparameterised samples, fixed entropy
+weight η, twin critics):
 
     y       = r + γ(1 - d) · (min Q̄(s′, a′) - η log π(a′|s′)),     a′ ~ π(·|s′)
     L_Q(θᵢ) = E[(Q_θᵢ(s,a) - y)²]
@@ -8,11 +9,55 @@ Continuous actions (SAC-style actor π with reparameterised samples, fixed entro
     L_π(φ)  = E_s[ η log π(ã|s) - min Q(s, ã) ],                      ã ~ π(·|s)
 
 where the log-sum-exp runs over N uniform actions (μ = 1/volume), N actions from π(·|s) and N from
-π(·|s′), each importance-corrected by its log-density. Discrete actions replace the sampled
-log-sum-exp by the exact one over all actions, and the actor by
-L_π = E_s[Σ_a π(a|s)(η log π(a|s) - min Q(s,a))]. The α term pushes Q down on actions the data
-does not support — pessimism whose structure follows the data's coverage, which is why the
-symmetry must be imposed (arXiv 2607.02288).
+π(·|s′), each importance-corrected by its log-density.
+
+Discrete actions, :class:`DiscreteCQL`: CQL-DQN (Kumar et al. 2020, §4 and App. F; the paper's
+authors' ``ddqn_cql.py``; d3rlpy's ``DiscreteCQL``): double DQN plus the exact log-sum-exp term, no
+actor. With twin heads Q₁, Q₂, their mean Q = ½(Q₁ + Q₂) and target heads Q̄ᵢ (a copy of Qᵢ refreshed
+every ``target_update_every`` steps):
+
+    π(s)    = argmax_a Q(s, a)                                       (the greedy policy; exported)
+    y       = r + γ(1 - d) · min_i Q̄ᵢ(s′, π(s′))                      (double DQN: the online net picks a′)
+    L(θᵢ)   = E[ huber(Q_θᵢ(s,a) - y) ] + α · E_s[ log Σ_ã exp Q_θᵢ(s,ã) - Q_θᵢ(s,a) ]
+    huber(u) = ½u² if |u| ≤ 1 else |u| - ½                            (F.smooth_l1_loss, δ = 1)
+
+The Huber loss is the authors' and d3rlpy's: α weighs the penalty against this TD loss, so the
+paper's α = 5 only means the same thing against the same loss (against an MSE, u² is twice ½u², so
+α would act half as strongly). With returns in [0, 1] the TD errors are below 1 once values settle,
+where Huber is ½·MSE; the linear tail only bounds early gradients. With one head this is exactly
+CQL-DQN; two heads add the min of clipped double Q in the target (d3rlpy's ``n_critics=2``).
+
+Why no actor. An earlier version trained a categorical actor on E_π[-min Q] (entropy 0) and bootstrapped
+y = r + γ E_π[min Q̄(s′, ·)]. The softmax saturated (max-probability 0.99999) on whichever action led
+Q early — the data's most frequent one — and a saturated softmax has a vanishing gradient
+(∂p/∂logit = p(1 - p)), so the actor stopped following the critic: it matched the data's action in
+44 % of expert states against 93-98 % for d3rlpy's greedy policy. The target then valued s′ by that
+frozen action. Where it is not the data's action, nothing anchors its value: no TD regression ever
+sees (s′, that action), the α-term only pushes it down, and every backup fed the lowered value back
+in (E[Q - G] ≈ -23 after 1200 updates on returns in [0, 1], -182 to -356 after 5000). With
+π = argmax Q the target reads the best-ranked action. If that is not the data's action it is valued
+above the data's, so its softmax weight in the α-term is large and pulls it down until the data's
+action — anchored by the TD regression — leads again: the target stays tied to values the data
+regresses, and no tuning is involved.
+
+In both, the α term pushes Q down on actions the data does not support — pessimism whose
+structure follows the data's coverage, which is why the symmetry must be imposed (arXiv 2607.02288).
+
+The paper's DA variants on a greedy policy. The policy *is* the Q-network, so "policy extraction" is
+the Q-network's own training (see :mod:`pipeline.train.augment` for the notation):
+
+- ``aug-d``: the TD + α loss on [o, g·o], each copy with its own target (g·s′ for g·s);
+- ``aug-d-online``: the same, with the targets of the original transitions shared by both copies;
+- ``dac-latent``: L + λ E‖h(g·o) - sg h(o)‖² on the Q-network's last hidden layer;
+- ``dac-output`` on the policy (``actor``): L + λ E KL(sg softmax Q(o, ·) ‖ softmax Q(g·o, g·(·))),
+  softmax(Q) being the policy's output distribution (the logits are the mean twin Q);
+  on the critic: L + λ E(Q(g·o, g·a) - sg Q(o, a))², on dataset actions (both: both terms);
+- ``canonical``: the Q-network, hence the policy, sees canonicalised inputs.
+
+For every strategy but ``dac-output`` the policy and the critic are one network, so applying the
+strategy to the actor, the critic or both is the same thing (:func:`shared_network_augmentation`
+makes that explicit: it applies them to ``both``). Only ``dac-output`` differs: its policy term
+compares action distributions, its critic term dataset-action values.
 """
 
 from __future__ import annotations
@@ -21,14 +66,15 @@ import copy
 import math
 
 import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import Tensor, nn
 
-from models.networks import CategoricalActor, GaussianTanhActor
+from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy
 from models.symmetry import GroupElement
 from pipeline.train.augment import Augmenter, critic_consistency, views, with_actor_consistency
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Actor, Critic, gradient_step, member_noise, soft_update, twin_q
-from pipeline.train.config import TrainConfig
+from pipeline.train.common import Critic, gradient_step, member_noise, soft_update, twin_q
+from pipeline.train.config import AugmentationConfig, TrainConfig
 
 
 def conservative_gap(q_candidates: Tensor, q_data: Tensor, log_count: float = 0.0) -> Tensor:
@@ -46,11 +92,11 @@ def conservative_gap(q_candidates: Tensor, q_data: Tensor, log_count: float = 0.
 
 
 class CQL:
-    """CQL(H) for an ensemble of E members, continuous or discrete actions.
+    """CQL(H) for an ensemble of E members, continuous actions (SAC-style actor).
 
     Args:
         config: Training config (``config.cql`` holds α, the number of sampled actions, η).
-        actor: Gaussian-tanh (continuous) or categorical (discrete) actor.
+        actor: Gaussian-tanh actor.
         critic: Twin Q critic.
         augmenter: How the symmetry is imposed, or None.
         generators: One generator per member, for the policy and uniform action samples.
@@ -59,7 +105,7 @@ class CQL:
     def __init__(
         self,
         config: TrainConfig,
-        actor: Actor,
+        actor: GaussianTanhActor,
         critic: Critic,
         augmenter: Augmenter | None,
         generators: list[torch.Generator],
@@ -84,27 +130,19 @@ class CQL:
 
     # ------------------------------------------------------------------ policy samples
     def _sample(self, observations: Tensor) -> tuple[Tensor, Tensor]:
-        """ã ~ π(·|s) with its log-density, ``(E, B, A)`` and ``(E, B)`` (continuous)."""
-        assert isinstance(self.actor, GaussianTanhActor)
+        """ã ~ π(·|s) with its log-density, ``(E, B, A)`` and ``(E, B)``."""
         shape = (*observations.shape[1:-1], int(self.actor.action_low.numel()))
         return self.actor.act(observations, member_noise(self.generators, shape, observations.device))
 
     def _next_value(self, batch: Batch) -> Tensor:
-        """Soft next value min Q̄(s′, a′) - η log π(a′|s′), a′ ~ π(·|s′) (expectation over π if discrete)."""
+        """Soft next value min Q̄(s′, a′) - η log π(a′|s′), a′ ~ π(·|s′)."""
         eta = self.config.cql.entropy
-        if isinstance(self.actor, CategoricalActor):
-            logits, _ = self.actor(batch.next_observations)
-            log_p = torch.log_softmax(logits, dim=-1)
-            q: Tensor = self.critic_target(batch.next_observations).min(dim=0).values
-            return (log_p.exp() * (q - eta * log_p)).sum(dim=-1)
         action, log_prob = self._sample(batch.next_observations)
         return twin_q(self.critic_target, batch.next_observations, action).min(dim=0).values - eta * log_prob
 
     def _conservative_penalty(self, batch: Batch, q_data: Tensor) -> Tensor:
         """α-term per head and member, ``(2, E)``: E_s[logsumexp Q(s, ·) - Q(s, a)]."""
         o = batch.observations
-        if isinstance(self.actor, CategoricalActor):
-            return conservative_gap(self.critic(o), q_data)
         n = self.config.cql.sampled_actions
         low, high = self.actor.action_low, self.actor.action_high
 
@@ -129,11 +167,6 @@ class CQL:
     def _actor_objective(self, observations: Tensor) -> Tensor:
         """Per-sample SAC-style actor loss, ``(E, B)``."""
         eta = self.config.cql.entropy
-        if isinstance(self.actor, CategoricalActor):
-            logits, _ = self.actor(observations)
-            log_p = torch.log_softmax(logits, dim=-1)
-            q: Tensor = self.critic(observations).min(dim=0).values.detach()
-            return (log_p.exp() * (eta * log_p - q)).sum(dim=-1)
         action, log_prob = self._sample(observations)
         return eta * log_prob - twin_q(self.critic, observations, action).min(dim=0).values
 
@@ -189,19 +222,96 @@ class CQL:
         sym = self.augmenter.symmetry
         moved = sym.act_observation(observations, g)
         eta = self.config.cql.entropy
-        if isinstance(self.actor, CategoricalActor):
-            logits, _ = self.actor(moved)
-            log_p = torch.log_softmax(logits, dim=-1)
-            n = logits.shape[-1]
-            every_action = torch.arange(n, device=logits.device).expand(*logits.shape)
-            inverse = sym.invert(g)
-            per_action = GroupElement(
-                angle=inverse.angle[..., None].expand(*logits.shape),
-                mirror=inverse.mirror[..., None].expand(*logits.shape),
-            )
-            q: Tensor = self.critic(observations).min(dim=0).values.detach()
-            q_moved = q.gather(-1, self.augmenter.act_actions(every_action, per_action))
-            return (log_p.exp() * (eta * log_p - q_moved)).sum(dim=-1)
         action, log_prob = self._sample(moved)
         back = self.augmenter.act_actions(action, sym.invert(g))
         return eta * log_prob - twin_q(self.critic, observations, back).min(dim=0).values
+
+
+def shared_network_augmentation(config: AugmentationConfig) -> AugmentationConfig:
+    """The augmentation of a greedy-Q policy: every strategy but ``dac-output`` acts on the one Q-network.
+
+    The greedy policy is its critic, so applying ``aug-d``, ``aug-d-online``, ``dac-latent`` or
+    ``canonical`` to the actor, the critic or both is the same thing; this says ``both``, so that the
+    agent also canonicalises (or not) the inputs of its policy and its critic alike.
+    """
+    if config.strategy in ("none", "dac-output"):
+        return config
+    return config.model_copy(update={"applied_to": "both"})
+
+
+def huber(u: Tensor) -> Tensor:
+    """The Huber loss ½u² for |u| ≤ 1, |u| - ½ beyond, elementwise (``F.smooth_l1_loss`` with δ = 1)."""
+    return F.huber_loss(u, torch.zeros_like(u), reduction="none", delta=1.0)
+
+
+class DiscreteCQL:
+    """CQL-DQN for an ensemble of E members: double DQN + the exact CQL(H) term, greedy policy, no actor.
+
+    Args:
+        config: Training config (``config.cql.alpha`` is α; the critic learning rate is the only one used).
+        critic: Twin discrete critic; its greedy policy is the agent's policy.
+        augmenter: How the symmetry is imposed (see :func:`shared_network_augmentation`), or None.
+    """
+
+    def __init__(self, config: TrainConfig, critic: DiscreteTwinQ, augmenter: Augmenter | None) -> None:
+        self.config = config
+        self.critic = critic
+        self.actor = GreedyQPolicy(critic)  # the critic's argmax: no weights of its own
+        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        self.augmenter = augmenter
+        self.critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_lr, fused=True)
+
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        """Everything a checkpoint must hold."""
+        return {"critic": self.critic, "critic_target": self.critic_target}
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers, by name."""
+        return {"critic": self.critic_optimizer}
+
+    @torch.no_grad()
+    def _next_value(self, batch: Batch) -> Tensor:
+        """Double-DQN next value min_i Q̄ᵢ(s′, argmax_a Q(s′, a)), ``(E, B)``."""
+        greedy = self.actor.deterministic(batch.next_observations)
+        target: Tensor = self.critic_target(batch.next_observations)  # (2, E, B, n)
+        chosen = target.gather(-1, greedy[None, ..., None].expand(2, *greedy.shape, 1)).squeeze(-1)
+        return chosen.min(dim=0).values
+
+    def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
+        """One gradient step on both Q heads; returns per-member losses ``(E,)``."""
+        aug = self.augmenter
+        view = views(aug, batch, g)
+        original, critic_batch, strategy = view.original, view.critic, view.critic_strategy
+        metrics: dict[str, Tensor] = {}
+
+        # ---- TD targets: the greedy action at s′ (online net), valued by the target heads
+        next_value = self._next_value(original if strategy == "aug-d-online" else critic_batch)
+        if strategy == "aug-d-online":  # targets from the original transitions, shared by both copies
+            next_value = next_value.repeat(1, 2)
+        td_target = critic_batch.rewards + self.config.gamma * (1.0 - critic_batch.terminals) * next_value
+
+        # ---- Huber TD loss + α·(logsumexp Q(s,·) - Q(s,a)), per head, summed over the heads
+        q_all = self.critic(critic_batch.observations)  # (2, E, B, n)
+        actions = critic_batch.actions
+        q = q_all.gather(-1, actions[None, ..., None].expand(2, *actions.shape, 1)).squeeze(-1)
+        td = huber(q - td_target[None]).mean(dim=2).sum(dim=0)
+        penalty = conservative_gap(q_all, q).sum(dim=0)
+        loss = td + self.config.cql.alpha * penalty
+
+        # ---- the symmetry: consistency of the critic's values and/or of the policy's outputs softmax(Q)
+        if strategy in ("dac-output", "dac-latent"):
+            assert aug is not None and g is not None
+            transformed = aug.transform(original, g)
+            consistency = critic_consistency(self.critic, None, original, transformed, strategy == "dac-latent")
+            loss = loss + aug.config.consistency_weight * consistency
+            metrics["critic_consistency"] = consistency.detach()
+        if view.actor_strategy == "dac-output":
+            loss = with_actor_consistency(loss, self.actor, aug, "dac-output", view.actor.observations, g, metrics)
+        gradient_step(self.critic_optimizer, loss)
+        metrics |= {"q_loss": td.detach(), "cql_penalty": penalty.detach()}
+
+        if step % self.config.target_update_every == 0:
+            soft_update(self.critic_target, self.critic, self.config.target_polyak)
+        return metrics

@@ -30,9 +30,9 @@ from pipeline.train.augment import Augmenter
 from pipeline.train.bc import BC
 from pipeline.train.buffer import OfflineData, load_offline_data
 from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from pipeline.train.common import Actor, twin_q
+from pipeline.train.common import Policy, twin_q
 from pipeline.train.config import TrainConfig
-from pipeline.train.cql import CQL
+from pipeline.train.cql import CQL, DiscreteCQL, shared_network_augmentation
 from pipeline.train.evaluate import evaluation_angles, rollout
 from pipeline.train.iql import IQL
 from sim.robot import load_robot_description
@@ -63,14 +63,14 @@ def resolve_device(name: str) -> torch.device:
 class Agent:
     """The networks of one run and how to query the policy and critics symmetry-aware."""
 
-    algorithm: IQL | CQL | BC
+    algorithm: IQL | CQL | DiscreteCQL | BC
     augmenter: Augmenter | None
     symmetry: BoundSymmetry
     discrete: bool
 
     @property
-    def actor(self) -> Actor:
-        """The actor (for export: canonicalise inputs first when ``canonical_actor``)."""
+    def actor(self) -> Policy:
+        """The policy, an actor or discrete CQL's greedy Q (export: canonicalise inputs first if canonical_actor)."""
         return self.algorithm.actor
 
     @property
@@ -83,7 +83,7 @@ class Agent:
         """Whether the critics were trained on canonicalised inputs."""
         return self.augmenter is not None and self.augmenter.canonical and self.augmenter.critic
 
-    def act(self, observations: Tensor, actor: Actor | None = None) -> Tensor:
+    def act(self, observations: Tensor, actor: Policy | None = None) -> Tensor:
         """Deterministic actions for ``(E, B, D)`` observations, in the original frame.
 
         Args:
@@ -129,9 +129,10 @@ def build_agent(
     # A std floor of 1e-2 (features are metres and rad/s of order 1): features constant by construction
     # (the canonical frame fixes the goal) must not amplify float round-off.
     encoder = ObservationEncoder(features, Normalizer(features.out_features, min_std=1e-2))
-    augmenter = (
-        Augmenter(config.augmentation, symmetry, data.discrete) if config.augmentation.strategy != "none" else None
-    )
+    augmentation = config.augmentation
+    if data.discrete and config.algorithm == "cql":  # the greedy policy and its critic are one network
+        augmentation = shared_network_augmentation(augmentation)
+    augmenter = Augmenter(augmentation, symmetry, data.discrete) if augmentation.strategy != "none" else None
     # Normalisation statistics come from the data and its training-subgroup orbit, for every strategy alike:
     # data from one context has a constant goal, and a std floored at ~0 would blow rotated inputs up.
     observations = data.observations
@@ -148,20 +149,26 @@ def build_agent(
         encoder.fit(observations)
     encoder.to(device)
     members, hidden = config.seeds, list(config.hidden)
-    actor: Actor
+    n_actions = len(data.discrete_torques) if data.discrete_torques is not None else 0
+    algorithm: IQL | CQL | DiscreteCQL | BC
+    if data.discrete and config.algorithm == "cql":  # CQL-DQN: no actor, the policy is the critic's argmax
+        algorithm = DiscreteCQL(
+            config, DiscreteTwinQ(members, encoder, n_actions, hidden, generators).to(device), augmenter
+        )
+        return Agent(algorithm, augmenter, symmetry, data.discrete)
+    actor: GaussianTanhActor | CategoricalActor
     critic: TwinQ | DiscreteTwinQ
     if data.discrete:
-        n_actions = len(data.discrete_torques) if data.discrete_torques is not None else 0
         actor = CategoricalActor(members, encoder, n_actions, hidden, generators)
         critic = DiscreteTwinQ(members, encoder, n_actions, hidden, generators)
     else:
         actor = GaussianTanhActor(members, encoder, data.action_low, data.action_high, hidden, generators)
         critic = TwinQ(members, encoder, len(data.action_names), hidden, generators)
     actor.to(device), critic.to(device)
-    algorithm: IQL | CQL | BC
     if config.algorithm == "iql":
         algorithm = IQL(config, actor, critic, ValueNet(members, encoder, hidden, generators).to(device), augmenter)
     elif config.algorithm == "cql":
+        assert isinstance(actor, GaussianTanhActor)
         algorithm = CQL(config, actor, critic, augmenter, generators)
     else:
         algorithm = BC(config, actor, augmenter)

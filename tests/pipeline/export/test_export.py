@@ -80,8 +80,9 @@ def test_tampered_onnx_bytes_are_detected(run: Path, dataset: str, tmp_path: Pat
         load_contract(tmp_path / "model")
 
 
-def test_discrete_policies_export_action_indices(discrete_dataset: str, tmp_path: Path) -> None:
-    run = _train(discrete_dataset, tmp_path / "run")
+@pytest.mark.parametrize("algorithm", ["iql", "cql"])  # cql: the argmax of Q (no actor)
+def test_discrete_policies_export_action_indices(discrete_dataset: str, tmp_path: Path, algorithm: str) -> None:
+    run = _train(discrete_dataset, tmp_path / "run", algorithm=algorithm)
     contract = export_run(run, tmp_path / "model")
     assert [o.name for o in contract.outputs] == ["action_index"] and contract.outputs[0].dtype == "int64"
     assert contract.parity is not None and contract.parity.argmax_agreement == 1.0

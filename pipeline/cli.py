@@ -28,6 +28,7 @@ from pipeline.ingest import REPORT_MD as INGEST_REPORT_MD
 from pipeline.ingest import IngestConfig, QualityReport, find_bags, ingest
 from pipeline.io import ConfigError, UserInputError, load_config
 from sim.behaviour import RecipeName
+from sim.robots.profile import RobotProfileError
 
 app = typer.Typer(
     name="symgate",
@@ -45,7 +46,7 @@ def _user_errors() -> Iterator[None]:
     """Report bad input as one red line and exit 2; bugs still raise with a traceback."""
     try:
         yield
-    except (UserInputError, FileExistsError, FileNotFoundError) as error:
+    except (UserInputError, RobotProfileError, FileExistsError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}", soft_wrap=True)  # never break paths across lines
         raise typer.Exit(2) from error
 
@@ -289,6 +290,74 @@ def symmetry_check(
     console.print(f"Report: {path}", soft_wrap=True)
     if not report.passed:
         raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- robots
+robots_app = typer.Typer(help="Robot profiles (deploy/robots/<name>/robot.yaml).", no_args_is_help=True)
+app.add_typer(robots_app, name="robots")
+
+
+@robots_app.command("list")
+def robots_list() -> None:
+    """List the robot profiles under deploy/robots/ (checked against their URDFs)."""
+    from sim.robots.profile import list_profiles, load_profile
+
+    table = Table("robot", "joints", "action", "rates (control/physics Hz)", "end effector", "description")
+    with _user_errors():
+        for name in list_profiles():
+            robot = load_profile(name)
+            p = robot.profile
+            table.add_row(
+                name,
+                str(len(p.joints)),
+                p.action.interface,
+                f"{p.control_hz}/{p.physics_hz}",
+                p.task.end_effector,
+                p.description,
+            )
+    console.print(table)
+
+
+@robots_app.command("show")
+def robots_show(
+    robot: Annotated[str, typer.Argument(help="Profile name (deploy/robots/<name>) or path to a robot.yaml.")],
+) -> None:
+    """Print a robot profile: URDF, joints with their effective limits, task, contexts and symmetry."""
+    import yaml
+
+    from sim.robots.profile import load_profile
+
+    with _user_errors():
+        loaded = load_profile(robot)
+        spec = loaded.symmetry_spec()
+    p = loaded.profile
+    console.print(f"[bold]{p.name}[/]: {p.description}", soft_wrap=True)
+    console.print(f"profile: {loaded.source}\nURDF: {loaded.urdf_path}\nbase link: {p.base_link}", soft_wrap=True)
+    console.print(
+        f"action: {p.action.interface} targets at {p.control_hz} Hz, physics {p.physics_hz} Hz "
+        f"({p.action_repeat} steps per command)"
+    )
+    table = Table("joint", "type", "lower", "upper", "velocity", "effort")
+    for limit in loaded.limits:
+        kind = "continuous" if limit.continuous else ("revolute" if limit.angular else "prismatic")
+        table.add_row(
+            limit.name, kind, f"{limit.lower:.4g}", f"{limit.upper:.4g}", f"{limit.velocity:.4g}", f"{limit.effort:.4g}"
+        )
+    console.print(table)
+    task = p.task
+    console.print(
+        f"task: reach with {task.end_effector} (features: {', '.join(task.feature_links) or 'none'}), goal radius "
+        f"{task.goal.radius} m, height {task.goal.height} m, success within {task.success_radius} m, "
+        f"{task.max_episode_steps} steps",
+        soft_wrap=True,
+    )
+    console.print(
+        f"contexts: train {list(p.contexts.train_deg)}°, sector {list(p.contexts.sector_deg)}°, "
+        f"{p.contexts.test_count} test, {p.contexts.validation_count} validation",
+        soft_wrap=True,
+    )
+    console.print(f"symmetry ({'derived' if p.symmetry == 'derived' else 'written'}):")
+    console.print(yaml.safe_dump(spec, sort_keys=False).rstrip(), soft_wrap=True, markup=False)
 
 
 # ----------------------------------------------------------------------------- train

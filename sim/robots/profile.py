@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sim.config import DomainRandomization, FloatRange
 from sim.contexts import ContextSets
-from sim.robots.urdf import Kinematics, UrdfError, UrdfJoint, UrdfModel, load_urdf
+from sim.robots.urdf import ChainStep, Kinematics, TreeStep, UrdfError, UrdfJoint, UrdfModel, load_urdf
 
 #: Where named profiles live: ``deploy/robots/<name>/robot.yaml``.
 ROBOTS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "robots"
@@ -394,9 +394,37 @@ class Robot:
             return -high, high
         return np.array([limit.lower for limit in self.limits]), np.array([limit.upper for limit in self.limits])
 
-    def chain(self, link: str) -> tuple[Any, ...]:
+    def chain(self, link: str) -> tuple[ChainStep, ...]:
         """The chain from the base link to ``link``, controlled joints free, held joints frozen."""
         return self.urdf.chain(self.profile.base_link, link, self.profile.joints, self.profile.held_joints)
+
+    @property
+    def feature_links(self) -> tuple[str, ...]:
+        """The links whose goal-relative points the policy sees: the end effector, then ``task.feature_links``."""
+        return (self.profile.task.end_effector, *self.profile.task.feature_links)
+
+    def tree(self) -> tuple[tuple[TreeStep, ...], tuple[int, ...]]:
+        """The kinematic tree of :attr:`feature_links` (see :meth:`UrdfModel.tree`)."""
+        return self.urdf.tree(self.profile.base_link, self.feature_links, self.profile.joints, self.profile.held_joints)
+
+    @cached_property
+    def constant_height_links(self) -> tuple[str, ...]:
+        """Feature links whose height above the goal never changes (no joint moves them in z, goal height fixed).
+
+        Their ``z`` feature would be a constant; the features leave it out (a planar arm's every point).
+        """
+        height = self.profile.task.goal.height
+        if height[0] != height[1]:
+            return ()
+        rng = np.random.default_rng(0)
+        low = np.array([max(limit.lower, -math.pi) for limit in self.limits])
+        high = np.array([min(limit.upper, math.pi) for limit in self.limits])
+        samples = [rng.uniform(low, high) for _ in range(4)]
+        return tuple(
+            link
+            for link in self.feature_links
+            if all(np.abs(self.kinematics.jacobian(link, q)[1][2]).max() < 1e-12 for q in samples)
+        )
 
     @cached_property
     def symmetry_joint(self) -> str:

@@ -94,6 +94,25 @@ class ChainStep:
     prismatic: bool
 
 
+@dataclass(frozen=True)
+class TreeStep:
+    """One frame of a kinematic tree that several chains share: its parent frame, a fixed transform, a joint.
+
+    Attributes:
+        parent: Index of the parent frame among the tree's steps (-1: the base frame).
+        origin: 4x4 fixed transform from the parent frame (fixed and held joints folded in).
+        joint: Index of the controlled joint moved after ``origin``, or None for a link's final fixed step.
+        axis: Unit axis of that joint in its own frame.
+        prismatic: True if that joint translates along ``axis``.
+    """
+
+    parent: int
+    origin: NDArray[np.float64]
+    joint: int | None
+    axis: NDArray[np.float64]
+    prismatic: bool
+
+
 def rpy_matrix(roll: float, pitch: float, yaw: float) -> NDArray[np.float64]:
     """URDF's fixed-axis roll-pitch-yaw rotation ``Rz(yaw)·Ry(pitch)·Rx(roll)``."""
     cr, sr, cp, sp, cy, sy = (
@@ -113,9 +132,14 @@ def rpy_matrix(roll: float, pitch: float, yaw: float) -> NDArray[np.float64]:
     )
 
 
+def _skew(axis: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The cross-product matrix K of ``axis`` (K·v = axis × v)."""
+    return np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+
+
 def axis_rotation(axis: NDArray[np.float64], angle: float) -> NDArray[np.float64]:
     """Rotation by ``angle`` about the unit ``axis`` (Rodrigues: I + sin·K + (1 − cos)·K²)."""
-    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    k = _skew(axis)
     out: NDArray[np.float64] = np.eye(3) + math.sin(angle) * k + (1.0 - math.cos(angle)) * (k @ k)
     return out
 
@@ -220,6 +244,40 @@ class UrdfModel:
         steps.append(ChainStep(pending, None, np.zeros(3), False))
         return tuple(steps)
 
+    def tree(
+        self, base_link: str, links: Sequence[str], controlled: Sequence[str], held: Mapping[str, float] | None = None
+    ) -> tuple[tuple[TreeStep, ...], tuple[int, ...]]:
+        """The chains to several links as one tree, so that shared joints are evaluated once.
+
+        Args:
+            base_link: The frame positions are expressed in.
+            links: The links whose frames are wanted.
+            controlled: The controlled joint names; ``TreeStep.joint`` indexes this list.
+            held: Positions of the other movable joints (0 when not given).
+
+        Returns:
+            The steps in evaluation order (parents first), and the step index of each link's frame.
+        """
+        held = held or {}
+        steps: list[TreeStep] = []
+        frame_of: dict[str, int] = {}
+        outputs = []
+        for link in links:
+            parent, pending = -1, np.eye(4)
+            for joint in self.path_joints(base_link, link):
+                pending = pending @ joint.origin
+                if joint.name in controlled:
+                    if joint.name not in frame_of:
+                        index = list(controlled).index(joint.name)
+                        steps.append(TreeStep(parent, pending, index, joint.axis, joint.type == "prismatic"))
+                        frame_of[joint.name] = len(steps) - 1
+                    parent, pending = frame_of[joint.name], np.eye(4)
+                else:
+                    pending = pending @ _joint_motion(joint, held.get(joint.name, 0.0))
+            steps.append(TreeStep(parent, pending, None, np.zeros(3), False))
+            outputs.append(len(steps) - 1)
+        return tuple(steps), tuple(outputs)
+
 
 @cache
 def load_urdf(path: Path) -> UrdfModel:
@@ -310,6 +368,22 @@ class Kinematics:
     def __init__(self, chains: Mapping[str, Sequence[ChainStep]], joint_count: int) -> None:
         self.chains = {link: tuple(steps) for link, steps in chains.items()}
         self.joint_count = joint_count
+        # Per step: fixed rotation, fixed translation, and the joint's K and K² (Rodrigues), precomputed.
+        self._plans = {
+            link: [
+                (
+                    step.origin[:3, :3].copy(),
+                    step.origin[:3, 3].copy(),
+                    step.joint,
+                    step.axis,
+                    _skew(step.axis),
+                    _skew(step.axis) @ _skew(step.axis),
+                    step.prismatic,
+                )
+                for step in steps
+            ]
+            for link, steps in self.chains.items()
+        }
 
     @property
     def links(self) -> tuple[str, ...]:
@@ -318,27 +392,33 @@ class Kinematics:
 
     def transforms(
         self, link: str, joint_position: ArrayLike
-    ) -> tuple[NDArray[np.float64], list[tuple[int, NDArray[np.float64], NDArray[np.float64], bool]]]:
-        """The base→link transform, and every controlled joint on the way as (index, world axis, origin, prismatic)."""
+    ) -> tuple[
+        NDArray[np.float64], NDArray[np.float64], list[tuple[int, NDArray[np.float64], NDArray[np.float64], bool]]
+    ]:
+        """The base→link rotation and translation, and every controlled joint on the way.
+
+        Returns:
+            ``(R, p, joints)`` with joints as (index, axis in the base frame, origin in the base frame, prismatic).
+        """
         q = np.asarray(joint_position, dtype=np.float64)
-        frame = np.eye(4)
+        rotation, translation = np.eye(3), np.zeros(3)
         joints: list[tuple[int, NDArray[np.float64], NDArray[np.float64], bool]] = []
-        for step in self.chains[link]:
-            frame = frame @ step.origin
-            if step.joint is not None:
-                joints.append((step.joint, frame[:3, :3] @ step.axis, frame[:3, 3].copy(), step.prismatic))
-                motion = np.eye(4)
-                if step.prismatic:
-                    motion[:3, 3] = step.axis * q[step.joint]
+        for fixed_rotation, fixed_translation, joint, axis, k, k2, prismatic in self._plans[link]:
+            translation = translation + rotation @ fixed_translation
+            rotation = rotation @ fixed_rotation
+            if joint is not None:
+                joints.append((joint, rotation @ axis, translation, prismatic))
+                angle = float(q[joint])
+                if prismatic:
+                    translation = translation + rotation @ (axis * angle)
                 else:
-                    motion[:3, :3] = axis_rotation(step.axis, float(q[step.joint]))
-                frame = frame @ motion
-        return frame, joints
+                    rotation = rotation @ (np.eye(3) + math.sin(angle) * k + (1.0 - math.cos(angle)) * k2)
+        return rotation, translation, joints
 
     def position(self, link: str, joint_position: ArrayLike) -> NDArray[np.float64]:
         """The link frame's origin in the base frame, m, for one joint vector."""
-        frame, _ = self.transforms(link, joint_position)
-        return frame[:3, 3].copy()
+        _, translation, _ = self.transforms(link, joint_position)
+        return translation
 
     def positions(self, joint_position: ArrayLike) -> NDArray[np.float64]:
         """Every link's position, shape ``(links, 3)``, for one joint vector."""
@@ -350,8 +430,7 @@ class Kinematics:
         A revolute joint with world axis a through point o contributes ``a × (p − o)``, a
         prismatic one ``a``; joints off the link's chain contribute 0.
         """
-        frame, joints = self.transforms(link, joint_position)
-        point = frame[:3, 3].copy()
+        _, point, joints = self.transforms(link, joint_position)
         jacobian = np.zeros((3, self.joint_count))
         for index, axis, origin, prismatic in joints:
             jacobian[:, index] = axis if prismatic else np.cross(axis, point - origin)

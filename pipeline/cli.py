@@ -26,7 +26,9 @@ from pipeline.fleet.config import StorageName
 from pipeline.gate import CERTIFICATE_FILE, REPORT_MD, GateConfig, GateOutcome, planned_episodes, run_gate
 from pipeline.ingest import REPORT_MD as INGEST_REPORT_MD
 from pipeline.ingest import IngestConfig, QualityReport, find_bags, ingest
+from pipeline.ingest.config import config_for_robot
 from pipeline.io import ConfigError, UserInputError, load_config
+from sim import ARM_ENV_ID
 from sim.behaviour import RecipeName
 from sim.robots.profile import RobotProfileError
 
@@ -39,6 +41,8 @@ app = typer.Typer(
 fleet_app = typer.Typer(help="Simulated robot fleet that logs ROS 2 bags.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 console = Console()
+#: Help of every command's --robot option.
+ROBOT_HELP = "Robot profile: a name under deploy/robots/ or a robot.yaml path (default: the built-in reacher)."
 
 
 @contextmanager
@@ -106,6 +110,7 @@ def fleet_record(
     seed: Annotated[int | None, typer.Option(min=0, help="Fleet seed.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Parallel processes (default: one per robot).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    robot: Annotated[str | None, typer.Option(help=ROBOT_HELP)] = None,
 ) -> None:
     """Simulate N robots in parallel and write one ROS 2 bag per robot session."""
     with _user_errors():
@@ -119,6 +124,7 @@ def fleet_record(
                 "storage": storage,
                 "discrete": discrete,
                 "seed": seed,
+                "robot": robot,
             }.items()
             if value is not None
         }
@@ -145,15 +151,27 @@ def ingest_command(
     config: Annotated[
         Path | None, typer.Option(help="Ingest mapping YAML (default: built-in reacher mapping).")
     ] = None,
-    dataset_id: Annotated[str, typer.Option(help="Minari dataset id, namespace/name-vN.")] = "symgate/reacher-fleet-v0",
+    dataset_id: Annotated[
+        str | None,
+        typer.Option(help="Minari dataset id, namespace/name-vN (default: symgate/<robot>-fleet-v0)."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Parallel processes (default: one per bag).")] = None,
     strict: Annotated[bool, typer.Option(help="Refuse any bag that needs a repair.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same id.")] = False,
+    robot: Annotated[
+        str | None, typer.Option(help=ROBOT_HELP + " Without --config: the profile's default mapping.")
+    ] = None,
 ) -> None:
     """Turn ROS 2 bags into a Minari dataset (in $MINARI_DATASETS_PATH) with a quality report."""
     with _user_errors():
-        mapping = load_config(config, IngestConfig) if config else IngestConfig()
-        _ingest(bags, mapping, dataset_id, workers, strict, overwrite)
+        if config is not None:
+            mapping = load_config(config, IngestConfig)
+            if robot is not None:
+                mapping = IngestConfig.model_validate({**mapping.model_dump(), "robot": robot, "env_id": ARM_ENV_ID})
+        else:
+            mapping = config_for_robot(robot) if robot is not None else IngestConfig()
+        name = "reacher" if robot is None else Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
+        _ingest(bags, mapping, dataset_id or f"symgate/{name}-fleet-v0", workers, strict, overwrite)
 
 
 @app.command()

@@ -25,6 +25,7 @@ from pipeline.ingest.config import IngestConfig
 from pipeline.ingest.resample import age_at, last_value, resample
 from sim.contexts import wrap_angle
 from sim.robot import RobotDescription
+from sim.robots.profile import Robot
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def _window(signal: Signal, start_ns: int, end_ns: int) -> Signal:
 
 
 def build_episode(
-    span: Segment, signals: BagSignals, config: IngestConfig, robot: RobotDescription, action_spec: ActionSpec
+    span: Segment, signals: BagSignals, config: IngestConfig, robot: RobotDescription | Robot, action_spec: ActionSpec
 ) -> Episode | DroppedEpisode:
     """Resample one segment to control ticks and apply the reward, termination and truncation rules."""
     rules = config.episodes

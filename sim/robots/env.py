@@ -7,7 +7,7 @@ joint starts at θ plus its profile value, so every context is the exact rotatio
 Observations are the raw signals a real arm reports, named in ``observation_names``:
 ``joint_position.<joint>`` (continuous joints wrapped to [-π, π)), ``joint_velocity.<joint>``
 and ``goal_position.{x,y,z}`` in the base frame. Actions are the profile's interface targets
-(``joint_effort``, ``joint_velocity`` or ``joint_position``), one per controlled joint, clipped to
+(``joint_effort``, ``joint_velocity_target`` or ``joint_position_target``), one per controlled joint, clipped to
 the limits. Uncontrolled joints are held at their profile positions by position motors.
 
 Reward: 1 and termination when the end effector's link frame is within ``success_radius`` of
@@ -71,8 +71,9 @@ class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         velocity_bound = np.full(self.joint_count, np.inf)
         goal = profile.task.goal
         reach = goal.radius[1]
-        low_goal = np.array([-reach, -reach, goal.height[0]])
-        high_goal = np.array([reach, reach, goal.height[1]])
+        margin = profile.task.success_radius  # a fixed goal height still gets a box of non-zero width
+        low_goal = np.array([-reach, -reach, goal.height[0] - margin])
+        high_goal = np.array([reach, reach, goal.height[1] + margin])
         self.observation_space = spaces.Box(
             np.concatenate([-position_bound, -velocity_bound, low_goal]).astype(np.float32),
             np.concatenate([position_bound, velocity_bound, high_goal]).astype(np.float32),

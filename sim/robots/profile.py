@@ -39,8 +39,12 @@ PROFILE_FILE = "robot.yaml"
 DEFAULT_ROBOT = "reacher"
 
 ActionInterfaceName = Literal["effort", "velocity", "position"]
-#: Action field name of each interface (``joint_effort.<joint>`` …).
-ACTION_FIELDS: dict[str, str] = {"effort": "joint_effort", "velocity": "joint_velocity", "position": "joint_position"}
+#: Action field name of each interface (``joint_effort.<joint>`` …); never an observation field name.
+ACTION_FIELDS: dict[str, str] = {
+    "effort": "joint_effort",
+    "velocity": "joint_velocity_target",
+    "position": "joint_position_target",
+}
 
 
 class RobotProfileError(ValueError):
@@ -223,7 +227,7 @@ class RobotProfile(BaseModel):
 
     @property
     def action_field(self) -> str:
-        """The action field name (``joint_effort``, ``joint_velocity`` or ``joint_position``)."""
+        """The action field name (``joint_effort``, ``joint_velocity_target`` or ``joint_position_target``)."""
         return ACTION_FIELDS[self.action.interface]
 
 
@@ -500,6 +504,19 @@ class Robot:
             },
             "action": {self.profile.action_field: action},
         }
+
+    def forward_kinematics(
+        self, joint_position: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Feature-link points and the end effector's position in the base frame, for joints ``(..., J)``.
+
+        Returns:
+            ``(points, end_effector)`` of shapes ``(..., L, 3)`` (:attr:`feature_links` order) and ``(..., 3)``.
+        """
+        q = np.asarray(joint_position, dtype=np.float64)
+        flat = q.reshape(-1, q.shape[-1])
+        points = np.stack([self.kinematics.positions(row) for row in flat]).reshape(*q.shape[:-1], -1, 3)
+        return points, points[..., 0, :]
 
     def start_position(self, bearing: float) -> NDArray[np.float64]:
         """The start joint vector for a goal bearing (rad), before noise."""

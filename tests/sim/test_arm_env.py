@@ -50,7 +50,7 @@ def test_check_env_passes_and_observations_are_named(robot: str) -> None:
         "goal_position.y",
         "goal_position.z",
     )
-    assert env.action_names[0].startswith({"reacher": "joint_effort.", "kuka_iiwa": "joint_velocity."}[robot])
+    assert env.action_names[0].startswith({"reacher": "joint_effort.", "kuka_iiwa": "joint_velocity_target."}[robot])
 
 
 def test_gym_make_builds_the_profile_env() -> None:

@@ -271,8 +271,11 @@ app.add_typer(symmetry_app, name="symmetry")
 
 @symmetry_app.command("check")
 def symmetry_check(
-    spec: Annotated[Path, typer.Option(help="Symmetry spec YAML (e.g. deploy/symmetry/reacher.yaml).")],
     dataset: Annotated[str, typer.Option(help="Minari dataset id made by `symgate ingest`.")],
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="Symmetry spec YAML (e.g. deploy/symmetry/reacher.yaml); default: the --robot profile's."),
+    ] = None,
     samples: Annotated[int, typer.Option(min=1, help="Transitions sampled for the dynamics check.")] = 256,
     group_draws: Annotated[int, typer.Option(min=1, help="Group elements per transition, reward check.")] = 8,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the transition and group-element draws.")] = 0,
@@ -286,21 +289,34 @@ def symmetry_check(
         Path | None,
         typer.Option(help="JSON report (default: symmetry_check-<spec name>.json in the dataset folder)."),
     ] = None,
+    robot: Annotated[
+        str | None, typer.Option(help=ROBOT_HELP + " Checks its symmetry spec (written or derived).")
+    ] = None,
 ) -> None:
     """Check that a dataset's rewards and its simulator's dynamics respect a symmetry spec (exit 1 if not)."""
+    from models.symmetry import SymmetrySpec
     from pipeline.ingest import datasets_root
     from pipeline.io import atomic_write_json
     from pipeline.symmetry import CheckTolerances, check_symmetry, load_symmetry_spec, report_table
+    from sim.robots.profile import load_profile
 
     with _user_errors():
-        symmetry = load_symmetry_spec(spec)
+        if spec is None and robot is None:
+            raise ConfigError("give --spec FILE or --robot NAME (whose profile holds the symmetry spec)")
+        if spec is not None:
+            symmetry = load_symmetry_spec(spec)
+            name = spec.stem
+        else:
+            assert robot is not None
+            symmetry = SymmetrySpec.model_validate(load_profile(robot).symmetry_spec())
+            name = Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
         tolerances = CheckTolerances(
             max_residual_ratio=max_residual_ratio, max_reward_flip_fraction=max_reward_flip_fraction
         )
         report = check_symmetry(
             symmetry, dataset, samples=samples, group_draws=group_draws, seed=seed, tolerances=tolerances
         )
-        path = out or datasets_root() / dataset / f"symmetry_check-{spec.stem}.json"
+        path = out or datasets_root() / dataset / f"symmetry_check-{name}.json"
         atomic_write_json(path, report.model_dump(mode="json"))
     console.print(report_table(report))
     for violation in report.violations:
@@ -390,13 +406,18 @@ def train_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override any config field: dotted.key=value (repeatable).")
     ] = None,
+    robot: Annotated[
+        str | None, typer.Option(help=ROBOT_HELP + " Its FK features (features: reach) and symmetry spec.")
+    ] = None,
 ) -> None:
     """Train IQL, CQL or BC with the symmetry imposed (DA variants or canonical inputs); CPU or CUDA."""
     from pipeline.train import TrainConfig, TrainingDivergedError, train, with_overrides
 
     with _user_errors():
         base = load_config(config, TrainConfig) if config else TrainConfig()
-        flags = {"seeds": seeds, "steps": steps, "device": device}
+        flags = {"seeds": seeds, "steps": steps, "device": device, "robot": robot}
+        if robot is not None and base.features == "reacher":
+            flags["features"] = "reach"
         overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(set_ or [])
         try:
             resolved = with_overrides(base, overrides)
@@ -492,10 +513,14 @@ def gate_command(
     config: Annotated[Path | None, typer.Option(help="Gate config YAML (deploy/gate/reacher.yaml).")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: one per core).")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="Where the report goes (default: MODEL_DIR).")] = None,
+    robot: Annotated[
+        str | None,
+        typer.Option(help=ROBOT_HELP + " Default: the model contract's robot; a mismatch with the contract fails."),
+    ] = None,
 ) -> None:
     """Run the ONNX policy in PyBullet on train and held-out contexts; exit 0 and certify on pass, exit 1 on fail."""
     with _user_errors():
-        gate_config = load_config(config, GateConfig) if config else GateConfig()
+        gate_config = (load_config(config, GateConfig) if config else GateConfig()).for_robot(robot)
         outcome = _run_gate(model_dir, gate_config, workers, report_dir)
     if outcome.report.verdict != "pass":
         raise typer.Exit(1)

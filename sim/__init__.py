@@ -14,7 +14,7 @@ from sim.contexts import ContextSets
 CONTINUOUS_ENV_ID = "symgate/RotationalReacher-v0"
 DISCRETE_ENV_ID = "symgate/RotationalReacherDiscrete-v0"
 #: The generic reach env of any robot profile: ``gym.make(ARM_ENV_ID, robot="kuka_iiwa")``.
-ARM_ENV_ID = "symgate/ArmReach-v0"
+ARM_ENV_ID = "symgate/ArmReach-v0"  # = sim.robots.env.ENV_ID
 
 for _env_id, _entry_point in (
     (CONTINUOUS_ENV_ID, "sim.reacher:RotationalReacherEnv"),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -27,11 +27,22 @@ from gymnasium import spaces
 from numpy.typing import NDArray
 
 from sim.bullet import connect_direct, pybullet
+from sim.config import DomainRandomization
 from sim.contexts import wrap_angle
 from sim.reacher import PhysicsSample
 from sim.robots.profile import DEFAULT_ROBOT, Robot, load_profile
 
 PhysicsListener = Callable[[PhysicsSample], None]
+#: Gymnasium id of :class:`ArmReachEnv` (registered by ``import sim``).
+ENV_ID = "symgate/ArmReach-v0"
+
+
+def robot_of(env_spec: Mapping[str, Any]) -> str | None:
+    """The robot profile an env spec (``{"id": ..., "kwargs": ...}``, e.g. a dataset's eval_env_spec) names, if any."""
+    if env_spec.get("id") != ENV_ID:
+        return None
+    robot = env_spec.get("kwargs", {}).get("robot")
+    return str(robot) if robot is not None else None
 
 
 class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
@@ -44,16 +55,26 @@ class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
     Args:
         robot: A profile name, a path to a profile YAML, or a loaded :class:`Robot`.
         render_mode: None or ``"rgb_array"``.
+        randomization: Domain randomisation replacing the profile's (e.g. a gate suite's); None: the profile's.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 20}  # noqa: RUF012 (Gymnasium's API)
 
-    def __init__(self, robot: str | Robot = DEFAULT_ROBOT, render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        robot: str | Robot = DEFAULT_ROBOT,
+        render_mode: str | None = None,
+        randomization: DomainRandomization | Mapping[str, Any] | None = None,
+    ) -> None:
         self.robot = robot if isinstance(robot, Robot) else load_profile(robot)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         profile = self.profile = self.robot.profile
+        if randomization is not None:
+            profile = self.profile = profile.model_copy(
+                update={"randomization": DomainRandomization.model_validate(randomization)}
+            )
         self.metadata = {**self.metadata, "render_fps": profile.control_hz}
         self.observation_names = self.robot.observation_names
         self.action_names = self.robot.action_names

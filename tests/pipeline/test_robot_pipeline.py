@@ -9,12 +9,19 @@ import minari
 import numpy as np
 import pytest
 
+from models.symmetry import SymmetrySpec
+from pipeline.export import load_contract
+from pipeline.export.export import export_run
 from pipeline.fleet import FleetConfig, FleetManifest, record_fleet
+from pipeline.gate import GateConfig, run_gate
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.ingest.bag import IngestError
 from pipeline.ingest.config import config_for_robot
+from pipeline.symmetry import check_symmetry
+from pipeline.train import TrainConfig, train
 from sim import ARM_ENV_ID
 from sim.robots.env import ArmReachEnv
+from sim.robots.profile import load_profile
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +72,94 @@ def test_ingest_refuses_a_reacher_mapping_for_the_iiwa(
     mapping = IngestConfig.model_validate({"robot": "kuka_iiwa", "env_id": ARM_ENV_ID, "control_hz": 20.0})
     with pytest.raises(IngestError, match="observations produce .*joint_position.shoulder"):
         ingest([out], mapping, "symgate/iiwa-bad-v0", workers=1)
+
+
+@pytest.fixture(scope="module")
+def iiwa_model(
+    iiwa_fleet: tuple[Path, FleetManifest], datasets_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """fleet → ingest → canonical IQL → ONNX, CI size."""
+    out, _ = iiwa_fleet
+    ingest([out], config_for_robot("kuka_iiwa"), "symgate/iiwa-model-v0", workers=1, overwrite=True)
+    config = TrainConfig.model_validate(
+        {
+            "robot": "kuka_iiwa",
+            "features": "reach",
+            "steps": 60,
+            "batch_size": 64,
+            "hidden": [64, 64],
+            "log_every": 30,
+            "checkpoint_every": 60,
+            "metric_states": 128,
+            "augmentation": {"strategy": "canonical"},
+        }
+    )
+    run = tmp_path_factory.mktemp("iiwa-run") / "run"
+    train(config, "symgate/iiwa-model-v0", run)
+    model = run.parent / "model"
+    export_run(run, model)
+    return model
+
+
+def test_the_iiwa_policy_exports_with_a_contract_naming_the_profile(iiwa_model: Path) -> None:
+    contract = load_contract(iiwa_model)
+    assert contract.robot == "kuka_iiwa"
+    assert contract.action_interface == "velocity"
+    assert contract.joint_names == tuple(f"lbr_iiwa_joint_{i}" for i in range(1, 8))
+    assert contract.control_hz == 20.0
+    assert contract.outputs[0].name == "joint_velocity_target"
+    assert [spec.name for spec in contract.inputs] == ["joint_position", "joint_velocity", "goal_position"]
+    assert contract.symmetry_spec["observation"]["joint_position"][0]["components"] == ["lbr_iiwa_joint_1"]
+    assert contract.equivariance is not None
+    assert contract.equivariance.mean_error < 1e-4  # canonical: invariant by construction
+
+
+GATE_CI = {
+    "suites": [
+        {"name": "train", "contexts": "train", "episodes_per_context": 4},
+        {"name": "test", "contexts": "test", "episodes_per_context": 1, "min_success": 0.0, "min_success_ci_low": 0.0},
+    ],
+    "gap": None,
+    "bootstrap_resamples": 100,
+}
+
+
+def test_the_gate_runs_the_iiwa_model_on_the_contract_s_robot(iiwa_model: Path, tmp_path: Path) -> None:
+    outcome = run_gate(iiwa_model, GateConfig.model_validate(GATE_CI), workers=1, report_dir=tmp_path)
+    assert outcome.report.reasons == ()
+    assert [suite.name for suite in outcome.report.suites] == ["train", "test"]
+    assert outcome.report.suites[1].episodes == 100
+    assert outcome.report.gate_config["robot"] == "kuka_iiwa"
+
+
+def test_the_gate_refuses_a_contract_for_another_robot(iiwa_model: Path, tmp_path: Path) -> None:
+    config = GateConfig.model_validate({**GATE_CI, "robot": "reacher"})
+    outcome = run_gate(iiwa_model, config, workers=1, report_dir=tmp_path)
+    assert outcome.report.verdict == "fail"
+    assert outcome.certificate is None
+    reasons = "\n".join(outcome.report.reasons)
+    for problem in (
+        "robot: contract 'kuka_iiwa', env 'reacher'",
+        "joint_names: contract",
+        "action_interface: contract velocity, robot effort",
+        "control_hz: contract 20 Hz, robot 50 Hz",
+    ):
+        assert problem in reasons
+    assert outcome.report.episodes == ()  # nothing ran
+
+
+def test_the_symmetry_check_passes_on_the_iiwa_with_its_derived_spec(
+    iiwa_fleet: tuple[Path, FleetManifest], datasets_root: Path
+) -> None:
+    out, _ = iiwa_fleet
+    ingest([out], config_for_robot("kuka_iiwa"), "symgate/iiwa-sym-v0", workers=1)
+    spec = SymmetrySpec.model_validate(load_profile("kuka_iiwa").symmetry_spec())
+    report = check_symmetry(spec, "symgate/iiwa-sym-v0", samples=32)
+    assert report.passed, report.violations
+    wrong = SymmetrySpec.model_validate(
+        {
+            **spec.model_dump(mode="json"),
+            "observation": {**spec.model_dump(mode="json")["observation"], "joint_position": "invariant"},
+        }
+    )
+    assert not check_symmetry(wrong, "symgate/iiwa-sym-v0", samples=32).passed  # joint 1 must turn with the goal

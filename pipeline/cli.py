@@ -179,18 +179,27 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes (replaced on each run).")] = Path(
         "demo_out"
     ),
+    robot: Annotated[str | None, typer.Option(help=ROBOT_HELP)] = None,
 ) -> None:
     """Run every pipeline stage that exists on its built-in defaults, writing everything under OUT."""
     os.environ["MINARI_DATASETS_PATH"] = str((out / "datasets").resolve())
     with _user_errors():
+        name = "reacher" if robot is None else Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
+        dataset_id = f"symgate/{name}-fleet-v0"
         console.rule("[bold]symgate demo[/] · stage 1: simulated fleet → ROS 2 bags")
-        _record(FleetConfig(), out / "fleet", workers=None, overwrite=True)
+        _record(FleetConfig(robot=robot), out / "fleet", workers=None, overwrite=True)
         console.rule("[bold]stage 2: ROS 2 bags → Minari dataset")
-        _ingest([out / "fleet"], IngestConfig(), "symgate/reacher-fleet-v0", None, strict=False, overwrite=True)
+        mapping = config_for_robot(robot) if robot is not None else IngestConfig()
+        _ingest([out / "fleet"], mapping, dataset_id, None, strict=False, overwrite=True)
         console.rule("[bold]stage 3: Minari dataset → IQL policies: no augmentation, DAC-Output, canonical")
-        _demo_training(out / "runs", "symgate/reacher-fleet-v0")
+        _demo_training(out / "runs", dataset_id, robot)
         console.rule("[bold]stage 4: export to ONNX and gate on held-out rotations")
         certified = _demo_gate(out / "runs", out / "models")
+        if robot is not None:
+            console.print(
+                "[yellow]stage 5 (serving over ROS 2 to sim_robot) runs for the built-in reacher only so far[/]"
+            )
+            return
         console.rule("[bold]stage 5: serve the certified policy to the simulated robot over ROS 2")
         for model in certified:
             outcome = _serve_sim(model, "test", 10, 1.0, model / "serve_sim.json")
@@ -198,9 +207,11 @@ def demo(
 
 
 DEMO_STRATEGIES = ("none", "dac-output", "canonical")
+#: Gradient updates of each demo policy.
+DEMO_STEPS = 5000
 
 
-def _demo_training(runs: Path, dataset_id: str) -> None:
+def _demo_training(runs: Path, dataset_id: str, robot: str | None = None) -> None:
     """Train IQL without augmentation, with DAC-Output and canonical; compare them on rotations never in the data."""
     import shutil
 
@@ -210,9 +221,15 @@ def _demo_training(runs: Path, dataset_id: str) -> None:
     for column in ("strategy", "equivariance error (SO(2))", "success, train contexts", "success, held-out"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for strategy in DEMO_STRATEGIES:
-        config = TrainConfig.model_validate(
-            {"steps": 5000, "log_every": 500, "augmentation": {"strategy": strategy}, "evaluation": {"episodes": 20}}
-        )
+        settings: dict[str, Any] = {
+            "steps": DEMO_STEPS,
+            "log_every": 500,
+            "augmentation": {"strategy": strategy},
+            "evaluation": {"episodes": 20},
+        }
+        if robot is not None:
+            settings.update(robot=robot, features="reach")
+        config = TrainConfig.model_validate(settings)
         shutil.rmtree(runs / strategy, ignore_errors=True)  # a fresh dataset each demo: never resume an old run
         with _progress(f"IQL, {strategy}", config.steps) as advance:
             done = [0]

@@ -70,8 +70,8 @@ def test_rotating_the_context_rotates_the_end_effector_path(robot: str) -> None:
     for theta in np.random.default_rng(0).uniform(low, high, size=3):
         path, velocity_theta, actions_theta = _closed_loop(env, expert, float(theta), seed=5, steps=60)
         assert len(path) == len(reference)
-        np.testing.assert_allclose(path, reference @ _rz(theta).T, atol=2e-5)
-        np.testing.assert_allclose(velocity_theta, velocity, atol=2e-3)
+        np.testing.assert_allclose(path, reference @ _rz(theta).T, atol=1e-6)
+        np.testing.assert_allclose(velocity_theta, velocity, atol=1e-5)
         np.testing.assert_allclose(actions_theta, actions, atol=2e-3)
 
 

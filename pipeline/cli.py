@@ -27,8 +27,11 @@ from pipeline.gate import CERTIFICATE_FILE, REPORT_MD, GateConfig, GateOutcome, 
 from pipeline.gate.signing import SIGNING_KEY_ENV, init_keys
 from pipeline.ingest import REPORT_MD as INGEST_REPORT_MD
 from pipeline.ingest import IngestConfig, QualityReport, find_bags, ingest
+from pipeline.ingest.config import config_for_robot
 from pipeline.io import ConfigError, UserInputError, load_config
+from sim import ARM_ENV_ID
 from sim.behaviour import RecipeName
+from sim.robots.profile import RobotProfileError
 
 app = typer.Typer(
     name="symgate",
@@ -39,6 +42,8 @@ app = typer.Typer(
 fleet_app = typer.Typer(help="Simulated robot fleet that logs ROS 2 bags.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 console = Console()
+#: Help of every command's --robot option.
+ROBOT_HELP = "Robot profile: a name under deploy/robots/ or a robot.yaml path (default: the built-in reacher)."
 
 
 class _RunByDefault(typer.core.TyperGroup):
@@ -63,7 +68,7 @@ def _user_errors() -> Iterator[None]:
     """Report bad input as one red line and exit 2; bugs still raise with a traceback."""
     try:
         yield
-    except (UserInputError, FileExistsError, FileNotFoundError) as error:
+    except (UserInputError, RobotProfileError, FileExistsError, FileNotFoundError) as error:
         console.print(f"[bold red]error:[/] {error}", soft_wrap=True)  # never break paths across lines
         raise typer.Exit(2) from error
 
@@ -123,6 +128,7 @@ def fleet_record(
     seed: Annotated[int | None, typer.Option(min=0, help="Fleet seed.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Parallel processes (default: one per robot).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    robot: Annotated[str | None, typer.Option(help=ROBOT_HELP)] = None,
 ) -> None:
     """Simulate N robots in parallel and write one ROS 2 bag per robot session."""
     with _user_errors():
@@ -136,6 +142,7 @@ def fleet_record(
                 "storage": storage,
                 "discrete": discrete,
                 "seed": seed,
+                "robot": robot,
             }.items()
             if value is not None
         }
@@ -162,15 +169,27 @@ def ingest_command(
     config: Annotated[
         Path | None, typer.Option(help="Ingest mapping YAML (default: built-in reacher mapping).")
     ] = None,
-    dataset_id: Annotated[str, typer.Option(help="Minari dataset id, namespace/name-vN.")] = "symgate/reacher-fleet-v0",
+    dataset_id: Annotated[
+        str | None,
+        typer.Option(help="Minari dataset id, namespace/name-vN (default: symgate/<robot>-fleet-v0)."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Parallel processes (default: one per bag).")] = None,
     strict: Annotated[bool, typer.Option(help="Refuse any bag that needs a repair.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same id.")] = False,
+    robot: Annotated[
+        str | None, typer.Option(help=ROBOT_HELP + " Without --config: the profile's default mapping.")
+    ] = None,
 ) -> None:
     """Turn ROS 2 bags into a Minari dataset (in $MINARI_DATASETS_PATH) with a quality report."""
     with _user_errors():
-        mapping = load_config(config, IngestConfig) if config else IngestConfig()
-        _ingest(bags, mapping, dataset_id, workers, strict, overwrite)
+        if config is not None:
+            mapping = load_config(config, IngestConfig)
+            if robot is not None:
+                mapping = IngestConfig.model_validate({**mapping.model_dump(), "robot": robot, "env_id": ARM_ENV_ID})
+        else:
+            mapping = config_for_robot(robot) if robot is not None else IngestConfig()
+        name = "reacher" if robot is None else Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
+        _ingest(bags, mapping, dataset_id or f"symgate/{name}-fleet-v0", workers, strict, overwrite)
 
 
 @ingest_app.command("inspect")
@@ -212,19 +231,28 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes (replaced on each run).")] = Path(
         "demo_out"
     ),
+    robot: Annotated[str | None, typer.Option(help=ROBOT_HELP)] = None,
 ) -> None:
     """Run every pipeline stage that exists on its built-in defaults, writing everything under OUT."""
     os.environ["MINARI_DATASETS_PATH"] = str((out / "datasets").resolve())
     with _user_errors():
+        name = "reacher" if robot is None else Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
+        dataset_id = f"symgate/{name}-fleet-v0"
         console.rule("[bold]symgate demo[/] · stage 1: simulated fleet → ROS 2 bags")
-        _record(FleetConfig(), out / "fleet", workers=None, overwrite=True)
+        _record(FleetConfig(robot=robot), out / "fleet", workers=None, overwrite=True)
         console.rule("[bold]stage 2: ROS 2 bags → Minari dataset")
-        _ingest([out / "fleet"], IngestConfig(), "symgate/reacher-fleet-v0", None, strict=False, overwrite=True)
+        mapping = config_for_robot(robot) if robot is not None else IngestConfig()
+        _ingest([out / "fleet"], mapping, dataset_id, None, strict=False, overwrite=True)
         console.rule("[bold]stage 3: Minari dataset → IQL policies: no augmentation, DAC-Output, canonical")
-        _demo_training(out / "runs", "symgate/reacher-fleet-v0")
+        _demo_training(out / "runs", dataset_id, robot)
         console.rule("[bold]stage 4: export to ONNX and gate on held-out rotations")
         private_key, public_key = _demo_keys(out / "keys")
         certified = _demo_gate(out / "runs", out / "models", private_key)
+        if robot is not None:
+            console.print(
+                "[yellow]stage 5 (serving over ROS 2 to sim_robot) runs for the built-in reacher only so far[/]"
+            )
+            return
         console.rule("[bold]stage 5: serve the certified policy to the simulated robot over ROS 2")
         for model in certified:
             outcome = _serve_sim(model, [public_key], "test", 10, 1.0, model / "serve_sim.json")
@@ -232,9 +260,11 @@ def demo(
 
 
 DEMO_STRATEGIES = ("none", "dac-output", "canonical")
+#: Gradient updates of each demo policy.
+DEMO_STEPS = 5000
 
 
-def _demo_training(runs: Path, dataset_id: str) -> None:
+def _demo_training(runs: Path, dataset_id: str, robot: str | None = None) -> None:
     """Train IQL without augmentation, with DAC-Output and canonical; compare them on rotations never in the data."""
     import shutil
 
@@ -244,9 +274,15 @@ def _demo_training(runs: Path, dataset_id: str) -> None:
     for column in ("strategy", "equivariance error (SO(2))", "success, train contexts", "success, held-out"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for strategy in DEMO_STRATEGIES:
-        config = TrainConfig.model_validate(
-            {"steps": 5000, "log_every": 500, "augmentation": {"strategy": strategy}, "evaluation": {"episodes": 20}}
-        )
+        settings: dict[str, Any] = {
+            "steps": DEMO_STEPS,
+            "log_every": 500,
+            "augmentation": {"strategy": strategy},
+            "evaluation": {"episodes": 20},
+        }
+        if robot is not None:
+            settings.update(robot=robot, features="reach")
+        config = TrainConfig.model_validate(settings)
         shutil.rmtree(runs / strategy, ignore_errors=True)  # a fresh dataset each demo: never resume an old run
         with _progress(f"IQL, {strategy}", config.steps) as advance:
             done = [0]
@@ -319,8 +355,11 @@ app.add_typer(symmetry_app, name="symmetry")
 
 @symmetry_app.command("check")
 def symmetry_check(
-    spec: Annotated[Path, typer.Option(help="Symmetry spec YAML (e.g. deploy/symmetry/reacher.yaml).")],
     dataset: Annotated[str, typer.Option(help="Minari dataset id made by `symgate ingest`.")],
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="Symmetry spec YAML (e.g. deploy/symmetry/reacher.yaml); default: the --robot profile's."),
+    ] = None,
     samples: Annotated[int, typer.Option(min=1, help="Transitions sampled for the dynamics check.")] = 256,
     group_draws: Annotated[int, typer.Option(min=1, help="Group elements per transition, reward check.")] = 8,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the transition and group-element draws.")] = 0,
@@ -334,21 +373,34 @@ def symmetry_check(
         Path | None,
         typer.Option(help="JSON report (default: symmetry_check-<spec name>.json in the dataset folder)."),
     ] = None,
+    robot: Annotated[
+        str | None, typer.Option(help=ROBOT_HELP + " Checks its symmetry spec (written or derived).")
+    ] = None,
 ) -> None:
     """Check that a dataset's rewards and its simulator's dynamics respect a symmetry spec (exit 1 if not)."""
+    from models.symmetry import SymmetrySpec
     from pipeline.ingest import datasets_root
     from pipeline.io import atomic_write_json
     from pipeline.symmetry import CheckTolerances, check_symmetry, load_symmetry_spec, report_table
+    from sim.robots.profile import load_profile
 
     with _user_errors():
-        symmetry = load_symmetry_spec(spec)
+        if spec is None and robot is None:
+            raise ConfigError("give --spec FILE or --robot NAME (whose profile holds the symmetry spec)")
+        if spec is not None:
+            symmetry = load_symmetry_spec(spec)
+            name = spec.stem
+        else:
+            assert robot is not None
+            symmetry = SymmetrySpec.model_validate(load_profile(robot).symmetry_spec())
+            name = Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
         tolerances = CheckTolerances(
             max_residual_ratio=max_residual_ratio, max_reward_flip_fraction=max_reward_flip_fraction
         )
         report = check_symmetry(
             symmetry, dataset, samples=samples, group_draws=group_draws, seed=seed, tolerances=tolerances
         )
-        path = out or datasets_root() / dataset / f"symmetry_check-{spec.stem}.json"
+        path = out or datasets_root() / dataset / f"symmetry_check-{name}.json"
         atomic_write_json(path, report.model_dump(mode="json"))
     console.print(report_table(report))
     for violation in report.violations:
@@ -356,6 +408,74 @@ def symmetry_check(
     console.print(f"Report: {path}", soft_wrap=True)
     if not report.passed:
         raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- robots
+robots_app = typer.Typer(help="Robot profiles (deploy/robots/<name>/robot.yaml).", no_args_is_help=True)
+app.add_typer(robots_app, name="robots")
+
+
+@robots_app.command("list")
+def robots_list() -> None:
+    """List the robot profiles under deploy/robots/ (checked against their URDFs)."""
+    from sim.robots.profile import list_profiles, load_profile
+
+    table = Table("robot", "joints", "action", "rates (control/physics Hz)", "end effector", "description")
+    with _user_errors():
+        for name in list_profiles():
+            robot = load_profile(name)
+            p = robot.profile
+            table.add_row(
+                name,
+                str(len(p.joints)),
+                p.action.interface,
+                f"{p.control_hz}/{p.physics_hz}",
+                p.task.end_effector,
+                p.description,
+            )
+    console.print(table)
+
+
+@robots_app.command("show")
+def robots_show(
+    robot: Annotated[str, typer.Argument(help="Profile name (deploy/robots/<name>) or path to a robot.yaml.")],
+) -> None:
+    """Print a robot profile: URDF, joints with their effective limits, task, contexts and symmetry."""
+    import yaml
+
+    from sim.robots.profile import load_profile
+
+    with _user_errors():
+        loaded = load_profile(robot)
+        spec = loaded.symmetry_spec()
+    p = loaded.profile
+    console.print(f"[bold]{p.name}[/]: {p.description}", soft_wrap=True)
+    console.print(f"profile: {loaded.source}\nURDF: {loaded.urdf_path}\nbase link: {p.base_link}", soft_wrap=True)
+    console.print(
+        f"action: {p.action.interface} targets at {p.control_hz} Hz, physics {p.physics_hz} Hz "
+        f"({p.action_repeat} steps per command)"
+    )
+    table = Table("joint", "type", "lower", "upper", "velocity", "effort")
+    for limit in loaded.limits:
+        kind = "continuous" if limit.continuous else ("revolute" if limit.angular else "prismatic")
+        table.add_row(
+            limit.name, kind, f"{limit.lower:.4g}", f"{limit.upper:.4g}", f"{limit.velocity:.4g}", f"{limit.effort:.4g}"
+        )
+    console.print(table)
+    task = p.task
+    console.print(
+        f"task: reach with {task.end_effector} (features: {', '.join(task.feature_links) or 'none'}), goal radius "
+        f"{task.goal.radius} m, height {task.goal.height} m, success within {task.success_radius} m, "
+        f"{task.max_episode_steps} steps",
+        soft_wrap=True,
+    )
+    console.print(
+        f"contexts: train {list(p.contexts.train_deg)}°, sector {list(p.contexts.sector_deg)}°, "
+        f"{p.contexts.test_count} test, {p.contexts.validation_count} validation",
+        soft_wrap=True,
+    )
+    console.print(f"symmetry ({'derived' if p.symmetry == 'derived' else 'written'}):")
+    console.print(yaml.safe_dump(spec, sort_keys=False).rstrip(), soft_wrap=True, markup=False)
 
 
 # ----------------------------------------------------------------------------- train
@@ -370,13 +490,18 @@ def train_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override any config field: dotted.key=value (repeatable).")
     ] = None,
+    robot: Annotated[
+        str | None, typer.Option(help=ROBOT_HELP + " Its FK features (features: reach) and symmetry spec.")
+    ] = None,
 ) -> None:
     """Train IQL, CQL or BC with the symmetry imposed (DA variants or canonical inputs); CPU or CUDA."""
     from pipeline.train import TrainConfig, TrainingDivergedError, train, with_overrides
 
     with _user_errors():
         base = load_config(config, TrainConfig) if config else TrainConfig()
-        flags = {"seeds": seeds, "steps": steps, "device": device}
+        flags = {"seeds": seeds, "steps": steps, "device": device, "robot": robot}
+        if robot is not None and base.features == "reacher":
+            flags["features"] = "reach"
         overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(set_ or [])
         try:
             resolved = with_overrides(base, overrides)
@@ -488,10 +613,14 @@ def gate_command(
         Path | None,
         typer.Option(envvar=SIGNING_KEY_ENV, help="The gate's private key (symgate keys init): sign a passed model."),
     ] = None,
+    robot: Annotated[
+        str | None,
+        typer.Option(help=ROBOT_HELP + " Default: the model contract's robot; a mismatch with the contract fails."),
+    ] = None,
 ) -> None:
     """Run the ONNX policy in PyBullet on train and held-out contexts; exit 0 and certify on pass, exit 1 on fail."""
     with _user_errors():
-        gate_config = load_config(config, GateConfig) if config else GateConfig()
+        gate_config = (load_config(config, GateConfig) if config else GateConfig()).for_robot(robot)
         outcome = _run_gate(model_dir, gate_config, workers, report_dir, signing_key)
     if outcome.report.verdict != "pass":
         raise typer.Exit(1)

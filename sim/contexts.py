@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ContextSetName = Literal["train", "test", "validation"]
 
@@ -48,6 +48,10 @@ class ContextSets(BaseModel):
         5.0, ge=0.0, lt=45.0, description="Test/validation angles keep at least this distance from every train angle."
     )
     seed: int = Field(0, ge=0, description="Seed of the test/validation draws, so every run sees the same sets.")
+    sector_deg: tuple[float, float] = Field(
+        (-180.0, 180.0),
+        description="Range of allowed angles in degrees (joint limits can bound it); held-out sets are drawn in it.",
+    )
 
     @field_validator("train_deg")
     @classmethod
@@ -55,6 +59,20 @@ class ContextSets(BaseModel):
         if not value:
             raise ValueError("at least one training context is required")
         return value
+
+    @model_validator(mode="after")
+    def _train_in_sector(self) -> ContextSets:
+        low, high = self.sector_deg
+        if not -180.0 <= low < high <= 180.0:
+            raise ValueError(f"sector_deg: need -180 <= low < high <= 180, got {self.sector_deg}")
+        outside = [
+            angle
+            for angle in self.train_deg
+            if not low <= float(wrap_angle(math.radians(angle))) * 180 / math.pi <= high
+        ]
+        if outside and (low, high) != (-180.0, 180.0):
+            raise ValueError(f"train_deg: {outside} lie outside sector_deg {self.sector_deg}")
+        return self
 
     def angles(self, name: ContextSetName) -> NDArray[np.float64]:
         """The context angles of one set, in rad, wrapped to ``[-π, π)``.
@@ -72,9 +90,10 @@ class ContextSets(BaseModel):
         count = self.test_count if name == "test" else self.validation_count
         rng = np.random.default_rng([self.seed, _DRAW_KEYS[name]])
         margin = math.radians(self.held_out_margin_deg)
+        low, high = (math.radians(bound) for bound in self.sector_deg)
         kept: list[float] = []
         while len(kept) < count:
-            candidates = rng.uniform(-math.pi, math.pi, size=2 * count)
+            candidates = rng.uniform(low, high, size=2 * count)
             distance = np.abs(wrap_angle(candidates[:, None] - train[None, :])).min(axis=1)
             kept.extend(candidates[distance >= margin].tolist())
         return np.asarray(kept[:count], dtype=np.float64)

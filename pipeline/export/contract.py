@@ -64,6 +64,12 @@ class Contract(BaseModel):
     symgate_version: str = Field(description="symgate version that exported the model.")
     inputs: tuple[TensorSpec, ...] = Field(description="Graph inputs, one per raw signal group.")
     outputs: tuple[TensorSpec, ...] = Field(description="Graph outputs (joint_effort or action_index).")
+    robot: str | None = Field(
+        None, description="Robot profile the policy was trained for (deploy/robots/<name>); null: the reacher env."
+    )
+    action_interface: Literal["effort", "velocity", "position"] = Field(
+        "effort", description="What the output commands: joint torques, velocity or position targets."
+    )
     joint_names: tuple[str, ...] = Field(description="Robot joint names in chain order.")
     control_hz: float = Field(description="Rate the policy must be run at.")
     action_low: tuple[float, ...] = Field(description="Lower action limits (torques, N·m), joint order.")

@@ -47,6 +47,7 @@ from pipeline.train.common import Policy
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import CONFIG_FILE, SUMMARY_FILE, Agent, build_agent, member_generators
 from sim.robot import load_robot_description
+from sim.robots.profile import load_profile
 
 OPSET = 18
 PARITY_STATES = 10_000
@@ -113,10 +114,21 @@ def _load_run(run_dir: Path) -> tuple[TrainConfig, str | list[str], str]:
     return config, dataset_id, config_sha
 
 
-def _random_states(data: OfflineData, count: int, rng: np.random.Generator) -> NDArray[np.float32]:
+def _joint_ranges(robot_name: str | None) -> dict[str, tuple[float, float]]:
+    """Position range per joint for random states: continuous joints on [-π, π), others within their limits."""
+    if robot_name is not None:
+        limits = load_profile(robot_name).limits
+        return {lim.name: (-math.pi, math.pi) if lim.continuous else (lim.lower, lim.upper) for lim in limits}
+    robot = load_robot_description()
+    return {j.name: (-math.pi, math.pi) if j.continuous else (j.lower, j.upper) for j in robot.joints}
+
+
+def _random_states(
+    data: OfflineData, count: int, rng: np.random.Generator, robot_name: str | None = None
+) -> NDArray[np.float32]:
     """Plausible raw observations beyond the data: any joint angles, velocities, goal bearings."""
     names = data.observation_names
-    robot = load_robot_description()
+    ranges = _joint_ranges(robot_name)
     states = np.zeros((count, len(names)), dtype=np.float32)
     bearing = rng.uniform(-math.pi, math.pi, count)
     distance = float(
@@ -125,15 +137,15 @@ def _random_states(data: OfflineData, count: int, rng: np.random.Generator) -> N
     for i, name in enumerate(names):
         field, component = name.split(".", 1)
         if field == "joint_position":
-            joint = robot.joints[robot.joint_names.index(component)]
-            low, high = (-math.pi, math.pi) if joint.continuous else (joint.lower, joint.upper)
-            states[:, i] = rng.uniform(low, high, count)
+            states[:, i] = rng.uniform(*ranges[component], count)
         elif field == "joint_velocity":
             states[:, i] = rng.normal(0.0, 3.0, count)
         elif name == "goal_position.x":
             states[:, i] = distance * np.cos(bearing)
         elif name == "goal_position.y":
             states[:, i] = distance * np.sin(bearing)
+        elif name == "goal_position.z":
+            states[:, i] = float(data.observations[0, i].cpu())
     return states
 
 
@@ -226,11 +238,18 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
         )
     )
     dataset_sha = sha256_json({"ingest": meta["ingest_config_sha256"], "bags": meta["source_bags"]})
-    spec = yaml.safe_load(config.augmentation.spec.read_text(encoding="utf-8"))
+    robot = load_profile(config.robot) if config.robot is not None else None
+    spec = (
+        robot.symmetry_spec()
+        if robot is not None
+        else yaml.safe_load(config.augmentation.spec.read_text(encoding="utf-8"))
+    )
     contract = Contract(
         symgate_version=__version__,
         inputs=inputs,
         outputs=(output,),
+        robot=config.robot,
+        action_interface=robot.profile.action.interface if robot is not None else "effort",
         joint_names=tuple(meta["joint_names"]),
         control_hz=float(meta["control_hz"]),
         action_low=tuple(float(x) for x in data.action_low.tolist()),
@@ -251,7 +270,9 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
     )
 
     dataset_states = data.observations.cpu().numpy()
-    random_states = _random_states(data, max(PARITY_STATES - len(dataset_states), 1000), np.random.default_rng(0))
+    random_states = _random_states(
+        data, max(PARITY_STATES - len(dataset_states), 1000), np.random.default_rng(0), config.robot
+    )
     states = np.concatenate([dataset_states, random_states])
     return write_model(policy, contract, groups, states, agent.symmetry, out, overwrite=overwrite, source=str(run_dir))
 

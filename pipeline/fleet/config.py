@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sim.behaviour import BehaviourConfig, RecipeName
 from sim.config import FloatRange, ReacherConfig
 from sim.contexts import ContextSets
+from sim.robots.profile import load_profile
 
 StorageName = Literal["mcap", "sqlite3"]
 
@@ -72,6 +73,10 @@ class FleetConfig(BaseModel):
     start_time_s: float = Field(
         1_767_225_600.0, ge=0.0, description="Wall-clock start of robot 0's session, Unix time in s."
     )
+    robot: str | None = Field(
+        None,
+        description="Robot profile (a name under deploy/robots/ or a robot.yaml path); null: the reacher env below.",
+    )
     env: ReacherConfig = Field(
         default_factory=paper_env, description="The simulated robot and task; contexts drawn from its train set."
     )
@@ -81,8 +86,8 @@ class FleetConfig(BaseModel):
 
     @model_validator(mode="after")
     def _sensor_faster_than_control(self) -> FleetConfig:
-        if self.sensor.joint_state_hz <= self.env.control_hz:
-            raise ValueError(
-                f"sensor.joint_state_hz={self.sensor.joint_state_hz} must exceed env.control_hz={self.env.control_hz}"
-            )
+        source = "env.control_hz" if self.robot is None else f"the control_hz of robot {self.robot!r}"
+        control_hz = load_profile(self.robot).profile.control_hz if self.robot is not None else self.env.control_hz
+        if self.sensor.joint_state_hz <= control_hz:
+            raise ValueError(f"sensor.joint_state_hz={self.sensor.joint_state_hz} must exceed {source}={control_hz}")
         return self

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -33,8 +34,10 @@ from rosbags.typesys import Stores, get_typestore
 from pipeline import __version__
 from pipeline.fleet.config import FleetConfig, TopicNames
 from pipeline.io import atomic_directory, atomic_write_json, sha256_file
-from sim.behaviour import recipe_policies
+from sim.behaviour import BehaviourPolicy, recipe_policies
 from sim.reacher import PhysicsSample, RotationalReacherDiscreteEnv, RotationalReacherEnv
+from sim.robots.env import ArmReachEnv
+from sim.robots.expert import reach_recipe_policies
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 POINT_STAMPED = "geometry_msgs/msg/PointStamped"
@@ -105,7 +108,8 @@ class _BagLog:
         self.messages.append((log_ns, self.topics.joint_states, JOINT_STATE, message))
 
     def goal(self, stamp_ns: int, log_ns: int, position: NDArray[np.float64]) -> None:
-        point = self.typestore.types["geometry_msgs/msg/Point"](x=float(position[0]), y=float(position[1]), z=0.0)
+        z = float(position[2]) if len(position) > 2 else 0.0  # the planar reacher's goal is (x, y)
+        point = self.typestore.types["geometry_msgs/msg/Point"](x=float(position[0]), y=float(position[1]), z=z)
         message = self.typestore.types[POINT_STAMPED](header=self._header(stamp_ns), point=point)
         self.messages.append((log_ns, self.topics.goal, POINT_STAMPED, message))
 
@@ -171,9 +175,39 @@ class _JointStateDriver:
             )
 
 
-def _make_env(config: FleetConfig) -> RotationalReacherEnv:
+@dataclass(frozen=True)
+class _SimulatedRobot:
+    """The env a robot runs, with its timing, contexts and behaviour policies (reacher env or any profile)."""
+
+    env: RotationalReacherEnv | ArmReachEnv
+    physics_hz: int
+    control_dt: float
+    contexts: NDArray[np.float64]
+    policies: list[BehaviourPolicy]
+
+
+def _make_robot(config: FleetConfig) -> _SimulatedRobot:
+    if config.robot is not None:
+        if config.discrete:
+            raise ValueError("discrete actions exist only for the built-in reacher env (robot: null)")
+        arm = ArmReachEnv(config.robot)
+        profile = arm.profile
+        return _SimulatedRobot(
+            arm,
+            profile.physics_hz,
+            1.0 / profile.control_hz,
+            profile.contexts.angles(profile.reset_context_set),
+            reach_recipe_policies(config.recipe, arm.robot, arm.observation_names, config.episodes),
+        )
     env_class = RotationalReacherDiscreteEnv if config.discrete else RotationalReacherEnv
-    return env_class(config.env)
+    env = env_class(config.env)
+    return _SimulatedRobot(
+        env,
+        env.config.physics_hz,
+        env.config.control_dt,
+        env.config.contexts.angles(env.config.reset_context_set),
+        recipe_policies(config.recipe, env, config.episodes, config.behaviour),
+    )
 
 
 def record_robot(
@@ -191,16 +225,17 @@ def record_robot(
         What was written, with the simulator's ground truth per episode.
     """
     rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(robot_index + 1)[robot_index])
-    env = _make_env(config)
+    simulated = _make_robot(config)
+    env = simulated.env
     try:
         names = list(env.robot.joint_names)
         order = rng.permutation(len(names)) if config.shuffle_joint_order else np.arange(len(names))
         log = _BagLog(config.topics, [names[i] for i in order], config.frame_id)
         driver = _JointStateDriver(config, rng, log, order)
-        physics_ns = _NS / env.config.physics_hz
-        control_ns = round(_NS * env.config.control_dt)
-        homing_steps = math.ceil(config.sensor.homing_s * env.config.physics_hz)
-        contexts = env.config.contexts.angles(env.config.reset_context_set)
+        physics_ns = _NS / simulated.physics_hz
+        control_ns = round(_NS * simulated.control_dt)
+        homing_steps = math.ceil(config.sensor.homing_s * simulated.physics_hz)
+        contexts = simulated.contexts
         clock_ns = round(config.start_time_s * _NS) + robot_index * 3600 * _NS
         episode_start_ns = 0
 
@@ -209,7 +244,7 @@ def record_robot(
 
         env.add_physics_listener(on_physics)
         records = []
-        for index, policy in enumerate(recipe_policies(config.recipe, env, config.episodes, config.behaviour)):
+        for index, policy in enumerate(simulated.policies):
             context = float(rng.choice(contexts))
             reset_seed = int(rng.integers(2**31))
             observation, _ = env.reset(seed=reset_seed, options={"context": context})
@@ -222,7 +257,8 @@ def record_robot(
             steps, done, terminated = 0, False, False
             while not done:
                 observation, _, terminated, truncated, info = env.step(policy(observation, rng))
-                log.command(episode_start_ns + steps * control_ns + driver.latency(), info["applied_torque"])
+                applied = info["applied_command"] if isinstance(env, ArmReachEnv) else info["applied_torque"]
+                log.command(episode_start_ns + steps * control_ns + driver.latency(), applied)
                 steps += 1
                 done = terminated or truncated
             end_ns = episode_start_ns + steps * control_ns

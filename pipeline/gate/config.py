@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.fleet.config import paper_env
 from sim.config import DomainRandomization, ReacherConfig
-from sim.contexts import ContextSetName
+from sim.contexts import ContextSetName, ContextSets
+from sim.robots.profile import load_profile
 
 
 class GateSuite(BaseModel):
@@ -44,6 +47,11 @@ class GateConfig(BaseModel):
 
     env_id: str | None = Field(
         None, description="Gymnasium id of the env; null = the symgate reacher matching the model's action type."
+    )
+    robot: str | None = Field(
+        None,
+        description="Robot profile whose env (symgate/ArmReach-v0) runs the suites; null: the model contract's robot, "
+        "or the reacher env below for reacher models.",
     )
     env: ReacherConfig = Field(
         default_factory=paper_env,
@@ -87,6 +95,26 @@ class GateConfig(BaseModel):
                 if getattr(self.gap, field) not in names:
                     raise ValueError(f"gap.{field}: no suite named {getattr(self.gap, field)!r}; suites are {names}")
         return self
+
+    def for_robot(self, robot: str | None) -> GateConfig:
+        """This config with the suites run on ``robot``'s env (None: unchanged)."""
+        return self if robot is None else self.model_copy(update={"robot": robot})
+
+    @property
+    def contexts(self) -> ContextSets:
+        """The context sets the suites draw from: the robot profile's, or the reacher env's."""
+        return load_profile(self.robot).profile.contexts if self.robot is not None else self.env.contexts
+
+    @property
+    def control_hz(self) -> float:
+        """The control rate of the gate's env, Hz."""
+        return float(load_profile(self.robot).profile.control_hz if self.robot is not None else self.env.control_hz)
+
+    def env_kwargs(self, randomization: DomainRandomization) -> dict[str, Any]:
+        """``gym.make`` keyword arguments of the env with a suite's randomisation applied (JSON-ready)."""
+        if self.robot is not None:
+            return {"robot": self.robot, "randomization": randomization.model_dump(mode="json")}
+        return {"config": self.env.model_copy(update={"randomization": randomization}).model_dump(mode="json")}
 
     def suite(self, name: str) -> GateSuite:
         """The suite called ``name``."""

@@ -50,8 +50,9 @@ from pipeline.gate.runner import EpisodeRecord, plan_tasks, run_tasks
 from pipeline.gate.signing import SIGNATURE_FILE, check_private_key, sign_model
 from pipeline.gate.stats import cluster_bootstrap, interval
 from pipeline.io import UserInputError, atomic_write_json, atomic_write_text, sha256_file, sha256_json
-from sim import CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
+from sim import ARM_ENV_ID, CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
 from sim.reacher import RotationalReacherEnv
+from sim.robots.env import ArmReachEnv
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class GateOutcome:
 
 def planned_episodes(config: GateConfig) -> int:
     """How many episodes the gate will run (for a progress bar)."""
-    return sum(len(config.env.contexts.angles(s.contexts)) * s.episodes_per_context for s in config.suites)
+    return sum(len(config.contexts.angles(s.contexts)) * s.episodes_per_context for s in config.suites)
 
 
 def run_gate(
@@ -119,9 +120,14 @@ def run_gate(
     started = time.perf_counter()
     if contract is not None:
         discrete = contract.discrete_action_torques is not None
-        env_id = config.env_id or (DISCRETE_ENV_ID if discrete else CONTINUOUS_ENV_ID)
-        env = gym.make(env_id, config=config.env)
-        reasons += [f"contract does not match the env: {p}" for p in contract_mismatches(contract, _reacher(env))]
+        config = config.for_robot(config.robot or contract.robot)  # the env is built from the contract's profile
+        if config.robot is not None:
+            env_id = ARM_ENV_ID
+            env = gym.make(env_id, robot=config.robot)
+        else:
+            env_id = config.env_id or (DISCRETE_ENV_ID if discrete else CONTINUOUS_ENV_ID)
+            env = gym.make(env_id, config=config.env)
+        reasons += [f"contract does not match the env: {p}" for p in contract_mismatches(contract, _reach_env(env))]
         env.close()
         try:
             session = open_session(model_dir)
@@ -161,7 +167,7 @@ def run_gate(
         ),
         gate_config=config.model_dump(mode="json"),
         gate_config_sha256=config_sha,
-        train_contexts_deg=tuple(np.rad2deg(config.env.contexts.angles("train")).tolist()),
+        train_contexts_deg=tuple(np.rad2deg(config.contexts.angles("train")).tolist()),
         suites=suites,
         success_gap=gap,
         checks=tuple(checks),
@@ -186,10 +192,10 @@ def run_gate(
     return GateOutcome(report=report, report_dir=report_dir, certificate=certificate, signature=signature)
 
 
-def _reacher(env: gym.Env[object, object]) -> RotationalReacherEnv:
+def _reach_env(env: gym.Env[object, object]) -> RotationalReacherEnv | ArmReachEnv:
     unwrapped = env.unwrapped
-    if not isinstance(unwrapped, RotationalReacherEnv):
-        raise UserInputError(f"env {env.spec.id if env.spec else env}: the gate needs a symgate Rotational Reacher")
+    if not isinstance(unwrapped, RotationalReacherEnv | ArmReachEnv):
+        raise UserInputError(f"env {env.spec.id if env.spec else env}: the gate needs a symgate reach env")
     return unwrapped
 
 
@@ -207,7 +213,7 @@ def _estimates(
 
     success_rate, success_draws = estimate(success.astype(np.float64), labels)
     returns, _ = estimate(np.where(success, config.gamma ** (steps - 1.0), 0.0), labels)
-    time_to_goal, _ = estimate(steps[success] / config.env.control_hz, labels[success])
+    time_to_goal, _ = estimate(steps[success] / config.control_hz, labels[success])
     return success_rate, returns, time_to_goal, success_draws
 
 

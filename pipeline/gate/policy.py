@@ -7,6 +7,7 @@ model built for another arm, another joint order or another control rate fails w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from numpy.typing import NDArray
 
 from pipeline.export.contract import ONNX_FILE, Contract
 from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv
+from sim.robots.env import ArmReachEnv
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -37,13 +39,18 @@ def open_session(model_dir: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(model_dir / ONNX_FILE), options, providers=providers())
 
 
-def contract_mismatches(contract: Contract, env: RotationalReacherEnv) -> list[str]:
+def contract_mismatches(contract: Contract, env: RotationalReacherEnv | ArmReachEnv) -> list[str]:
     """Every way the contract disagrees with the simulated robot; empty when the model fits it.
 
-    Checks the joint names and their order, the control rate, each input's components against the
-    env's named observation, and the action: type, joints, torque limits or discrete torque table.
+    Checks the robot profile, the joint names and their order, the action interface, the control
+    rate, each input's components against the env's named observation, and the action: type,
+    joints, limits or discrete torque table.
     """
+    if isinstance(env, ArmReachEnv):
+        return _profile_mismatches(contract, env)
     problems: list[str] = []
+    if contract.robot is not None:
+        problems.append(f"robot: the contract is for robot {contract.robot!r}, the env is the built-in reacher")
     joints = tuple(env.robot.joint_names)
     if contract.joint_names != joints:
         problems.append(f"joint_names: contract {list(contract.joint_names)}, robot {list(joints)}")
@@ -68,11 +75,57 @@ def contract_mismatches(contract: Contract, env: RotationalReacherEnv) -> list[s
     else:
         if output.components != joints or output.shape != (None, len(joints)):
             problems.append(f"output {output.name}: components {list(output.components)} do not match {list(joints)}")
-        if not (np.allclose(contract.action_high, env.tau_max) and np.allclose(contract.action_low, -env.tau_max)):
+        if not (_close(contract.action_high, env.tau_max) and _close(contract.action_low, -env.tau_max)):
             problems.append(
                 f"action limits: contract [{list(contract.action_low)}, {list(contract.action_high)}], "
                 f"robot ±{env.tau_max.tolist()} N·m"
             )
+    return problems
+
+
+def _close(a: Sequence[float] | NDArray[np.float64], b: NDArray[np.float64]) -> bool:
+    """Same length and equal within float tolerance."""
+    return len(a) == len(b) and bool(np.allclose(a, b))
+
+
+def _input_mismatches(contract: Contract, observation_names: tuple[str, ...]) -> list[str]:
+    problems = []
+    for spec in contract.inputs:
+        missing = [c for c in spec.components if f"{spec.name}.{c}" not in observation_names]
+        if missing:
+            problems.append(f"input {spec.name}: the env observes no {missing}; it has {list(observation_names)}")
+        if spec.dtype != "float32" or spec.shape != (None, len(spec.components)):
+            problems.append(f"input {spec.name}: expected float32 (batch, {len(spec.components)}), got {spec}")
+    return problems
+
+
+def _profile_mismatches(contract: Contract, env: ArmReachEnv) -> list[str]:
+    """Contract vs a robot profile's env: profile, joints, interface, rate, inputs, output and limits."""
+    profile = env.profile
+    problems: list[str] = []
+    if contract.robot is None:
+        problems.append(f"robot: the contract is for the built-in reacher, the env is robot {profile.name!r}")
+    elif contract.robot != profile.name and Path(contract.robot).stem != profile.name:
+        problems.append(f"robot: contract {contract.robot!r}, env {profile.name!r}")
+    joints = tuple(env.robot.joint_names)
+    if contract.joint_names != joints:
+        problems.append(f"joint_names: contract {list(contract.joint_names)}, robot {list(joints)}")
+    if contract.action_interface != profile.action.interface:
+        problems.append(f"action_interface: contract {contract.action_interface}, robot {profile.action.interface}")
+    if contract.control_hz != profile.control_hz:
+        problems.append(f"control_hz: contract {contract.control_hz:g} Hz, robot {profile.control_hz} Hz")
+    problems += _input_mismatches(contract, env.observation_names)
+    if len(contract.outputs) != 1 or contract.discrete_action_torques is not None:
+        return [*problems, f"outputs: expected one continuous action output, got {[o.name for o in contract.outputs]}"]
+    output = contract.outputs[0]
+    field = profile.action_field
+    if output.name != field or output.components != joints or output.shape != (None, len(joints)):
+        problems.append(f"output {output.name}{list(output.components)}: the robot takes {field}{list(joints)}")
+    if not (_close(contract.action_low, env.action_low) and _close(contract.action_high, env.action_high)):
+        problems.append(
+            f"action limits: contract [{list(contract.action_low)}, {list(contract.action_high)}], "
+            f"robot [{env.action_low.tolist()}, {env.action_high.tolist()}]"
+        )
     return problems
 
 

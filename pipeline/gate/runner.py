@@ -7,6 +7,7 @@ Runtime call per control step serves all of them. Every episode's reset seed is 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -21,7 +22,6 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.export.contract import Contract
 from pipeline.gate.config import GateConfig
 from pipeline.gate.policy import OnnxPolicy, open_session
-from sim.config import ReacherConfig
 from sim.rollout import run_lockstep
 
 
@@ -46,7 +46,7 @@ class Task:
 
     suite: str
     env_id: str
-    env_config: str  # ReacherConfig as JSON (the suite's randomisation applied)
+    env_config: str  # gym.make keyword arguments as JSON (the suite's randomisation applied)
     context_indices: tuple[int, ...]
     contexts: tuple[float, ...]
     episodes: tuple[int, ...]
@@ -62,8 +62,8 @@ def plan_tasks(config: GateConfig, env_id: str) -> list[Task]:
     """Split every suite's (context, episode) pairs into tasks of at most ``episodes_per_task``."""
     tasks: list[Task] = []
     for suite_index, suite in enumerate(config.suites):
-        env_config = config.env.model_copy(update={"randomization": suite.randomization})
-        angles = env_config.contexts.angles(suite.contexts)
+        env_kwargs = json.dumps(config.env_kwargs(suite.randomization), sort_keys=True)
+        angles = config.contexts.angles(suite.contexts)
         jobs = [(c, e) for c in range(len(angles)) for e in range(suite.episodes_per_context)]
         for start in range(0, len(jobs), config.episodes_per_task):
             chunk = jobs[start : start + config.episodes_per_task]
@@ -71,7 +71,7 @@ def plan_tasks(config: GateConfig, env_id: str) -> list[Task]:
                 Task(
                     suite=suite.name,
                     env_id=env_id,
-                    env_config=env_config.model_dump_json(),
+                    env_config=env_kwargs,
                     context_indices=tuple(c for c, _ in chunk),
                     contexts=tuple(float(angles[c]) for c, _ in chunk),
                     episodes=tuple(e for _, e in chunk),
@@ -91,9 +91,9 @@ class _Worker:
 
     def run(self, task: Task) -> list[EpisodeRecord]:
         pool = self.envs.setdefault(task.env_config, [])
-        config = ReacherConfig.model_validate_json(task.env_config)
+        kwargs = json.loads(task.env_config)
         while len(pool) < len(task.seeds):
-            pool.append(gym.make(task.env_id, config=config))
+            pool.append(gym.make(task.env_id, **kwargs))
         envs = pool[: len(task.seeds)]
         if self.policy is None:
             names = envs[0].unwrapped.observation_names  # type: ignore[attr-defined]

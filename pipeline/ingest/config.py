@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.io import sha256_json
-from sim import CONTINUOUS_ENV_ID
+from sim import ARM_ENV_ID, CONTINUOUS_ENV_ID
 from sim.config import ReacherConfig
+from sim.robots.profile import load_profile
 
 TimeBase = Literal["header", "log", "header_shifted"]
 ResampleRule = Literal["linear", "causal_linear", "zero_order_hold", "last_value"]
@@ -216,6 +217,11 @@ class IngestConfig(BaseModel):
 
     control_hz: float = Field(50.0, gt=0.0, description="Control rate; dataset step k is control tick k.")
     env_id: str = Field(CONTINUOUS_ENV_ID, description="Gymnasium id of the matching env, recorded as eval_env_spec.")
+    robot: str | None = Field(
+        None,
+        description="Robot profile (name under deploy/robots/ or robot.yaml path) whose env (symgate/ArmReach-v0) "
+        "and forward kinematics the dataset uses; null: the reacher env and `env` below.",
+    )
     env: ReacherConfig = Field(
         default_factory=ReacherConfig, description="Config of that env (robot description, spaces, evaluation)."
     )
@@ -239,8 +245,12 @@ class IngestConfig(BaseModel):
         for name in (*rule_fields, self.episodes.goal_field):
             if name not in self.observations:
                 raise ValueError(f"field {name!r} is used by a rule but is not an observation field")
-        if abs(self.control_hz - self.env.control_hz) > 1e-9:
-            raise ValueError(f"control_hz={self.control_hz} differs from env.control_hz={self.env.control_hz}")
+        source = "env.control_hz" if self.robot is None else f"the control_hz of robot {self.robot!r}"
+        env_hz = load_profile(self.robot).profile.control_hz if self.robot is not None else self.env.control_hz
+        if abs(self.control_hz - env_hz) > 1e-9:
+            raise ValueError(f"control_hz={self.control_hz} differs from {source}={env_hz}")
+        if self.robot is not None and self.env_id != ARM_ENV_ID:
+            raise ValueError(f"env_id={self.env_id!r}: a robot profile's env is {ARM_ENV_ID}")
         return self
 
     @property
@@ -256,3 +266,59 @@ class IngestConfig(BaseModel):
     def sha256(self) -> str:
         """Hash of the canonical JSON form of this config (recorded in the dataset)."""
         return sha256_json(self.model_dump(mode="json"))
+
+
+def config_for_robot(robot: str) -> IngestConfig:
+    """The default mapping of a robot profile's bags: its topics, joints by name, 3-D goal, reach rule.
+
+    ``/joint_states`` gives ``joint_position`` (continuous joints wrapped) and ``joint_velocity``, the
+    goal topic ``goal_position.{x,y,z}``, and the command topic (a ros2_control command array in the
+    profile's joint order) the profile's action field; the reach radius and time limit come from the task.
+
+    Args:
+        robot: Profile name or path.
+
+    Returns:
+        The config (``robot`` set, ``env_id`` the generic reach env).
+    """
+    loaded = load_profile(robot)
+    profile = loaded.profile
+    joints = profile.joints
+    state = {"topic": profile.ros.joint_states, "msgtype": "sensor_msgs/msg/JointState", "joints": joints}
+    continuous = tuple(limit.name for limit in loaded.limits if limit.continuous)
+    units = {"effort": "N·m", "velocity": "rad/s", "position": "rad"}
+    return IngestConfig(
+        control_hz=float(profile.control_hz),
+        env_id=ARM_ENV_ID,
+        robot=robot,
+        observations={
+            "joint_position": FieldMapping.model_validate(
+                {**state, "path": "position", "unit": "rad", "resample": "linear", "wrap_joints": continuous}
+            ),
+            "joint_velocity": FieldMapping.model_validate(
+                {**state, "path": "velocity", "unit": "rad/s", "resample": "causal_linear"}
+            ),
+            "goal_position": FieldMapping(
+                topic=profile.ros.goal,
+                msgtype="geometry_msgs/msg/PointStamped",
+                components=("point.x", "point.y", "point.z"),
+                resample="zero_order_hold",
+                latched=True,
+                unit="m",
+            ),
+        },
+        action={
+            profile.action_field: FieldMapping(
+                topic=profile.ros.joint_commands,
+                msgtype="std_msgs/msg/Float64MultiArray",
+                path="data",
+                joints=joints,
+                names_path=None,
+                time_base="log",
+                resample="last_value",
+                unit=units[profile.action.interface],
+            )
+        },
+        episodes=EpisodeRules(marker_topic=profile.ros.episode_events, time_limit_steps=profile.task.max_episode_steps),
+        reward=ReachReward(radius=profile.task.success_radius),
+    )

@@ -34,6 +34,8 @@ from pipeline.ingest.report import BagReport, EpisodeReport, QualityReport, Topi
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
 from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv
 from sim.robot import RobotDescription, load_robot_description
+from sim.robots.env import ArmReachEnv
+from sim.robots.profile import Robot, load_profile
 
 REPORT_JSON = "quality_report.json"
 REPORT_MD = "quality_report.md"
@@ -78,7 +80,14 @@ class _EvalEnv:
     action_spec: ActionSpec
 
 
+def _robot(config: IngestConfig) -> RobotDescription | Robot:
+    """The robot whose forward kinematics the reach rule uses: the profile's, or the reacher URDF's."""
+    return load_profile(config.robot) if config.robot is not None else load_robot_description(config.env.urdf)
+
+
 def _eval_env(config: IngestConfig) -> _EvalEnv:
+    if config.robot is not None:
+        return _profile_eval_env(config, config.robot)
     env = gym.make(config.env_id, config=config.env)
     try:
         unwrapped = env.unwrapped
@@ -113,6 +122,38 @@ def _eval_env(config: IngestConfig) -> _EvalEnv:
         env.close()
 
 
+def _profile_eval_env(config: IngestConfig, robot: str) -> _EvalEnv:
+    """The eval env of a robot profile (``symgate/ArmReach-v0``), checked against the mapping's names."""
+    env = gym.make(config.env_id, robot=robot)
+    try:
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, ArmReachEnv):
+            raise IngestError(config.env_id, f"env_id must be {sim.ARM_ENV_ID} for a robot profile")
+        if unwrapped.profile.action.interface == "position":
+            raise IngestError(robot, "ingest supports effort and velocity actions; position targets are not done yet")
+        produced = tuple(f"{name}.{c}" for name, m in config.observations.items() for c in m.component_names)
+        if produced != unwrapped.observation_names:
+            raise IngestError(
+                config.env_id,
+                f"observations produce {list(produced)}, the env observes {list(unwrapped.observation_names)}",
+            )
+        actions = tuple(f"{config.action_name}.{c}" for c in config.action_mapping.component_names)
+        if actions != unwrapped.action_names:
+            raise IngestError(
+                config.env_id, f"action produces {list(actions)}, the env expects {list(unwrapped.action_names)}"
+            )
+        return _EvalEnv(
+            spec=dataclasses.replace(gym.spec(config.env_id), kwargs={"robot": robot}),
+            observation_space=unwrapped.observation_space,
+            action_space=unwrapped.action_space,
+            observation_names=unwrapped.observation_names,
+            action_names=unwrapped.action_names,
+            action_spec=ActionSpec(tau_max=unwrapped.action_high, table=None),
+        )
+    finally:
+        env.close()
+
+
 @dataclass
 class BagResult:
     """One bag's episodes and its report."""
@@ -122,7 +163,7 @@ class BagResult:
 
 
 def process_bag(
-    bag: Path, config: IngestConfig, robot: RobotDescription, action_spec: ActionSpec, strict: bool
+    bag: Path, config: IngestConfig, robot: RobotDescription | Robot, action_spec: ActionSpec, strict: bool
 ) -> BagResult:
     """Read one bag and turn it into episodes (the per-worker unit of work)."""
     files = [bag] if bag.is_file() else sorted(f for f in bag.iterdir() if f.is_file())
@@ -185,7 +226,7 @@ def process_bag(
 
 def _process_bag_in_worker(bag: str, config_json: str, action_spec: ActionSpec, strict: bool) -> BagResult:
     config = IngestConfig.model_validate_json(config_json)
-    return process_bag(Path(bag), config, load_robot_description(config.env.urdf), action_spec, strict)
+    return process_bag(Path(bag), config, _robot(config), action_spec, strict)
 
 
 @contextmanager
@@ -203,7 +244,11 @@ def _datasets_path(path: Path) -> Iterator[None]:
 
 
 def _metadata(
-    config: IngestConfig, env: _EvalEnv, robot: RobotDescription, results: list[BagResult], episodes: list[Episode]
+    config: IngestConfig,
+    env: _EvalEnv,
+    robot: RobotDescription | Robot,
+    results: list[BagResult],
+    episodes: list[Episode],
 ) -> dict[str, Any]:
     action = config.action_mapping
     return {
@@ -266,7 +311,7 @@ def ingest(
         raise FileExistsError(f"{final}: dataset {dataset_id} already exists; refusing to overwrite it (--overwrite)")
     bags = find_bags(paths)
     env = _eval_env(config)
-    robot = load_robot_description(config.env.urdf)
+    robot = _robot(config)
     workers = workers or min(len(bags), os.cpu_count() or 1)
     results: list[BagResult] = []
     if workers == 1:
@@ -310,7 +355,7 @@ def _write_dataset(
     dataset_id: str,
     config: IngestConfig,
     env: _EvalEnv,
-    robot: RobotDescription,
+    robot: RobotDescription | Robot,
     results: list[BagResult],
     episodes: list[Episode],
     report: QualityReport,

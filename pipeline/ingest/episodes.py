@@ -39,6 +39,7 @@ from pipeline.ingest.config import EndMarkerSuccess, IngestConfig, NoReward, Rea
 from pipeline.ingest.resample import age_at, last_value, real_data_at, resample, zero_order_hold
 from sim.contexts import wrap_angle
 from sim.robot import RobotDescription
+from sim.robots.profile import Robot
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class RewardInputs:
     span: Segment
     end_reason: str  # how the episode ended before the rule (end_marker, gap, ...)
     signals: BagSignals
-    robot: RobotDescription
+    robot: RobotDescription | Robot  # the built-in reacher, or a robot profile checked against its URDF
 
 
 def _reach(rule: ReachReward, inputs: RewardInputs) -> NDArray[np.bool_]:
@@ -262,7 +263,7 @@ REWARD_RULES: dict[str, Callable[[Any, RewardInputs], NDArray[np.bool_]]] = {
 
 
 def build_episode(
-    span: Segment, signals: BagSignals, config: IngestConfig, robot: RobotDescription, action_spec: ActionSpec
+    span: Segment, signals: BagSignals, config: IngestConfig, robot: RobotDescription | Robot, action_spec: ActionSpec
 ) -> Episode | DroppedEpisode:
     """Resample one segment to control ticks and apply the reward, termination and truncation rules."""
     rules = config.episodes

@@ -43,6 +43,8 @@ from pipeline.ingest.config import IngestConfig, ReachReward
 from pipeline.io import ConfigError, load_config
 from sim.reacher import RotationalReacherEnv  # importing sim registers the symgate envs
 from sim.robot import RobotDescription, load_robot_description
+from sim.robots.env import ArmReachEnv, robot_of
+from sim.robots.profile import Robot, load_profile
 
 
 def load_symmetry_spec(path: Path) -> SymmetrySpec:
@@ -138,13 +140,17 @@ class _Layout:
 
     joints: list[int]  # joint_field components, in the robot's chain order
     velocities: list[int]  # joint_velocity components, chain order (for the reset); empty if absent
-    goal: tuple[int, int]
+    goal: tuple[int, ...]  # goal (x, y) or (x, y, z), as the robot's end effector
     angles: NDArray[np.bool_]  # components compared on the circle
     fields: dict[str, list[int]]
 
 
 def _layout(
-    names: list[str], config: IngestConfig, reward: ReachReward, robot: RobotDescription, symmetry: BoundSymmetry
+    names: list[str],
+    config: IngestConfig,
+    reward: ReachReward,
+    robot: RobotDescription | Robot,
+    symmetry: BoundSymmetry,
 ) -> _Layout:
     index = {name: i for i, name in enumerate(names)}
 
@@ -159,7 +165,7 @@ def _layout(
     velocities = (
         indices(velocity_field, robot.joint_names) if f"{velocity_field}.{robot.joint_names[0]}" in index else []
     )
-    goal_x, goal_y = indices(reward.goal_field, ("x", "y"))
+    goal = tuple(indices(reward.goal_field, ("x", "y", "z") if isinstance(robot, Robot) else ("x", "y")))
     angles = np.array([name in symmetry.observation_angle_names for name in names])
     for field, mapping in config.observations.items():
         for joint in mapping.wrap_joints:
@@ -168,11 +174,11 @@ def _layout(
     fields: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         fields.setdefault(name.split(".", 1)[0], []).append(i)
-    return _Layout(joints, velocities, (goal_x, goal_y), angles, fields)
+    return _Layout(joints, velocities, goal, angles, fields)
 
 
 def _hand_goal_distance(
-    observations: NDArray[np.float64], layout: _Layout, robot: RobotDescription
+    observations: NDArray[np.float64], layout: _Layout, robot: RobotDescription | Robot
 ) -> NDArray[np.float64]:
     """The hand–goal distance ‖FK_hand(q) - goal‖ for observations of shape (..., D)."""
     _, hand = robot.forward_kinematics(observations[..., layout.joints])
@@ -187,11 +193,17 @@ def _gap(a: NDArray[np.float64], b: NDArray[np.float64], angles: NDArray[np.bool
     return np.asarray(np.where(angles, wrapped, diff), dtype=np.float64)
 
 
-def _eval_env(metadata: dict[str, Any], dataset_id: str) -> tuple[str, RotationalReacherEnv]:
+def _eval_env(metadata: dict[str, Any], dataset_id: str) -> tuple[str, RotationalReacherEnv | ArmReachEnv]:
     raw = metadata.get("eval_env_spec") or metadata.get("symgate", {}).get("eval_env_spec")
     if raw is None:
         raise ConfigError(f"dataset {dataset_id}: metadata has no eval_env_spec; was it made by symgate ingest?")
     spec = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    robot = robot_of(spec)
+    if robot is not None:  # a robot profile's env, without randomisation
+        arm = gym.make(spec["id"], robot=robot, randomization={}).unwrapped
+        if not isinstance(arm, ArmReachEnv):
+            raise ConfigError(f"dataset {dataset_id}: eval env {spec['id']} is not the symgate reach env")
+        return str(spec["id"]), arm
     config = dict(spec.get("kwargs", {}).get("config", {}))
     config.pop("randomization", None)  # the residual must measure the map, not injected noise
     env = gym.make(spec["id"], config=config).unwrapped
@@ -201,7 +213,7 @@ def _eval_env(metadata: dict[str, Any], dataset_id: str) -> tuple[str, Rotationa
 
 
 def _step_from(
-    env: RotationalReacherEnv, state: NDArray[np.float64], action: Any, layout: _Layout
+    env: RotationalReacherEnv | ArmReachEnv, state: NDArray[np.float64], action: Any, layout: _Layout
 ) -> NDArray[np.float64]:
     goal = state[list(layout.goal)]
     options: dict[str, Any] = {
@@ -255,7 +267,7 @@ def check_symmetry(
         symmetry = spec.bind(names, meta["action_names"], None if table is None else np.asarray(table))
     except SymmetrySpecError as error:
         raise ConfigError(f"spec does not fit dataset {dataset_id}: {error}") from error
-    robot = load_robot_description(config.env.urdf)
+    robot = load_profile(config.robot) if config.robot is not None else load_robot_description(config.env.urdf)
     layout = _layout(names, config, reward, robot, symmetry)
     data = _load_transitions(dataset, dataset_id)
     count = len(data.rewards)

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.io import sha256_json
 
 Algorithm = Literal["iql", "cql", "bc"]
 Strategy = Literal["none", "aug-d", "aug-d-online", "dac-latent", "dac-output", "canonical"]
 AppliedTo = Literal["actor", "critic", "both"]
-FeatureKind = Literal["reacher", "generic"]
+FeatureKind = Literal["reacher", "generic", "reach"]
 
 
 class IQLConfig(BaseModel):
@@ -75,7 +75,16 @@ class TrainConfig(BaseModel):
     steps: int = Field(2000, gt=0, description="Gradient updates.")
     batch_size: int = Field(256, gt=0, description="Transitions per member per update.")
     hidden: tuple[int, ...] = Field((256, 256), description="Hidden layer sizes (the paper: 512, 256, 128).")
-    features: FeatureKind = Field("reacher", description="reacher: target-centred FK points + velocities; generic.")
+    features: FeatureKind = Field(
+        "reacher",
+        description="reacher: the reacher's target-centred FK points + velocities; reach: the same for the robot "
+        "profile's URDF chain (needs robot); generic: raw signals, angles as cos/sin.",
+    )
+    robot: str | None = Field(
+        None,
+        description="Robot profile the dataset was recorded with (name or path): it must match the dataset's, "
+        "and its symmetry spec replaces augmentation.spec.",
+    )
     actor_lr: float = Field(3e-4, gt=0.0, description="Actor learning rate.")
     critic_lr: float = Field(3e-4, gt=0.0, description="Critic (and value) learning rate.")
     gamma: float = Field(0.95, gt=0.0, le=1.0, description="Discount factor (the paper: 0.95).")
@@ -93,6 +102,12 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(500, gt=0, description="Checkpoint every this many updates.")
     metric_states: int = Field(1024, gt=0, description="Dataset states used for equivariance and pessimism metrics.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Rollouts.")
+
+    @model_validator(mode="after")
+    def _reach_needs_a_robot(self) -> TrainConfig:
+        if self.features == "reach" and self.robot is None:
+            raise ValueError("features: reach computes the robot profile's forward kinematics; set robot")
+        return self
 
     def sha256(self) -> str:
         """Hash of the canonical JSON form (recorded in checkpoints and, later, the export contract)."""

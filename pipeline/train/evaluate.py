@@ -17,6 +17,8 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from sim.contexts import ContextSetName, ContextSets
+from sim.robots.env import robot_of
+from sim.robots.profile import load_profile
 from sim.rollout import run_lockstep
 
 PolicyFn = Callable[[Tensor], Tensor]  # (E, N, D) observations → (E, N, A) actions or (E, N) indices
@@ -32,10 +34,12 @@ def evaluation_angles(env_spec: dict[str, Any], name: ContextSetName, episodes: 
     The set's first ``episodes`` angles, cycled (the episodes then differ by their reset seeds) when
     the set is smaller, e.g. a single training context.
     """
-    env_config = env_spec.get("kwargs", {}).get("config", {})
-    angles: NDArray[np.float64] = np.resize(
-        ContextSets.model_validate(env_config.get("contexts", {})).angles(name), episodes
-    )
+    robot = robot_of(env_spec)
+    if robot is not None:  # a robot profile's env: its contexts
+        contexts = load_profile(robot).profile.contexts
+    else:
+        contexts = ContextSets.model_validate(env_spec.get("kwargs", {}).get("config", {}).get("contexts", {}))
+    angles: NDArray[np.float64] = np.resize(contexts.angles(name), episodes)
     return angles
 
 

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from pydantic import ValidationError
 from torch import Tensor
 
 from models.features import FeatureExtractor, GenericFeatures, Normalizer, ObservationEncoder, ReacherFeatures
+from models.kinematics import ReachFeatures
 from models.networks import CategoricalActor, DiscreteTwinQ, GaussianTanhActor, TwinQ, ValueNet
 from models.symmetry import BoundSymmetry, GroupElement, SymmetrySpec, SymmetrySpecError
 from pipeline.io import ConfigError, UserInputError, atomic_write_json, atomic_write_text, load_config
@@ -36,6 +38,8 @@ from pipeline.train.cql import CQL, DiscreteCQL, shared_network_augmentation
 from pipeline.train.evaluate import evaluation_angles, rollout
 from pipeline.train.iql import IQL
 from sim.robot import load_robot_description
+from sim.robots.env import robot_of
+from sim.robots.profile import Robot, load_profile
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -111,17 +115,41 @@ class Agent:
         return twin_q(self.algorithm.critic, observations, actions).min(dim=0).values
 
 
+def _dataset_robot(config: TrainConfig, data: OfflineData) -> Robot | None:
+    """The config's robot profile, checked against the one the dataset names (None for reacher datasets)."""
+    named = robot_of(data.metadata["eval_env_spec"])
+    if config.robot is None:
+        if named is not None:
+            raise ConfigError(f"dataset {data.dataset_id} comes from robot {named!r}: train it with robot: {named}")
+        return None
+    robot = load_profile(config.robot)
+    if named is None or load_profile(named).source != robot.source:
+        raise ConfigError(
+            f"robot {config.robot!r}: dataset {data.dataset_id} was recorded with {named or 'the reacher env'}"
+        )
+    return robot
+
+
 def build_agent(
     config: TrainConfig, data: OfflineData, generators: list[torch.Generator], device: torch.device
 ) -> Agent:
     """Encoder (fitted on the dataset), actor, critics and the symmetry, all on ``device``."""
-    spec = load_config(config.augmentation.spec, SymmetrySpec)
+    robot = _dataset_robot(config, data)
+    source = f"robot {config.robot!r}" if robot is not None else str(config.augmentation.spec)
     try:
+        spec = (
+            SymmetrySpec.model_validate(robot.symmetry_spec())
+            if robot is not None
+            else load_config(config.augmentation.spec, SymmetrySpec)
+        )
         symmetry = spec.bind(data.observation_names, data.action_names, data.discrete_torques)
-    except SymmetrySpecError as error:
-        raise ConfigError(f"{config.augmentation.spec}: does not fit dataset {data.dataset_id}: {error}") from error
+    except (SymmetrySpecError, ValidationError) as error:
+        raise ConfigError(f"{source}: symmetry spec does not fit dataset {data.dataset_id}: {error}") from error
     features: FeatureExtractor
-    if config.features == "reacher":
+    if config.features == "reach":
+        assert robot is not None  # TrainConfig requires robot for reach features
+        features = ReachFeatures.from_robot(robot, data.observation_names)
+    elif config.features == "reacher":
         features = ReacherFeatures(data.observation_names, load_robot_description().link_lengths)
     else:
         continuous = [n for n in data.observation_names if n.startswith("joint_position.")]

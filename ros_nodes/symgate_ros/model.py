@@ -213,3 +213,44 @@ class PolicyModel:
         ):
             problems.append("action limits differ")
         return problems
+
+
+def robot_mismatches(contract: dict[str, Any], profile_path: Path) -> list[str]:
+    """Why a contract cannot drive the robot a profile describes; empty when it can.
+
+    Reads the robot profile (``deploy/robots/<name>/robot.yaml``) with plain YAML, as the robot has
+    it, and compares the robot's name, its controlled joints and their order, the action interface,
+    the control rate and any action limit the profile sets explicitly.
+
+    Raises:
+        ModelError: The profile is missing or not a mapping.
+    """
+    import yaml
+
+    try:
+        profile = yaml.safe_load(profile_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ModelError(f"{profile_path}: cannot read the robot profile: {error}") from error
+    if not isinstance(profile, dict):
+        raise ModelError(f"{profile_path}: a robot profile is a mapping")
+    problems = []
+    name = profile.get("name")
+    trained_for = contract.get("robot") or "reacher"  # contracts without a robot are the built-in reacher's
+    if Path(str(trained_for)).stem != name:
+        problems.append(f"robot: contract {trained_for!r}, this robot {name!r}")
+    joints = [str(j) for j in profile.get("joints", [])]
+    if list(contract.get("joint_names", [])) != joints:
+        problems.append(f"joint_names: contract {list(contract.get('joint_names', []))}, this robot {joints}")
+    action = profile.get("action", {}) or {}
+    interface = action.get("interface")
+    if contract.get("action_interface", "effort") != interface:
+        problems.append(f"action_interface: contract {contract.get('action_interface', 'effort')}, robot {interface}")
+    if float(contract.get("control_hz", 0.0)) != float(profile.get("control_hz", 0.0)):
+        problems.append(f"control_hz: contract {contract.get('control_hz')} Hz, robot {profile.get('control_hz')} Hz")
+    key = {"effort": "effort", "velocity": "velocity"}.get(str(interface))
+    high = list(contract.get("action_high", []))
+    for index, joint in enumerate(joints):
+        limit = ((action.get("limits") or {}).get(joint) or {}).get(key) if key else None
+        if limit is not None and index < len(high) and float(high[index]) > float(limit) + 1e-9:
+            problems.append(f"action limit of {joint}: contract {high[index]}, robot {limit}")
+    return problems

@@ -76,7 +76,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header
 from std_srvs.srv import Trigger
 
-from symgate_ros.model import ModelError, PolicyModel, verify_certificate
+from symgate_ros.model import ModelError, PolicyModel, robot_mismatches, verify_certificate
 from symgate_ros.safety import ActionFilter, EStop, LoopMonitor, Watchdog, safe_action
 from symgate_ros.signature import SignatureError, TrustedKey, load_trusted_keys
 
@@ -92,6 +92,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
         "PEM public keys (files, or directories of *.pub/*.pem) whose model signatures are accepted.",
     ),
     "allow_uncertified": (False, "Serve a model without a valid signed gate certificate (development only)."),
+    "robot_profile": (
+        "",
+        "This robot's profile (robot.yaml); configure refuses a model whose contract does not match it. "
+        "Empty: no check.",
+    ),
     "joint_states_topic": ("/joint_states", "sensor_msgs/JointState input."),
     "goal_topic": ("/goal", "geometry_msgs/PointStamped goal in the robot's base frame."),
     "commands_topic": ("/joint_commands", "std_msgs/Float64MultiArray torques out (contract joint order)."),
@@ -178,6 +183,10 @@ class PolicyServer(LifecycleNode):
         self._reset_state()
         try:
             model = self._load(Path(self._param("model_dir")))
+            if self._param("robot_profile"):
+                mismatches = robot_mismatches(model.contract, Path(self._param("robot_profile")))
+                if mismatches:
+                    raise ModelError(f"the model does not fit this robot: {'; '.join(mismatches)}")
             unsupported = [i.name for i in model.inputs if i.name not in JOINT_FIELDS and i.name != GOAL_INPUT]
             if unsupported:
                 raise ModelError(f"graph inputs {unsupported} cannot be fed from JointState or the goal")

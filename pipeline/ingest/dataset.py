@@ -96,17 +96,7 @@ def _eval_env(config: IngestConfig) -> _EvalEnv:
                 config.env_id,
                 f"env_id must be a symgate reacher env ({sim.CONTINUOUS_ENV_ID} or {sim.DISCRETE_ENV_ID})",
             )
-        produced = tuple(f"{name}.{c}" for name, m in config.observations.items() for c in m.component_names)
-        if produced != unwrapped.observation_names:
-            raise IngestError(
-                config.env_id,
-                f"observations produce {list(produced)}, the env observes {list(unwrapped.observation_names)}",
-            )
-        actions = tuple(f"{config.action_name}.{c}" for c in config.action_mapping.component_names)
-        if actions != unwrapped.action_names:
-            raise IngestError(
-                config.env_id, f"action produces {list(actions)}, the env expects {list(unwrapped.action_names)}"
-            )
+        _check_names(config, unwrapped.observation_names, unwrapped.action_names)
         table = unwrapped.action_table if isinstance(unwrapped, RotationalReacherDiscreteEnv) else None
         kwargs = {"config": config.env.model_dump(mode="json", exclude_defaults=True)}
         spec = dataclasses.replace(gym.spec(config.env_id), kwargs=kwargs)
@@ -122,6 +112,18 @@ def _eval_env(config: IngestConfig) -> _EvalEnv:
         env.close()
 
 
+def _check_names(config: IngestConfig, observation_names: tuple[str, ...], action_names: tuple[str, ...]) -> None:
+    """The mapping must produce exactly the env's observation and action names, in the env's order."""
+    produced = tuple(f"{name}.{c}" for name, m in config.observations.items() for c in m.component_names)
+    if produced != observation_names:
+        raise IngestError(
+            config.env_id, f"observations produce {list(produced)}, the env observes {list(observation_names)}"
+        )
+    actions = tuple(f"{config.action_name}.{c}" for c in config.action_mapping.component_names)
+    if actions != action_names:
+        raise IngestError(config.env_id, f"action produces {list(actions)}, the env expects {list(action_names)}")
+
+
 def _profile_eval_env(config: IngestConfig, robot: str) -> _EvalEnv:
     """The eval env of a robot profile (``symgate/ArmReach-v0``), checked against the mapping's names."""
     env = gym.make(config.env_id, robot=robot)
@@ -131,17 +133,7 @@ def _profile_eval_env(config: IngestConfig, robot: str) -> _EvalEnv:
             raise IngestError(config.env_id, f"env_id must be {sim.ARM_ENV_ID} for a robot profile")
         if unwrapped.profile.action.interface == "position":
             raise IngestError(robot, "ingest supports effort and velocity actions; position targets are not done yet")
-        produced = tuple(f"{name}.{c}" for name, m in config.observations.items() for c in m.component_names)
-        if produced != unwrapped.observation_names:
-            raise IngestError(
-                config.env_id,
-                f"observations produce {list(produced)}, the env observes {list(unwrapped.observation_names)}",
-            )
-        actions = tuple(f"{config.action_name}.{c}" for c in config.action_mapping.component_names)
-        if actions != unwrapped.action_names:
-            raise IngestError(
-                config.env_id, f"action produces {list(actions)}, the env expects {list(unwrapped.action_names)}"
-            )
+        _check_names(config, unwrapped.observation_names, unwrapped.action_names)
         return _EvalEnv(
             spec=dataclasses.replace(gym.spec(config.env_id), kwargs={"robot": robot}),
             observation_space=unwrapped.observation_space,

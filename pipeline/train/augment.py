@@ -234,6 +234,25 @@ def views(augmenter: Augmenter | None, batch: Batch, g: GroupElement | None) -> 
     return Views(critic_batch, augmented, actor_batch, critic_strategy, actor_strategy)
 
 
+def with_critic_consistency(
+    critic_loss: Tensor,
+    critic: Critic,
+    value: ValueNet | None,
+    augmenter: Augmenter | None,
+    strategy: str,
+    batch: Batch,
+    g: GroupElement | None,
+    metrics: dict[str, Tensor],
+) -> Tensor:
+    """``critic_loss + λ·D`` (:func:`critic_consistency`) for ``dac-output``/``dac-latent``, else ``critic_loss``."""
+    if strategy not in ("dac-output", "dac-latent"):
+        return critic_loss
+    assert augmenter is not None and g is not None
+    consistency = critic_consistency(critic, value, batch, augmenter.transform(batch, g), strategy == "dac-latent")
+    metrics["critic_consistency"] = consistency.detach()
+    return critic_loss + augmenter.config.consistency_weight * consistency
+
+
 def with_actor_consistency(
     actor_loss: Tensor,
     actor: Policy,

@@ -71,7 +71,7 @@ from torch import Tensor, nn
 
 from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, critic_consistency, views, with_actor_consistency
+from pipeline.train.augment import Augmenter, views, with_actor_consistency, with_critic_consistency
 from pipeline.train.buffer import Batch
 from pipeline.train.common import Critic, gradient_step, member_noise, soft_update, twin_q
 from pipeline.train.config import AugmentationConfig, TrainConfig
@@ -188,12 +188,7 @@ class CQL:
         bellman = ((q - td_target[None]) ** 2).mean(dim=2).sum(dim=0)
         penalty = self._conservative_penalty(critic_batch, q).sum(dim=0)
         critic_loss = bellman + self.config.cql.alpha * penalty
-        if strategy in ("dac-output", "dac-latent"):
-            assert aug is not None and g is not None
-            transformed = aug.transform(original, g)
-            consistency = critic_consistency(self.critic, None, original, transformed, strategy == "dac-latent")
-            critic_loss = critic_loss + aug.config.consistency_weight * consistency
-            metrics["critic_consistency"] = consistency.detach()
+        critic_loss = with_critic_consistency(critic_loss, self.critic, None, aug, strategy, original, g, metrics)
         gradient_step(self.critic_optimizer, critic_loss)
         metrics |= {"q_loss": bellman.detach(), "cql_penalty": penalty.detach()}
 
@@ -301,12 +296,7 @@ class DiscreteCQL:
         loss = td + self.config.cql.alpha * penalty
 
         # ---- the symmetry: consistency of the critic's values and/or of the policy's outputs softmax(Q)
-        if strategy in ("dac-output", "dac-latent"):
-            assert aug is not None and g is not None
-            transformed = aug.transform(original, g)
-            consistency = critic_consistency(self.critic, None, original, transformed, strategy == "dac-latent")
-            loss = loss + aug.config.consistency_weight * consistency
-            metrics["critic_consistency"] = consistency.detach()
+        loss = with_critic_consistency(loss, self.critic, None, aug, strategy, original, g, metrics)
         if view.actor_strategy == "dac-output":
             loss = with_actor_consistency(loss, self.actor, aug, "dac-output", view.actor.observations, g, metrics)
         gradient_step(self.critic_optimizer, loss)

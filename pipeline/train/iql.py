@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from models.networks import ValueNet
 from models.symmetry import GroupElement
-from pipeline.train.augment import Augmenter, critic_consistency, views, with_actor_consistency
+from pipeline.train.augment import Augmenter, views, with_actor_consistency, with_critic_consistency
 from pipeline.train.buffer import Batch
 from pipeline.train.common import Actor, Critic, gradient_step, soft_update, twin_q
 from pipeline.train.config import TrainConfig
@@ -90,12 +90,7 @@ class IQL:
         q = twin_q(self.critic, critic_batch.observations, critic_batch.actions)
         q_loss = ((q - td_target[None]) ** 2).mean(dim=2).sum(dim=0)
         critic_loss = value_loss + q_loss
-        if strategy in ("dac-output", "dac-latent"):
-            assert aug is not None and g is not None
-            transformed = aug.transform(original, g)
-            consistency = critic_consistency(self.critic, self.value, original, transformed, strategy == "dac-latent")
-            critic_loss = critic_loss + aug.config.consistency_weight * consistency
-            metrics["critic_consistency"] = consistency.detach()
+        critic_loss = with_critic_consistency(critic_loss, self.critic, self.value, aug, strategy, original, g, metrics)
         # ---- advantage weights for the actor, from the critics before this step (as in the original IQL)
         actor_strategy = view.actor_strategy
 

@@ -92,10 +92,15 @@ class FieldMapping(BaseModel):
 
     @property
     def component_names(self) -> tuple[str, ...]:
-        """Names of the components: joint names, or the last segment of each component path."""
+        """Names of the components: joint names, or the last segment of each component path.
+
+        Where two paths share a last segment (``linear.x`` and ``angular.x``), the whole paths, dots as ``_``.
+        """
         if self.joints is not None:
             return self.joints
-        return tuple(path.rsplit(".", 1)[-1] for path in self.components or ())
+        paths = self.components or ()
+        last = tuple(path.rsplit(".", 1)[-1] for path in paths)
+        return last if len(set(last)) == len(last) else tuple(path.replace(".", "_") for path in paths)
 
 
 def _default_observations() -> dict[str, FieldMapping]:
@@ -205,6 +210,33 @@ class EndMarkerSuccess(BaseModel):
     )
 
 
+#: The components of a geometry_msgs Twist, in the order of the rows of a geometric Jacobian [v; ω].
+TWIST_COMPONENTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
+TWIST_TYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")
+
+
+class TwistToJointVelocity(BaseModel):
+    """End-effector twist commands (MoveIt Servo, a spacemouse) turned into the profile's joint velocity targets.
+
+    At every control tick k, with the joint positions q_k of ``joint_field`` and the logged twist
+    components v_k (the rows of the link's geometric Jacobian J = [∂p/∂q; J_ω] that the action
+    mapping's ``components`` name), the joint velocity target is the damped least-squares solution
+
+        q̇_k = Jᵀ (J Jᵀ + λ² I)⁻¹ v_k,
+
+    the smallest-norm q̇ whose end-effector twist is v_k (up to the damping λ near singularities).
+    Twist components the mapping does not name are left free, not held at zero. The twist is read
+    in the profile's base frame (MoveIt Servo's planning frame); its linear part is the velocity
+    of the link frame's origin.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    link: str | None = Field(None, description="The link the twist moves; null: the profile's end effector.")
+    joint_field: str = Field("joint_position", description="Observation field with the joint positions (rad or m).")
+    damping: float = Field(0.01, ge=0.0, description="λ of the damped least squares (m/s; 0: the pseudo-inverse).")
+
+
 RewardRule = Annotated[
     ReachReward | NoReward | TopicSuccess | EndMarkerSuccess, Field(discriminator="kind")
 ]  # a rule per kind; episodes.REWARD_RULES computes each (a profile-driven reach slots in as one more kind)
@@ -236,6 +268,11 @@ class IngestConfig(BaseModel):
     max_clock_skew_s: float = Field(
         1.0, gt=0.0, description="header.stamp further than this from its usual offset to log time is a clock jump."
     )
+    twist: TwistToJointVelocity | None = Field(
+        None,
+        description="The action topic carries end-effector twists (Twist/TwistStamped) that become the profile's "
+        "joint velocity targets; null: the action topic carries the joint targets themselves.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> IngestConfig:
@@ -251,7 +288,31 @@ class IngestConfig(BaseModel):
             raise ValueError(f"control_hz={self.control_hz} differs from {source}={env_hz}")
         if self.robot is not None and self.env_id != ARM_ENV_ID:
             raise ValueError(f"env_id={self.env_id!r}: a robot profile's env is {ARM_ENV_ID}")
+        if self.twist is not None:
+            self._check_twist(self.twist)
         return self
+
+    def _check_twist(self, twist: TwistToJointVelocity) -> None:
+        mapping = self.action_mapping
+        if self.robot is None:
+            raise ValueError("twist: converting twists to joint velocities needs a robot profile (robot)")
+        robot = load_profile(self.robot)
+        profile = robot.profile
+        if twist.link is not None and twist.link not in robot.kinematics.links:
+            raise ValueError(
+                f"twist: link {twist.link!r} is not one the profile evaluates {list(robot.kinematics.links)}"
+            )
+        if profile.action.interface != "velocity":
+            raise ValueError(f"twist: robot {self.robot!r} takes {profile.action.interface} targets, not velocity")
+        if mapping.msgtype not in TWIST_TYPES:
+            raise ValueError(f"twist: the action topic's msgtype must be one of {list(TWIST_TYPES)}")
+        unknown = [c for c in mapping.components or () if c not in TWIST_COMPONENTS]
+        if mapping.components is None or unknown:
+            raise ValueError(f"twist: the action's components must be among {list(TWIST_COMPONENTS)}, got {unknown}")
+        if twist.joint_field not in self.observations:
+            raise ValueError(f"twist: joint_field {twist.joint_field!r} is not an observation field")
+        if self.action_name != profile.action_field:
+            raise ValueError(f"twist: the action field must be named {profile.action_field!r} (the profile's)")
 
     @property
     def action_name(self) -> str:

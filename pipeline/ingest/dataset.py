@@ -106,7 +106,7 @@ def _eval_env(config: IngestConfig) -> _EvalEnv:
             action_space=unwrapped.action_space,
             observation_names=unwrapped.observation_names,
             action_names=unwrapped.action_names,
-            action_spec=ActionSpec(tau_max=unwrapped.tau_max, table=table),
+            action_spec=ActionSpec(low=-unwrapped.tau_max, high=unwrapped.tau_max, table=table),
         )
     finally:
         env.close()
@@ -119,7 +119,10 @@ def _check_names(config: IngestConfig, observation_names: tuple[str, ...], actio
         raise IngestError(
             config.env_id, f"observations produce {list(produced)}, the env observes {list(observation_names)}"
         )
-    actions = tuple(f"{config.action_name}.{c}" for c in config.action_mapping.component_names)
+    components = config.action_mapping.component_names
+    if config.twist is not None and config.robot is not None:  # twists become the profile's joint targets
+        components = load_profile(config.robot).joint_names
+    actions = tuple(f"{config.action_name}.{c}" for c in components)
     if actions != action_names:
         raise IngestError(config.env_id, f"action produces {list(actions)}, the env expects {list(action_names)}")
 
@@ -131,8 +134,6 @@ def _profile_eval_env(config: IngestConfig, robot: str) -> _EvalEnv:
         unwrapped = env.unwrapped
         if not isinstance(unwrapped, ArmReachEnv):
             raise IngestError(config.env_id, f"env_id must be {sim.ARM_ENV_ID} for a robot profile")
-        if unwrapped.profile.action.interface == "position":
-            raise IngestError(robot, "ingest supports effort and velocity actions; position targets are not done yet")
         _check_names(config, unwrapped.observation_names, unwrapped.action_names)
         return _EvalEnv(
             spec=dataclasses.replace(gym.spec(config.env_id), kwargs={"robot": robot}),
@@ -140,7 +141,7 @@ def _profile_eval_env(config: IngestConfig, robot: str) -> _EvalEnv:
             action_space=unwrapped.action_space,
             observation_names=unwrapped.observation_names,
             action_names=unwrapped.action_names,
-            action_spec=ActionSpec(tau_max=unwrapped.action_high, table=None),
+            action_spec=ActionSpec(low=unwrapped.action_low, high=unwrapped.action_high, table=None),
         )
     finally:
         env.close()

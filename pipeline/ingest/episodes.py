@@ -35,7 +35,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.ingest.bag import BagSignals, Signal
-from pipeline.ingest.config import EndMarkerSuccess, IngestConfig, NoReward, ReachReward, TopicSuccess
+from pipeline.ingest.config import (
+    TWIST_COMPONENTS,
+    EndMarkerSuccess,
+    IngestConfig,
+    NoReward,
+    ReachReward,
+    TopicSuccess,
+)
 from pipeline.ingest.resample import age_at, last_value, real_data_at, resample, zero_order_hold
 from sim.contexts import wrap_angle
 from sim.robot import RobotDescription
@@ -44,10 +51,40 @@ from sim.robots.profile import Robot
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """What the eval env expects of actions: torque limits and, for discrete envs, the torque table."""
+    """What the eval env expects of actions: their bounds and, for discrete envs, the torque table."""
 
-    tau_max: NDArray[np.float64]
+    low: NDArray[np.float64]  # lower bound per component, in the action's unit (torque, velocity or position)
+    high: NDArray[np.float64]
     table: NDArray[np.float64] | None  # (n_actions, 2) torques, or None for continuous actions
+
+
+def twist_to_joint_velocity(
+    config: IngestConfig, fields: dict[str, NDArray[np.float64]], robot: Robot, twists: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Joint velocity targets from end-effector twists, by damped least squares (see :class:`TwistToJointVelocity`).
+
+    Args:
+        config: The mapping, with ``twist`` set (its action ``components`` name the twist's Jacobian rows).
+        fields: The observation fields resampled at the ticks (one row per tick: one more than twists).
+        robot: The robot profile (its kinematics and joint order).
+        twists: The twist per control period, shape ``(steps, len(components))``.
+
+    Returns:
+        Joint velocity targets q̇_k = Jᵀ(JJᵀ + λ²I)⁻¹v_k at each period's first tick, shape ``(steps, joints)``.
+    """
+    assert config.twist is not None
+    twist = config.twist
+    joint_mapping = config.observations[twist.joint_field]
+    positions = fields[twist.joint_field][:, [joint_mapping.component_names.index(j) for j in robot.joint_names]]
+    rows = [TWIST_COMPONENTS.index(c) for c in config.action_mapping.components or ()]
+    link = twist.link or robot.profile.task.end_effector
+    damping = twist.damping**2 * np.eye(len(rows))
+    velocities = np.empty((len(twists), len(robot.joint_names)))
+    for k, twist_k in enumerate(twists):
+        _, jacobian = robot.kinematics.jacobian(link, positions[k], angular=True)
+        rows_k = jacobian[rows]
+        velocities[k] = rows_k.T @ np.linalg.solve(rows_k @ rows_k.T + damping, twist_k)
+    return velocities
 
 
 @dataclass(frozen=True)
@@ -323,12 +360,16 @@ def build_episode(
 
     command = window[config.action_name]
     if config.action_mapping.resample == "zero_order_hold":  # the command active at the tick (a trajectory point)
-        torques = zero_order_hold(command.times, command.values, ticks[:-1])
+        targets = zero_order_hold(command.times, command.values, ticks[:-1])
         held = age_at(command.times, ticks[:-1]) >= period_ns
     else:
-        torques, held = last_value(command.times, command.values, ticks[:-1], period_ns)
-    clipped = np.abs(torques) > action_spec.tau_max
-    torques = np.clip(torques, -action_spec.tau_max, action_spec.tau_max)
+        targets, held = last_value(command.times, command.values, ticks[:-1], period_ns)
+    if config.twist is not None:  # an end-effector twist → joint velocity targets at the tick's joint positions
+        if not isinstance(robot, Robot):
+            raise TypeError("twist commands need a robot profile")
+        targets = twist_to_joint_velocity(config, fields, robot, targets)
+    clipped = (targets < action_spec.low) | (targets > action_spec.high)
+    targets = np.clip(targets, action_spec.low, action_spec.high)
 
     # The reward rule on s′ (tick k+1); the robot's joints in its own order for forward kinematics.
     if isinstance(config.reward, ReachReward):
@@ -343,9 +384,9 @@ def build_episode(
         last_step, end_reason = first + 1, "reached" if config.reward.kind == "reach" else "success"
         terminations = np.zeros(last_step, dtype=bool)
         terminations[first] = True
-        observations, torques, held, clipped = (
+        observations, targets, held, clipped = (
             observations[: last_step + 1],
-            torques[:last_step],
+            targets[:last_step],
             held[:last_step],
             clipped[:last_step],
         )
@@ -354,9 +395,9 @@ def build_episode(
     truncations[-1] = not terminations[-1]
 
     snapped = 0
-    actions: NDArray[np.float32] | NDArray[np.int64] = torques.astype(np.float32)
+    actions: NDArray[np.float32] | NDArray[np.int64] = targets.astype(np.float32)
     if action_spec.table is not None:
-        distance = np.abs(torques[:, None, :] - action_spec.table[None, :, :]).max(axis=2)
+        distance = np.abs(targets[:, None, :] - action_spec.table[None, :, :]).max(axis=2)
         actions = distance.argmin(axis=1).astype(np.int64)
         snapped = int((distance.min(axis=1) > 1e-6).sum())
     return Episode(

@@ -24,7 +24,9 @@ class EpisodeReport(BaseModel):
     success: bool = Field(False, description="The reach rule fired.")
     controller: str | None = Field(None, description="Controller named by the start marker.")
     actions_held: int = Field(0, description="Periods without a fresh command (previous command held).")
-    actions_clipped: int = Field(0, description="Commands beyond the torque limits, clipped.")
+    actions_clipped: int = Field(
+        0, description="Commands beyond the action limits (torque, velocity or position), clipped."
+    )
     actions_snapped: int = Field(0, description="Commands off the discrete torque grid, snapped to the nearest action.")
 
 

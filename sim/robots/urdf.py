@@ -424,14 +424,20 @@ class Kinematics:
         """Every link's position, shape ``(links, 3)``, for one joint vector."""
         return np.stack([self.position(link, joint_position) for link in self.chains])
 
-    def jacobian(self, link: str, joint_position: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def jacobian(
+        self, link: str, joint_position: ArrayLike, angular: bool = False
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The link's position and its position Jacobian ``∂p/∂q`` of shape ``(3, joints)``.
 
         A revolute joint with world axis a through point o contributes ``a × (p − o)``, a
-        prismatic one ``a``; joints off the link's chain contribute 0.
+        prismatic one ``a``; joints off the link's chain contribute 0. With ``angular``, the
+        geometric Jacobian ``[v; ω] = J q̇`` of shape ``(6, joints)``: below the linear rows, a
+        revolute joint contributes its axis a to ω and a prismatic one 0.
         """
         _, point, joints = self.transforms(link, joint_position)
-        jacobian = np.zeros((3, self.joint_count))
+        jacobian = np.zeros((6 if angular else 3, self.joint_count))
         for index, axis, origin, prismatic in joints:
-            jacobian[:, index] = axis if prismatic else np.cross(axis, point - origin)
+            jacobian[:3, index] = axis if prismatic else np.cross(axis, point - origin)
+            if angular and not prismatic:
+                jacobian[3:, index] = axis
         return point, jacobian

@@ -237,6 +237,22 @@ class TwistToJointVelocity(BaseModel):
     damping: float = Field(0.01, ge=0.0, description="λ of the damped least squares (m/s; 0: the pseudo-inverse).")
 
 
+class HindsightGoal(BaseModel):
+    """For logs that carry no goal (teleoperation demonstrations): each episode's goal is where its end effector ends.
+
+    Every step's goal is g = FK(q_T), the end effector's position (base frame) at the episode's last
+    tick: the "final" strategy of hindsight relabelling, which turns a demonstration of reaching
+    somewhere into a demonstration of reaching that goal. The field is appended after the logged
+    observation fields, where a profile's env observes its goal; with the reach rule the episode
+    terminates at the first tick within the success radius of it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field("goal_position", description="Name of the goal field (components x, y, z), not logged.")
+    joint_field: str = Field("joint_position", description="Observation field with the joint positions for FK.")
+
+
 RewardRule = Annotated[
     ReachReward | NoReward | TopicSuccess | EndMarkerSuccess, Field(discriminator="kind")
 ]  # a rule per kind; episodes.REWARD_RULES computes each (a profile-driven reach slots in as one more kind)
@@ -268,6 +284,9 @@ class IngestConfig(BaseModel):
     max_clock_skew_s: float = Field(
         1.0, gt=0.0, description="header.stamp further than this from its usual offset to log time is a clock jump."
     )
+    hindsight_goal: HindsightGoal | None = Field(
+        None, description="The logs carry no goal: each episode's goal is its final end-effector position."
+    )
     twist: TwistToJointVelocity | None = Field(
         None,
         description="The action topic carries end-effector twists (Twist/TwistStamped) that become the profile's "
@@ -280,8 +299,10 @@ class IngestConfig(BaseModel):
             raise ValueError(f"action: exactly one action field is supported, got {list(self.action)}")
         rule_fields = (self.reward.joint_field, self.reward.goal_field) if isinstance(self.reward, ReachReward) else ()
         for name in (*rule_fields, self.episodes.goal_field):
-            if name not in self.observations:
+            if name not in self.observation_fields:
                 raise ValueError(f"field {name!r} is used by a rule but is not an observation field")
+        if self.hindsight_goal is not None:
+            self._check_hindsight_goal(self.hindsight_goal)
         source = "env.control_hz" if self.robot is None else f"the control_hz of robot {self.robot!r}"
         env_hz = load_profile(self.robot).profile.control_hz if self.robot is not None else self.env.control_hz
         if abs(self.control_hz - env_hz) > 1e-9:
@@ -291,6 +312,14 @@ class IngestConfig(BaseModel):
         if self.twist is not None:
             self._check_twist(self.twist)
         return self
+
+    def _check_hindsight_goal(self, goal: HindsightGoal) -> None:
+        if self.robot is None:
+            raise ValueError("hindsight_goal: the end effector's forward kinematics need a robot profile (robot)")
+        if goal.field in self.observations:
+            raise ValueError(f"hindsight_goal: field {goal.field!r} is also mapped from a topic in observations")
+        if goal.joint_field not in self.observations:
+            raise ValueError(f"hindsight_goal: joint_field {goal.joint_field!r} is not an observation field")
 
     def _check_twist(self, twist: TwistToJointVelocity) -> None:
         mapping = self.action_mapping
@@ -313,6 +342,12 @@ class IngestConfig(BaseModel):
             raise ValueError(f"twist: joint_field {twist.joint_field!r} is not an observation field")
         if self.action_name != profile.action_field:
             raise ValueError(f"twist: the action field must be named {profile.action_field!r} (the profile's)")
+
+    @property
+    def observation_fields(self) -> tuple[str, ...]:
+        """Names of the observation fields in vector order: the mapped ones, then a hindsight goal."""
+        hindsight = () if self.hindsight_goal is None else (self.hindsight_goal.field,)
+        return (*self.observations, *hindsight)
 
     @property
     def action_name(self) -> str:

@@ -115,6 +115,8 @@ def _eval_env(config: IngestConfig) -> _EvalEnv:
 def _check_names(config: IngestConfig, observation_names: tuple[str, ...], action_names: tuple[str, ...]) -> None:
     """The mapping must produce exactly the env's observation and action names, in the env's order."""
     produced = tuple(f"{name}.{c}" for name, m in config.observations.items() for c in m.component_names)
+    if config.hindsight_goal is not None:
+        produced += tuple(f"{config.hindsight_goal.field}.{c}" for c in "xyz")
     if produced != observation_names:
         raise IngestError(
             config.env_id, f"observations produce {list(produced)}, the env observes {list(observation_names)}"
@@ -183,11 +185,12 @@ def process_bag(
         start_s = (span.start_ns - signals.start_ns) / 1e9
         if isinstance(result, DroppedEpisode):
             if strict:
-                topic = (
-                    config.episodes.marker_topic
-                    if signals.markers
-                    else config.observations[config.episodes.goal_field].topic
-                )
+                if signals.markers:
+                    topic = config.episodes.marker_topic
+                elif config.episodes.segment_by == "markers":  # cut at goal changes
+                    topic = config.observations[config.episodes.goal_field].topic
+                else:
+                    topic = config.action_mapping.topic
                 raise IngestError(bag, f"episode dropped: {result.reason}", topic=topic, time_ns=result.start_ns)
             report.episodes.append(
                 EpisodeReport(start_s=start_s, kept=False, reason=result.reason, controller=span.controller)
@@ -247,9 +250,12 @@ def _metadata(
     return {
         "symgate_version": __version__,
         "observation_names": list(env.observation_names),
-        "observation_units": {name: m.unit for name, m in config.observations.items()},
+        "observation_units": {
+            **{name: m.unit for name, m in config.observations.items()},
+            **({} if config.hindsight_goal is None else {config.hindsight_goal.field: "m"}),
+        },
         "action_names": list(env.action_names),
-        "action_units": {config.action_name: action.unit},
+        "action_units": {config.action_name: action.unit if config.twist is None else "rad/s"},
         "discrete_action_torques": None if env.action_spec.table is None else env.action_spec.table.tolist(),
         "joint_names": list(robot.joint_names),
         "control_hz": config.control_hz,

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.ingest.bag import BagSignals, Signal
+from pipeline.ingest.bag import BagSignals, IngestError, Signal
 from pipeline.ingest.config import (
     TWIST_COMPONENTS,
     EndMarkerSuccess,
@@ -58,6 +58,14 @@ class ActionSpec:
     table: NDArray[np.float64] | None  # (n_actions, 2) torques, or None for continuous actions
 
 
+def in_robot_order(
+    config: IngestConfig, fields: dict[str, NDArray[np.float64]], name: str, robot: RobotDescription | Robot
+) -> NDArray[np.float64]:
+    """A joint field's columns reordered from the mapping's joint order to the robot's (for its kinematics)."""
+    names = config.observations[name].component_names
+    return fields[name][:, [names.index(joint) for joint in robot.joint_names]]
+
+
 def twist_to_joint_velocity(
     config: IngestConfig, fields: dict[str, NDArray[np.float64]], robot: Robot, twists: NDArray[np.float64]
 ) -> NDArray[np.float64]:
@@ -74,8 +82,7 @@ def twist_to_joint_velocity(
     """
     assert config.twist is not None
     twist = config.twist
-    joint_mapping = config.observations[twist.joint_field]
-    positions = fields[twist.joint_field][:, [joint_mapping.component_names.index(j) for j in robot.joint_names]]
+    positions = in_robot_order(config, fields, twist.joint_field, robot)
     rows = [TWIST_COMPONENTS.index(c) for c in config.action_mapping.components or ()]
     link = twist.link or robot.profile.task.end_effector
     damping = twist.damping**2 * np.eye(len(rows))
@@ -179,6 +186,12 @@ def segment(signals: BagSignals, config: IngestConfig) -> list[Segment]:
             segments.append(Segment(open_start[0], signals.end_ns, open_start[1], open_ended=True))
         return segments
     # A latched goal is published when the goal is set, so every message starts an episode (even the same goal).
+    if config.episodes.goal_field not in signals.fields:
+        raise IngestError(
+            signals.path.name,
+            f"no episode markers on {config.episodes.marker_topic} and the goal {config.episodes.goal_field!r} is "
+            "not logged: set episodes.segment_by to file, gaps or idle",
+        )
     goal = signals.fields[config.episodes.goal_field]
     commands = command.times
     bounds = [*goal.times.tolist(), signals.end_ns + 1]
@@ -356,6 +369,11 @@ def build_episode(
         if wrap:
             resampled[:, wrap] = wrap_angle(resampled[:, wrap])
         fields[name] = resampled
+    if config.hindsight_goal is not None:  # the goal is where the end effector ends: FK of the last tick's joints
+        _, final = robot.forward_kinematics(
+            in_robot_order(config, fields, config.hindsight_goal.joint_field, robot)[-1]
+        )
+        fields[config.hindsight_goal.field] = np.tile(final, (len(ticks), 1))
     observations = np.concatenate(list(fields.values()), axis=1).astype(np.float32)
 
     command = window[config.action_name]
@@ -373,9 +391,7 @@ def build_episode(
 
     # The reward rule on s′ (tick k+1); the robot's joints in its own order for forward kinematics.
     if isinstance(config.reward, ReachReward):
-        joint_mapping = config.observations[config.reward.joint_field]
-        order = [joint_mapping.component_names.index(joint) for joint in robot.joint_names]
-        fields[config.reward.joint_field] = fields[config.reward.joint_field][:, order]
+        fields[config.reward.joint_field] = in_robot_order(config, fields, config.reward.joint_field, robot)
     inputs = RewardInputs(fields, ticks, span, end_reason, signals, robot)
     reached = REWARD_RULES[config.reward.kind](config.reward, inputs)
     terminations = np.zeros(last_step, dtype=bool)

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from pipeline.ingest import IngestConfig, ingest
+from pipeline.ingest import IngestConfig, IngestError, ingest
 from pipeline.ingest.config import config_for_robot
 from sim.robots.profile import Robot, load_profile, profile_path
 
@@ -60,8 +60,10 @@ def _stamp(t_ns: int) -> Any:
     return TYPESTORE.types["builtin_interfaces/msg/Time"](sec=t_ns // NS, nanosec=t_ns % NS)
 
 
-def write_demo(path: Path, robot: Robot, commands: list[tuple[str, str, Any]], seed: int = 0) -> NDArray[np.int64]:
-    """One demonstration bag: the follower's JointState, a latched goal, and the given (topic, type, msgs) commands.
+def write_demo(
+    path: Path, robot: Robot, commands: list[tuple[str, str, Any]], seed: int = 0, goal: bool = True
+) -> NDArray[np.int64]:
+    """One demonstration bag: the follower's JointState, a latched goal (or none), and (topic, type, msgs) commands.
 
     Returns:
         The control ticks t_0 … t_STEPS the commands were sent on.
@@ -81,12 +83,14 @@ def write_demo(path: Path, robot: Robot, commands: list[tuple[str, str, Any]], s
             effort=np.array([], dtype=np.float64),
         )
         messages.append((int(stamp) + round(rng.uniform(0.5, 3.0) * MS), "/joint_states", state))
-    goal = types[POINT](
-        header=types["std_msgs/msg/Header"](stamp=_stamp(EPOCH - 100 * MS), frame_id="lbr_iiwa_link_0"),
-        point=types["geometry_msgs/msg/Point"](x=0.55, y=0.0, z=0.5),
-    )
-    messages.append((EPOCH - 99 * MS, "/goal", goal))
-    msgtypes = {"/joint_states": JOINT_STATE, "/goal": POINT}
+    msgtypes = {"/joint_states": JOINT_STATE}
+    if goal:
+        point = types[POINT](
+            header=types["std_msgs/msg/Header"](stamp=_stamp(EPOCH - 100 * MS), frame_id="lbr_iiwa_link_0"),
+            point=types["geometry_msgs/msg/Point"](x=0.55, y=0.0, z=0.5),
+        )
+        messages.append((EPOCH - 99 * MS, "/goal", point))
+        msgtypes["/goal"] = POINT
     for topic, msgtype, sent in commands:
         msgtypes[topic] = msgtype
         messages += [(log_ns + round(rng.uniform(0.5, 3.0) * MS), topic, msg) for log_ns, msg in sent]
@@ -186,7 +190,11 @@ def position_profile(tmp_path: Path) -> Path:
 
 
 def test_leader_arm_positions_are_the_position_targets(tmp_path: Path, root: Path, iiwa: Robot) -> None:
-    """Teleoperation: the leader arm's JointState positions (listed in another order) are the follower's targets."""
+    """Teleoperation: the leader's JointState positions (in another joint order) are the follower's targets.
+
+    The log has no goal, no markers and no reward: one file is one demonstration, and its goal is
+    where the end effector ends (hindsight).
+    """
     profile = position_profile(tmp_path)
     leader_order = list(reversed(iiwa.joint_names))
     ticks = EPOCH + PERIOD * np.arange(STEPS, dtype=np.int64)
@@ -205,7 +213,7 @@ def test_leader_arm_positions_are_the_position_targets(tmp_path: Path, root: Pat
         )
         for tick, target in zip(ticks, targets, strict=True)
     ]
-    write_demo(tmp_path / "bags" / "teleop_0", iiwa, [("/leader/joint_states", JOINT_STATE, sent)])
+    write_demo(tmp_path / "bags" / "teleop_0", iiwa, [("/leader/joint_states", JOINT_STATE, sent)], goal=False)
     action = {
         "joint_position_target": {
             "topic": "/leader/joint_states",
@@ -217,7 +225,9 @@ def test_leader_arm_positions_are_the_position_targets(tmp_path: Path, root: Pat
             "unit": "rad",
         }
     }
-    config = demonstration_config(str(profile), action)
+    mapped = config_for_robot(str(profile)).observations
+    state = {name: mapped[name].model_dump(mode="json") for name in ("joint_position", "joint_velocity")}
+    config = demonstration_config(str(profile), action, observations=state, hindsight_goal={})
     _, report = ingest([tmp_path / "bags"], config, DATASET_ID, workers=1)
     dataset = minari.load_dataset(DATASET_ID)
     (episode,) = dataset.iterate_episodes()
@@ -227,9 +237,38 @@ def test_leader_arm_positions_are_the_position_targets(tmp_path: Path, root: Pat
     clipped = int((targets[: len(actions)] < low).any(axis=1).sum())
     assert clipped > 0
     assert report.bags[0].episodes[0].actions_clipped == clipped
+    # The goal: FK of the last tick's joint positions, the truth's within interpolation error (≤ 2 mm).
+    observations = np.asarray(episode.observations, dtype=np.float64)
+    last_tick = EPOCH + PERIOD * len(actions)
+    _, final = iiwa.forward_kinematics(follower(iiwa, np.array([last_tick]))[0][0])
+    np.testing.assert_allclose(observations[:, -3:], np.tile(final, (len(observations), 1)), atol=2e-3)
     env = dataset.recover_environment(eval_env=True)  # the dataset names the position profile's env
     try:
         assert env.unwrapped.profile.action.interface == "position"
         assert env.action_space.contains(actions[0].astype(np.float32))
     finally:
         env.close()
+
+
+def test_hindsight_goal_needs_a_profile_and_an_unlogged_goal() -> None:
+    with pytest.raises(ValueError, match="hindsight_goal: the end effector's forward kinematics need a robot profile"):
+        IngestConfig.model_validate({"hindsight_goal": {}})
+    with pytest.raises(ValueError, match="hindsight_goal: field 'goal_position' is also mapped from a topic"):
+        IngestConfig.model_validate({**config_for_robot("kuka_iiwa").model_dump(mode="json"), "hindsight_goal": {}})
+
+
+def test_unlogged_goal_without_markers_asks_for_another_segmentation(tmp_path: Path, root: Path, iiwa: Robot) -> None:
+    """Markers are the default segmentation; a bag without them would fall back to goal changes, which it lacks."""
+    ticks = EPOCH + PERIOD * np.arange(STEPS, dtype=np.int64)
+    array = TYPESTORE.types["std_msgs/msg/Float64MultiArray"]
+    layout = TYPESTORE.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+    sent = [(int(t), array(layout=layout, data=np.zeros(7))) for t in ticks]
+    write_demo(
+        tmp_path / "bags" / "no_goal", iiwa, [("/joint_commands", "std_msgs/msg/Float64MultiArray", sent)], goal=False
+    )
+    base = config_for_robot("kuka_iiwa").model_dump(mode="json")
+    del base["observations"]["goal_position"]
+    config = IngestConfig.model_validate({**base, "hindsight_goal": {}, "reward": {"kind": "none"}})
+    with pytest.raises(IngestError, match=r"no_goal: no episode markers on /episode .* set episodes.segment_by"):
+        ingest([tmp_path / "bags"], config, DATASET_ID, workers=1)
+    assert not root.exists() or not any(root.rglob("*"))

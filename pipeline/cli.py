@@ -196,12 +196,18 @@ def ingest_command(
 def ingest_inspect_command(
     bags: Annotated[list[Path], typer.Argument(help="Bag folders, bare .mcap files, or folders of them.")],
     draft: Annotated[Path, typer.Option(help="Where to write the draft mapping YAML.")] = Path("ingest-draft.yaml"),
+    robot: Annotated[
+        str | None,
+        typer.Option(help="The robot profile the bags come from: the draft takes its joints, rate and task."),
+    ] = None,
 ) -> None:
     """Show what bags hold (topics, rates, gaps, joints, clocks) and write a draft mapping to edit."""
     from pipeline.ingest.inspect import draft_mapping, inspect_bag
     from pipeline.io import atomic_write_text
+    from sim.robots.profile import load_profile
 
     with _user_errors():
+        profile = load_profile(robot) if robot is not None else None
         summaries = [inspect_bag(bag) for bag in find_bags(bags)]
         for summary in summaries:
             table = Table(title=f"{summary.bag} ({summary.duration_s:.1f} s)")
@@ -222,7 +228,7 @@ def ingest_inspect_command(
                 for names in topic.joint_names:
                     joints = ", ".join(names) or "(empty name array: give joint_order)"
                     console.print(f"joints on {topic.topic}: {joints}", soft_wrap=True)
-        atomic_write_text(draft, draft_mapping(summaries))
+        atomic_write_text(draft, draft_mapping(summaries, profile, robot))
         console.print(f"Draft mapping: {draft} (edit it, then `symgate ingest BAGS --config {draft}`)", soft_wrap=True)
 
 

@@ -215,6 +215,11 @@ TWIST_COMPONENTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y"
 TWIST_TYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")
 
 
+def twist_prefix(msgtype: str) -> str:
+    """Where a twist message keeps its components: ``twist.`` in a TwistStamped, the top level in a Twist."""
+    return "twist." if msgtype == "geometry_msgs/msg/TwistStamped" else ""
+
+
 class TwistToJointVelocity(BaseModel):
     """End-effector twist commands (MoveIt Servo, a spacemouse) turned into the profile's joint velocity targets.
 
@@ -335,13 +340,21 @@ class IngestConfig(BaseModel):
             raise ValueError(f"twist: robot {self.robot!r} takes {profile.action.interface} targets, not velocity")
         if mapping.msgtype not in TWIST_TYPES:
             raise ValueError(f"twist: the action topic's msgtype must be one of {list(TWIST_TYPES)}")
-        unknown = [c for c in mapping.components or () if c not in TWIST_COMPONENTS]
-        if mapping.components is None or unknown:
-            raise ValueError(f"twist: the action's components must be among {list(TWIST_COMPONENTS)}, got {unknown}")
+        prefix = twist_prefix(mapping.msgtype)
+        unknown = [c for c in mapping.components or () if c.removeprefix(prefix) not in TWIST_COMPONENTS]
+        if mapping.components is None or unknown or not all(c.startswith(prefix) for c in mapping.components):
+            allowed = [prefix + c for c in TWIST_COMPONENTS]
+            raise ValueError(f"twist: the action's components must be among {allowed}, got {unknown}")
         if twist.joint_field not in self.observations:
             raise ValueError(f"twist: joint_field {twist.joint_field!r} is not an observation field")
         if self.action_name != profile.action_field:
             raise ValueError(f"twist: the action field must be named {profile.action_field!r} (the profile's)")
+
+    @property
+    def twist_rows(self) -> list[int]:
+        """Rows of the geometric Jacobian [v; ω] that the twist action's components name, in their order."""
+        prefix = twist_prefix(self.action_mapping.msgtype)
+        return [TWIST_COMPONENTS.index(c.removeprefix(prefix)) for c in self.action_mapping.components or ()]
 
     @property
     def observation_fields(self) -> tuple[str, ...]:

@@ -35,14 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.ingest.bag import BagSignals, IngestError, Signal
-from pipeline.ingest.config import (
-    TWIST_COMPONENTS,
-    EndMarkerSuccess,
-    IngestConfig,
-    NoReward,
-    ReachReward,
-    TopicSuccess,
-)
+from pipeline.ingest.config import EndMarkerSuccess, IngestConfig, NoReward, ReachReward, TopicSuccess
 from pipeline.ingest.resample import age_at, last_value, real_data_at, resample, zero_order_hold
 from sim.contexts import wrap_angle
 from sim.robot import RobotDescription
@@ -83,7 +76,7 @@ def twist_to_joint_velocity(
     assert config.twist is not None
     twist = config.twist
     positions = in_robot_order(config, fields, twist.joint_field, robot)
-    rows = [TWIST_COMPONENTS.index(c) for c in config.action_mapping.components or ()]
+    rows = config.twist_rows
     link = twist.link or robot.profile.task.end_effector
     damping = twist.damping**2 * np.eye(len(rows))
     velocities = np.empty((len(twists), len(robot.joint_names)))

@@ -20,9 +20,12 @@ import yaml
 from numpy.typing import NDArray
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.ingest import IngestConfig, IngestError, ingest
 from pipeline.ingest.config import config_for_robot
+from pipeline.io import load_config
 from sim.robots.profile import Robot, load_profile, profile_path
 
 NS = 1_000_000_000
@@ -109,23 +112,52 @@ def demonstration_config(robot: str, action: dict[str, Any], **extra: Any) -> In
     return IngestConfig.model_validate(base)
 
 
-def test_twist_commands_become_the_profiles_joint_velocity_targets(tmp_path: Path, root: Path, iiwa: Robot) -> None:
-    """Each tick's twist v_k = J(q_k)·q̇_k of a known q̇_k in J's row space comes back as q̇_k (damping 0)."""
+def write_servo_demo(path: Path, robot: Robot, goal: bool = True) -> NDArray[np.float64]:
+    """A demonstration commanded by end-effector twists (MoveIt Servo's ``Twist``), 20 Hz.
+
+    Each tick's twist is v_k = J(q_k)·q̇_k for a random q̇_k in the row space of J (the smallest-norm
+    joint velocity with that twist), at the follower's joint positions q_k.
+
+    Returns:
+        The q̇_k, shape ``(STEPS, joints)``.
+    """
     rng = np.random.default_rng(1)
-    link = iiwa.profile.task.end_effector
+    link = robot.profile.task.end_effector
     ticks = EPOCH + PERIOD * np.arange(STEPS, dtype=np.int64)
-    positions, _ = follower(iiwa, ticks)
+    positions, _ = follower(robot, ticks)
     true_velocity = []
     sent = []
+    vector = TYPESTORE.types["geometry_msgs/msg/Vector3"]
     for tick, q in zip(ticks, positions, strict=True):
-        _, jacobian = iiwa.kinematics.jacobian(link, q)
-        q_dot = jacobian.T @ rng.uniform(-0.4, 0.4, size=3)  # the smallest-norm joint velocity of its twist
+        _, jacobian = robot.kinematics.jacobian(link, q)
+        q_dot = jacobian.T @ rng.uniform(-0.4, 0.4, size=3)
         v = jacobian @ q_dot
         true_velocity.append(q_dot)
-        vector = TYPESTORE.types["geometry_msgs/msg/Vector3"]
         twist = TYPESTORE.types[TWIST](linear=vector(x=v[0], y=v[1], z=v[2]), angular=vector(x=0.0, y=0.0, z=0.0))
         sent.append((int(tick), twist))
-    write_demo(tmp_path / "bags" / "servo_0", iiwa, [("/servo/twist", TWIST, sent)])
+    write_demo(path, robot, [("/servo/twist", TWIST, sent)], goal=goal)
+    return np.asarray(true_velocity)
+
+
+def assert_twist_actions(
+    actions: NDArray[np.float64], true_velocity: NDArray[np.float64], robot: Robot, min_steps: int = STEPS - 1
+) -> None:
+    """The actions are the q̇_k the twists were made from, within the joint-position interpolation's error.
+
+    (And within the damping's: λ = 0.01 moves q̇ by about λ²/σ² ≈ 1e-3 of itself for the singular values σ ≳ 0.3 here.)
+    """
+    steps = len(actions)
+    assert steps >= min_steps
+    np.testing.assert_allclose(actions, true_velocity[:steps], atol=2e-3, rtol=0)
+    positions, _ = follower(robot, EPOCH + PERIOD * np.arange(steps, dtype=np.int64))
+    for q, q_dot, wanted in zip(positions, actions, true_velocity, strict=False):
+        _, jacobian = robot.kinematics.jacobian(robot.profile.task.end_effector, q)
+        np.testing.assert_allclose(jacobian @ q_dot, jacobian @ wanted, atol=1e-3)
+
+
+def test_twist_commands_become_the_profiles_joint_velocity_targets(tmp_path: Path, root: Path, iiwa: Robot) -> None:
+    """Each tick's twist v_k = J(q_k)·q̇_k of a known q̇_k in J's row space comes back as q̇_k (damping 0)."""
+    true_velocity = write_servo_demo(tmp_path / "bags" / "servo_0", iiwa)
     action = {
         "joint_velocity_target": {
             "topic": "/servo/twist",
@@ -139,14 +171,7 @@ def test_twist_commands_become_the_profiles_joint_velocity_targets(tmp_path: Pat
     config = demonstration_config("kuka_iiwa", action, twist={"damping": 0.0})
     ingest([tmp_path / "bags"], config, DATASET_ID, workers=1)
     (episode,) = minari.load_dataset(DATASET_ID).iterate_episodes()
-    actions = np.asarray(episode.actions, dtype=np.float64)
-    steps = len(actions)
-    assert steps >= STEPS - 1
-    # The joint positions at each tick are interpolated from the 100 Hz stream: J differs by O(interpolation error).
-    np.testing.assert_allclose(actions, np.asarray(true_velocity)[:steps], atol=2e-3, rtol=0)
-    for q, q_dot, wanted in zip(positions, actions, true_velocity, strict=False):
-        _, jacobian = iiwa.kinematics.jacobian(link, q)
-        np.testing.assert_allclose(jacobian @ q_dot, jacobian @ wanted, atol=1e-3)
+    assert_twist_actions(np.asarray(episode.actions, dtype=np.float64), true_velocity, iiwa)
 
 
 def test_angular_twist_rows_use_the_geometric_jacobian(iiwa: Robot) -> None:
@@ -272,3 +297,21 @@ def test_unlogged_goal_without_markers_asks_for_another_segmentation(tmp_path: P
     with pytest.raises(IngestError, match=r"no_goal: no episode markers on /episode .* set episodes.segment_by"):
         ingest([tmp_path / "bags"], config, DATASET_ID, workers=1)
     assert not root.exists() or not any(root.rglob("*"))
+
+
+def test_inspect_with_the_profile_drafts_a_mapping_that_needs_no_edit(tmp_path: Path, root: Path, iiwa: Robot) -> None:
+    """A servo log without goal or markers: the profile-aware draft (twist, hindsight goal, one file) ingests as is."""
+    true_velocity = write_servo_demo(tmp_path / "bags" / "servo_0", iiwa, goal=False)
+    draft = tmp_path / "draft.yaml"
+    result = CliRunner().invoke(
+        app, ["ingest", "inspect", str(tmp_path / "bags"), "--draft", str(draft), "--robot", "kuka_iiwa"]
+    )
+    assert result.exit_code == 0, result.output
+    text = draft.read_text()
+    assert "twist: {damping: 0.01}" in text and "hindsight_goal: {}" in text and "segment_by: file" in text
+    config = load_config(draft, IngestConfig)
+    _, report = ingest([tmp_path / "bags"], config, DATASET_ID, workers=1)
+    (episode_report,) = report.bags[0].episodes  # reach: the first tick within the radius of the final position
+    assert episode_report.reason == "reached"
+    (episode,) = minari.load_dataset(DATASET_ID).iterate_episodes()
+    assert_twist_actions(np.asarray(episode.actions, dtype=np.float64), true_velocity, iiwa, min_steps=1)

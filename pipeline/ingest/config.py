@@ -21,6 +21,16 @@ TimeBase = Literal["header", "log", "header_shifted"]
 ResampleRule = Literal["linear", "causal_linear", "zero_order_hold", "last_value"]
 
 
+#: The components of a geometry_msgs Twist, in the order of the rows of a geometric Jacobian [v; ω].
+TWIST_COMPONENTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
+TWIST_TYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")
+
+
+def twist_prefix(msgtype: str) -> str:
+    """Where a twist message keeps its components: ``twist.`` in a TwistStamped, the top level in a Twist."""
+    return "twist." if msgtype == "geometry_msgs/msg/TwistStamped" else ""
+
+
 class FieldMapping(BaseModel):
     """How one named dataset field is read from a bag topic."""
 
@@ -78,7 +88,13 @@ class FieldMapping(BaseModel):
             raise ValueError("path needs the joint names it selects (joints)")
         if self.latched and self.resample != "zero_order_hold":
             raise ValueError("a latched field can only be resampled with zero_order_hold")
-        if self.components is not None and self.time_base != "log" and self.resample == "last_value":
+        stamped_command = self.msgtype == "geometry_msgs/msg/TwistStamped"  # a command with a header
+        if (
+            self.components is not None
+            and self.time_base != "log"
+            and self.resample == "last_value"
+            and not stamped_command
+        ):
             raise ValueError("last_value applies to commands, which carry no header: use time_base: log")
         trajectory = self.msgtype == "trajectory_msgs/msg/JointTrajectory"
         if trajectory and (self.names_path != "joint_names" or self.resample != "zero_order_hold"):
@@ -208,16 +224,6 @@ class EndMarkerSuccess(BaseModel):
     success_reasons: tuple[str, ...] = Field(
         ("reached", "success"), description="End-marker `reason` values that mean success."
     )
-
-
-#: The components of a geometry_msgs Twist, in the order of the rows of a geometric Jacobian [v; ω].
-TWIST_COMPONENTS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
-TWIST_TYPES = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")
-
-
-def twist_prefix(msgtype: str) -> str:
-    """Where a twist message keeps its components: ``twist.`` in a TwistStamped, the top level in a Twist."""
-    return "twist." if msgtype == "geometry_msgs/msg/TwistStamped" else ""
 
 
 class TwistToJointVelocity(BaseModel):

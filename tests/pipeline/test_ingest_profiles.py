@@ -36,7 +36,8 @@ STATE_PERIOD = 10 * MS
 STEPS = 30
 DATASET_ID = "symgate/iiwa-teleop-v0"
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
-JOINT_STATE, POINT, TWIST = "sensor_msgs/msg/JointState", "geometry_msgs/msg/PointStamped", "geometry_msgs/msg/Twist"
+JOINT_STATE, POINT = "sensor_msgs/msg/JointState", "geometry_msgs/msg/PointStamped"
+TWIST, TWIST_STAMPED = "geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped"
 
 
 @pytest.fixture
@@ -112,8 +113,8 @@ def demonstration_config(robot: str, action: dict[str, Any], **extra: Any) -> In
     return IngestConfig.model_validate(base)
 
 
-def write_servo_demo(path: Path, robot: Robot, goal: bool = True) -> NDArray[np.float64]:
-    """A demonstration commanded by end-effector twists (MoveIt Servo's ``Twist``), 20 Hz.
+def write_servo_demo(path: Path, robot: Robot, goal: bool = True, msgtype: str = TWIST) -> NDArray[np.float64]:
+    """A demonstration commanded by end-effector twists (MoveIt Servo's ``Twist`` or ``TwistStamped``), 20 Hz.
 
     Each tick's twist is v_k = J(q_k)·q̇_k for a random q̇_k in the row space of J (the smallest-norm
     joint velocity with that twist), at the follower's joint positions q_k.
@@ -134,8 +135,11 @@ def write_servo_demo(path: Path, robot: Robot, goal: bool = True) -> NDArray[np.
         v = jacobian @ q_dot
         true_velocity.append(q_dot)
         twist = TYPESTORE.types[TWIST](linear=vector(x=v[0], y=v[1], z=v[2]), angular=vector(x=0.0, y=0.0, z=0.0))
+        if msgtype == TWIST_STAMPED:
+            header = TYPESTORE.types["std_msgs/msg/Header"](stamp=_stamp(int(tick)), frame_id="lbr_iiwa_link_0")
+            twist = TYPESTORE.types[TWIST_STAMPED](header=header, twist=twist)
         sent.append((int(tick), twist))
-    write_demo(path, robot, [("/servo/twist", TWIST, sent)], goal=goal)
+    write_demo(path, robot, [("/servo/twist", msgtype, sent)], goal=goal)
     return np.asarray(true_velocity)
 
 
@@ -155,15 +159,19 @@ def assert_twist_actions(
         np.testing.assert_allclose(jacobian @ q_dot, jacobian @ wanted, atol=1e-3)
 
 
-def test_twist_commands_become_the_profiles_joint_velocity_targets(tmp_path: Path, root: Path, iiwa: Robot) -> None:
+@pytest.mark.parametrize("msgtype", [TWIST, TWIST_STAMPED])
+def test_twist_commands_become_the_profiles_joint_velocity_targets(
+    tmp_path: Path, root: Path, iiwa: Robot, msgtype: str
+) -> None:
     """Each tick's twist v_k = J(q_k)·q̇_k of a known q̇_k in J's row space comes back as q̇_k (damping 0)."""
-    true_velocity = write_servo_demo(tmp_path / "bags" / "servo_0", iiwa)
+    true_velocity = write_servo_demo(tmp_path / "bags" / "servo_0", iiwa, msgtype=msgtype)
+    prefix = "twist." if msgtype == TWIST_STAMPED else ""
     action = {
         "joint_velocity_target": {
             "topic": "/servo/twist",
-            "msgtype": TWIST,
-            "components": ["linear.x", "linear.y", "linear.z"],
-            "time_base": "log",
+            "msgtype": msgtype,
+            "components": [f"{prefix}linear.{axis}" for axis in "xyz"],
+            "time_base": "log" if msgtype == TWIST else "header",
             "resample": "last_value",
             "unit": "m/s",
         }

@@ -107,7 +107,6 @@ def run_gate(
         check_private_key(signing_key)  # before minutes of rollouts, not after
         if report_dir.resolve() != model_dir.resolve():
             raise UserInputError(f"--report-dir {report_dir}: the signed model folder must hold its own report")
-    config_sha = sha256_json(config.model_dump(mode="json"))
     reasons: list[str] = []
     contract: Contract | None = None
     provider: str | None = None
@@ -139,6 +138,7 @@ def run_gate(
             tasks = plan_tasks(config, env_id)
             episodes = run_tasks(model_dir, contract, tasks, workers, on_episodes)
     wall = time.perf_counter() - started
+    config_sha = sha256_json(config.model_dump(mode="json"))  # the resolved config (robot from the contract)
 
     rng = np.random.default_rng(config.seed)
     results = [_suite_result(suite, episodes, config, rng) for suite in config.suites] if episodes else []

@@ -22,7 +22,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, SupportsFloat
+from typing import Any, Literal, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from sim.bullet import connect_direct, pybullet
 from sim.config import ReacherConfig
-from sim.contexts import wrap_angle
+from sim.contexts import ContextSets, wrap_angle
 from sim.robot import load_robot_description
 
 #: Action field group (joint torques, N·m).
@@ -252,6 +252,46 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         """The current raw joint state (no noise), with zero effort; for loggers and tests."""
         position, velocity = self._joint_state()
         return PhysicsSample(self._physics_step, position, velocity, np.zeros(2))
+
+    # ------------------------------------------------------- sim.robots.interface.SimulatedArm
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """Actuated joints in chain order (shoulder first)."""
+        return self.robot.joint_names
+
+    @property
+    def joint_continuous(self) -> tuple[bool, ...]:
+        """Per joint: True when it has no position limits."""
+        return tuple(joint.continuous for joint in self.robot.joints)
+
+    @property
+    def action_interface(self) -> Literal["effort"]:
+        """Actions are joint torques."""
+        return "effort"
+
+    @property
+    def control_hz(self) -> int:
+        """Control rate, Hz."""
+        return self.config.control_hz
+
+    @property
+    def physics_hz(self) -> int:
+        """Physics rate, Hz."""
+        return self.config.physics_hz
+
+    @property
+    def contexts(self) -> ContextSets:
+        """The config's context sets."""
+        return self.config.contexts
+
+    @property
+    def base_frame(self) -> str:
+        """The URDF's root link, the frame of the goal."""
+        return "base_link"
+
+    def idle_command(self) -> NDArray[np.float64]:
+        """Zero torque."""
+        return np.zeros(2)
 
     def _read_out(self, applied: NDArray[np.float64]) -> tuple[NDArray[np.float32], dict[str, Any]]:
         """Read the robot once: update the hand-goal distance, return (observation, info)."""

@@ -14,7 +14,7 @@ def test_every_env_provides_the_interface_with_its_profile_s_facts(robot: str | 
         assert isinstance(env, SimulatedArm)
         if robot is None:
             assert type(env).__name__ == "RotationalReacherEnv"  # the paper's env: 2-D goal
-            expected = ("shoulder", "elbow"), "effort", 50, 250, "base_link"
+            expected: tuple[object, ...] = ("shoulder", "elbow"), "effort", 50, 250, "base_link"
         else:
             profile = load_profile(robot).profile
             expected = (

@@ -285,9 +285,29 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         return self.config.contexts
 
     @property
+    def reset_contexts(self) -> NDArray[np.float64]:
+        """The config's ``reset_context_set``."""
+        return self.config.contexts.angles(self.config.reset_context_set)
+
+    @property
     def base_frame(self) -> str:
         """The URDF's root link, the frame of the goal."""
         return "base_link"
+
+    @property
+    def robot_name(self) -> None:
+        """The paper's env has no robot profile."""
+        return None
+
+    @property
+    def action_bounds(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The torque limits, ±τmax."""
+        return -self.tau_max, self.tau_max
+
+    @property
+    def discrete_actions(self) -> NDArray[np.float64] | None:
+        """The discrete variant's torque table; None here (continuous torques)."""
+        return None
 
     def idle_command(self) -> NDArray[np.float64]:
         """Zero torque."""
@@ -305,6 +325,7 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
             "distance": self._distance,
             "is_success": self._distance <= self.config.success_radius,
             "applied_torque": applied,
+            "applied_command": applied,  # the key every SimulatedArm reports
         }
         noise_std = self.config.randomization.observation_noise_std
         if noise_std > 0:
@@ -326,6 +347,11 @@ class RotationalReacherDiscreteEnv(RotationalReacherEnv):
         grid = np.stack(np.meshgrid(levels, levels, indexing="ij"), axis=-1).reshape(-1, 2)
         self.action_table: NDArray[np.float64] = grid * self.tau_max
         return spaces.Discrete(len(self.action_table))
+
+    @property
+    def discrete_actions(self) -> NDArray[np.float64] | None:
+        """The torques of each action index."""
+        return self.action_table
 
     def torque(self, action: Any) -> NDArray[np.float64]:
         """The joint torques (N·m) of discrete action ``action``."""

@@ -51,8 +51,7 @@ from pipeline.gate.signing import SIGNATURE_FILE, check_private_key, sign_model
 from pipeline.gate.stats import cluster_bootstrap, interval
 from pipeline.io import UserInputError, atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from sim import ARM_ENV_ID, CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
-from sim.reacher import RotationalReacherEnv
-from sim.robots.env import ArmReachEnv
+from sim.robots.interface import SimulatedArm
 
 
 @dataclass(frozen=True)
@@ -192,9 +191,9 @@ def run_gate(
     return GateOutcome(report=report, report_dir=report_dir, certificate=certificate, signature=signature)
 
 
-def _reach_env(env: gym.Env[object, object]) -> RotationalReacherEnv | ArmReachEnv:
+def _reach_env(env: gym.Env[object, object]) -> SimulatedArm:
     unwrapped = env.unwrapped
-    if not isinstance(unwrapped, RotationalReacherEnv | ArmReachEnv):
+    if not isinstance(unwrapped, SimulatedArm):
         raise UserInputError(f"env {env.spec.id if env.spec else env}: the gate needs a symgate reach env")
     return unwrapped
 

@@ -35,8 +35,7 @@ from std_msgs.msg import Float64MultiArray, Header
 
 from pipeline.io import atomic_write_json
 from sim.contexts import wrap_angle
-from sim.reacher import PhysicsSample
-from sim.robots.interface import simulated_arm
+from sim.robots.interface import PhysicsSample, simulated_arm
 from sim.robots.profile import load_profile
 
 #: Topics of the paper's reacher env (``robot`` empty), which has no profile.

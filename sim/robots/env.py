@@ -322,9 +322,29 @@ class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         return self.profile.contexts
 
     @property
+    def reset_contexts(self) -> NDArray[np.float64]:
+        """The profile's ``reset_context_set``."""
+        return self.profile.contexts.angles(self.profile.reset_context_set)
+
+    @property
     def base_frame(self) -> str:
         """The profile's base link."""
         return self.profile.base_link
+
+    @property
+    def robot_name(self) -> str:
+        """The profile's name."""
+        return self.robot.name
+
+    @property
+    def action_bounds(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The action limits (the profile's, else the URDF's)."""
+        return self.action_low, self.action_high
+
+    @property
+    def discrete_actions(self) -> None:
+        """Actions are continuous."""
+        return None
 
     # ----------------------------------------------------------------------------- helpers
     def joint_state(self) -> PhysicsSample:

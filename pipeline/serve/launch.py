@@ -35,7 +35,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, Header
 
 from pipeline.serve.sim_robot import robot_topics
-from sim.robots.profile import RobotProfileError, profile_path
+from sim.robots.profile import RobotProfileError, load_profile, profile_path
 
 SERVER = "policy_server"
 
@@ -183,7 +183,7 @@ def rehearse(
     latency_ms = np.asarray(client.trace_latency_s) * 1e3
     outcome.update(
         {
-            "robot": robot,
+            "robot": load_profile(profile).name if profile else None,  # None: the paper's reacher env
             "control_hz": control_hz,
             "wall_s": wall,
             "commands": client.commands,

@@ -3,7 +3,9 @@
 The iiwa model is a CI-size canonical IQL policy (fleet → bags → Minari → IQL → ONNX → gate, signed
 with the session's test key): these tests check that a profile's robot is served (its joints by
 name, its velocity targets on its own controller topic, its rates), not that a 60-step policy
-reaches; the demo's policy does that (tests/pipeline/test_cli_robots_demo.py).
+reaches; the demo's policy does that (tests/pipeline/test_cli_robots_demo.py). The two iiwa tests
+build that model end to end (about 2 minutes on the shared 2-core machine): they are marked slow
+and run in CI.
 """
 
 import math
@@ -64,6 +66,7 @@ def iiwa_model(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Path
     return model
 
 
+@pytest.mark.slow
 def test_the_iiwa_is_served_over_ros_with_its_profile(ros: None, models: Models, iiwa_model: Path) -> None:
     trusted = {"trusted_keys": [str(models.trusted_key)]}
     outcome = rehearse(iiwa_model, "test", count=2, speedup=1.0, server_parameters=trusted)  # real time
@@ -79,6 +82,7 @@ def test_the_iiwa_is_served_over_ros_with_its_profile(ros: None, models: Models,
     assert outcome["diagnostics"]["watchdog"] == "ok"
 
 
+@pytest.mark.slow
 def test_serving_a_model_to_another_robot_is_refused_at_configure(
     ros: None, models: Models, iiwa_model: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

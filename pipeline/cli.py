@@ -31,7 +31,7 @@ from pipeline.ingest.config import config_for_robot
 from pipeline.io import ConfigError, UserInputError, load_config
 from sim import ARM_ENV_ID
 from sim.behaviour import RecipeName
-from sim.robots.profile import RobotProfileError
+from sim.robots.profile import RobotProfileError, load_profile, profile_path
 
 app = typer.Typer(
     name="symgate",
@@ -250,24 +250,38 @@ def demo(
         mapping = config_for_robot(robot) if robot is not None else IngestConfig()
         _ingest([out / "fleet"], mapping, dataset_id, None, strict=False, overwrite=True)
         console.rule("[bold]stage 3: Minari dataset → IQL policies: no augmentation, DAC-Output, canonical")
-        _demo_training(out / "runs", dataset_id, robot)
+        with _one_torch_thread():
+            _demo_training(out / "runs", dataset_id, robot)
         console.rule("[bold]stage 4: export to ONNX and gate on held-out rotations")
         private_key, public_key = _demo_keys(out / "keys")
         certified = _demo_gate(out / "runs", out / "models", private_key)
-        if robot is not None:
-            console.print(
-                "[yellow]stage 5 (serving over ROS 2 to sim_robot) runs for the built-in reacher only so far[/]"
-            )
-            return
         console.rule("[bold]stage 5: serve the certified policy to the simulated robot over ROS 2")
         for model in certified:
-            outcome = _serve_sim(model, [public_key], "test", 10, 1.0, model / "serve_sim.json")
+            outcome = _serve_sim(model, [public_key], "test", 10, 1.0, model / "serve_sim.json", robot)
             console.print(_serve_table(outcome, model))
 
 
 DEMO_STRATEGIES = ("none", "dac-output", "canonical")
 #: Gradient updates of each demo policy.
 DEMO_STEPS = 5000
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for the block.
+
+    The demo's networks are small: on a shared 2-core machine, two threads contending with other
+    processes made 100 iiwa IQL updates take 53-93 s instead of 9-12 s (measured 2026-12-01, load
+    average 7-9).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _demo_training(runs: Path, dataset_id: str, robot: str | None = None) -> None:
@@ -652,9 +666,19 @@ def keys_init(
 
 # ----------------------------------------------------------------------------- serve
 def _serve_sim(
-    model: Path, trusted_keys: list[Path], contexts: str, count: int, speedup: float, out: Path
+    model: Path,
+    trusted_keys: list[Path],
+    contexts: str,
+    count: int,
+    speedup: float,
+    out: Path,
+    robot: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``pipeline.serve.launch`` in the ROS venv; returns its outcome (also written to ``out``)."""
+    """Run ``pipeline.serve.launch`` in the ROS venv; returns its outcome (also written to ``out``).
+
+    ``robot`` (a profile name or path) is the robot ``sim_robot`` simulates and the node checks the
+    contract against; None: the contract's.
+    """
     import json
     import subprocess
 
@@ -667,6 +691,8 @@ def _serve_sim(
     args = ["-m", "pipeline.serve.launch", "--model", str(model.resolve()), "--contexts", contexts]
     args += ["--count", str(count), "--speedup", str(speedup), "--out", str(out)]
     args += [arg for key in trusted_keys for arg in ("--trusted-key", str(key.resolve()))]
+    if robot is not None:
+        args += ["--robot", str(profile_path(robot).resolve())]
     command, env, isolated = in_ros_environment(args)
     with log.open("w") as handle:
         done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
@@ -714,6 +740,13 @@ def serve_command(
     trusted_key: Annotated[
         list[Path] | None, typer.Option(help="A public key the node trusts (symgate keys init; repeatable).")
     ] = None,
+    robot: Annotated[
+        str | None,
+        typer.Option(
+            help=ROBOT_HELP + " The robot sim_robot simulates; default: the model contract's. The node refuses a "
+            "contract that does not fit it."
+        ),
+    ] = None,
 ) -> None:
     """Serve a certified policy with the real ROS 2 node; --sim closes the loop with the PyBullet robot."""
     with _user_errors():
@@ -721,7 +754,9 @@ def serve_command(
             raise UserInputError(
                 "only --sim runs here; on a robot, colcon build ros_nodes/ and see deploy/ros/README.md"
             )
-        outcome = _serve_sim(model, trusted_key or [], contexts, count, speedup, out or model / "serve_sim.json")
+        if robot is not None:
+            load_profile(robot)  # a bad profile is named here, before any ROS process starts
+        outcome = _serve_sim(model, trusted_key or [], contexts, count, speedup, out or model / "serve_sim.json", robot)
     console.print(_serve_table(outcome, model))
 
 

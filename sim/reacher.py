@@ -22,7 +22,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, SupportsFloat
+from typing import Any, Literal, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from sim.bullet import connect_direct, pybullet
 from sim.config import ReacherConfig
-from sim.contexts import wrap_angle
+from sim.contexts import ContextSets, wrap_angle
 from sim.robot import load_robot_description
 
 #: Action field group (joint torques, N·m).
@@ -253,6 +253,66 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         position, velocity = self._joint_state()
         return PhysicsSample(self._physics_step, position, velocity, np.zeros(2))
 
+    # ------------------------------------------------------- sim.robots.interface.SimulatedArm
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """Actuated joints in chain order (shoulder first)."""
+        return self.robot.joint_names
+
+    @property
+    def joint_continuous(self) -> tuple[bool, ...]:
+        """Per joint: True when it has no position limits."""
+        return tuple(joint.continuous for joint in self.robot.joints)
+
+    @property
+    def action_interface(self) -> Literal["effort"]:
+        """Actions are joint torques."""
+        return "effort"
+
+    @property
+    def control_hz(self) -> int:
+        """Control rate, Hz."""
+        return self.config.control_hz
+
+    @property
+    def physics_hz(self) -> int:
+        """Physics rate, Hz."""
+        return self.config.physics_hz
+
+    @property
+    def contexts(self) -> ContextSets:
+        """The config's context sets."""
+        return self.config.contexts
+
+    @property
+    def reset_contexts(self) -> NDArray[np.float64]:
+        """The config's ``reset_context_set``."""
+        return self.config.contexts.angles(self.config.reset_context_set)
+
+    @property
+    def base_frame(self) -> str:
+        """The URDF's root link, the frame of the goal."""
+        return "base_link"
+
+    @property
+    def robot_name(self) -> None:
+        """The paper's env has no robot profile."""
+        return None
+
+    @property
+    def action_bounds(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The torque limits, ±τmax."""
+        return -self.tau_max, self.tau_max
+
+    @property
+    def discrete_actions(self) -> NDArray[np.float64] | None:
+        """The discrete variant's torque table; None here (continuous torques)."""
+        return None
+
+    def idle_command(self) -> NDArray[np.float64]:
+        """Zero torque."""
+        return np.zeros(2)
+
     def _read_out(self, applied: NDArray[np.float64]) -> tuple[NDArray[np.float32], dict[str, Any]]:
         """Read the robot once: update the hand-goal distance, return (observation, info)."""
         position, velocity = self._joint_state()
@@ -265,6 +325,7 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
             "distance": self._distance,
             "is_success": self._distance <= self.config.success_radius,
             "applied_torque": applied,
+            "applied_command": applied,  # the key every SimulatedArm reports
         }
         noise_std = self.config.randomization.observation_noise_std
         if noise_std > 0:
@@ -286,6 +347,11 @@ class RotationalReacherDiscreteEnv(RotationalReacherEnv):
         grid = np.stack(np.meshgrid(levels, levels, indexing="ij"), axis=-1).reshape(-1, 2)
         self.action_table: NDArray[np.float64] = grid * self.tau_max
         return spaces.Discrete(len(self.action_table))
+
+    @property
+    def discrete_actions(self) -> NDArray[np.float64] | None:
+        """The torques of each action index."""
+        return self.action_table
 
     def torque(self, action: Any) -> NDArray[np.float64]:
         """The joint torques (N·m) of discrete action ``action``."""

@@ -34,10 +34,8 @@ from rosbags.typesys import Stores, get_typestore
 from pipeline import __version__
 from pipeline.fleet.config import FleetConfig, TopicNames
 from pipeline.io import atomic_directory, atomic_write_json, sha256_file
-from sim.behaviour import BehaviourPolicy, recipe_policies
-from sim.reacher import PhysicsSample, RotationalReacherDiscreteEnv, RotationalReacherEnv
-from sim.robots.env import ArmReachEnv
-from sim.robots.expert import reach_recipe_policies
+from sim.behaviour import BehaviourPolicy
+from sim.robots.interface import PhysicsSample, SimulatedArm, behaviour_policies, simulated_arm
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 POINT_STAMPED = "geometry_msgs/msg/PointStamped"
@@ -177,37 +175,15 @@ class _JointStateDriver:
 
 @dataclass(frozen=True)
 class _SimulatedRobot:
-    """The env a robot runs, with its timing, contexts and behaviour policies (reacher env or any profile)."""
+    """The env a robot runs and the behaviour policy of each episode."""
 
-    env: RotationalReacherEnv | ArmReachEnv
-    physics_hz: int
-    control_dt: float
-    contexts: NDArray[np.float64]
+    env: SimulatedArm
     policies: list[BehaviourPolicy]
 
 
 def _make_robot(config: FleetConfig) -> _SimulatedRobot:
-    if config.robot is not None:
-        if config.discrete:
-            raise ValueError("discrete actions exist only for the built-in reacher env (robot: null)")
-        arm = ArmReachEnv(config.robot)
-        profile = arm.profile
-        return _SimulatedRobot(
-            arm,
-            profile.physics_hz,
-            1.0 / profile.control_hz,
-            profile.contexts.angles(profile.reset_context_set),
-            reach_recipe_policies(config.recipe, arm.robot, arm.observation_names, config.episodes),
-        )
-    env_class = RotationalReacherDiscreteEnv if config.discrete else RotationalReacherEnv
-    env = env_class(config.env)
-    return _SimulatedRobot(
-        env,
-        env.config.physics_hz,
-        env.config.control_dt,
-        env.config.contexts.angles(env.config.reset_context_set),
-        recipe_policies(config.recipe, env, config.episodes, config.behaviour),
-    )
+    env = simulated_arm(config.robot, config.discrete, **({} if config.robot is not None else {"config": config.env}))
+    return _SimulatedRobot(env, behaviour_policies(env, config.recipe, config.episodes, config.behaviour))
 
 
 def record_robot(
@@ -228,14 +204,14 @@ def record_robot(
     simulated = _make_robot(config)
     env = simulated.env
     try:
-        names = list(env.robot.joint_names)
+        names = list(env.joint_names)
         order = rng.permutation(len(names)) if config.shuffle_joint_order else np.arange(len(names))
         log = _BagLog(config.topics, [names[i] for i in order], config.frame_id)
         driver = _JointStateDriver(config, rng, log, order)
-        physics_ns = _NS / simulated.physics_hz
-        control_ns = round(_NS * simulated.control_dt)
-        homing_steps = math.ceil(config.sensor.homing_s * simulated.physics_hz)
-        contexts = simulated.contexts
+        physics_ns = _NS / env.physics_hz
+        control_ns = round(_NS / env.control_hz)
+        homing_steps = math.ceil(config.sensor.homing_s * env.physics_hz)
+        contexts = env.reset_contexts
         clock_ns = round(config.start_time_s * _NS) + robot_index * 3600 * _NS
         episode_start_ns = 0
 
@@ -257,8 +233,7 @@ def record_robot(
             steps, done, terminated = 0, False, False
             while not done:
                 observation, _, terminated, truncated, info = env.step(policy(observation, rng))
-                applied = info["applied_command"] if isinstance(env, ArmReachEnv) else info["applied_torque"]
-                log.command(episode_start_ns + steps * control_ns + driver.latency(), applied)
+                log.command(episode_start_ns + steps * control_ns + driver.latency(), info["applied_command"])
                 steps += 1
                 done = terminated or truncated
             end_ns = episode_start_ns + steps * control_ns

@@ -51,8 +51,7 @@ from pipeline.gate.signing import SIGNATURE_FILE, check_private_key, sign_model
 from pipeline.gate.stats import cluster_bootstrap, interval
 from pipeline.io import UserInputError, atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from sim import ARM_ENV_ID, CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
-from sim.reacher import RotationalReacherEnv
-from sim.robots.env import ArmReachEnv
+from sim.robots.interface import SimulatedArm
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,6 @@ def run_gate(
         check_private_key(signing_key)  # before minutes of rollouts, not after
         if report_dir.resolve() != model_dir.resolve():
             raise UserInputError(f"--report-dir {report_dir}: the signed model folder must hold its own report")
-    config_sha = sha256_json(config.model_dump(mode="json"))
     reasons: list[str] = []
     contract: Contract | None = None
     provider: str | None = None
@@ -139,6 +137,7 @@ def run_gate(
             tasks = plan_tasks(config, env_id)
             episodes = run_tasks(model_dir, contract, tasks, workers, on_episodes)
     wall = time.perf_counter() - started
+    config_sha = sha256_json(config.model_dump(mode="json"))  # the resolved config (robot from the contract)
 
     rng = np.random.default_rng(config.seed)
     results = [_suite_result(suite, episodes, config, rng) for suite in config.suites] if episodes else []
@@ -192,9 +191,9 @@ def run_gate(
     return GateOutcome(report=report, report_dir=report_dir, certificate=certificate, signature=signature)
 
 
-def _reach_env(env: gym.Env[object, object]) -> RotationalReacherEnv | ArmReachEnv:
+def _reach_env(env: gym.Env[object, object]) -> SimulatedArm:
     unwrapped = env.unwrapped
-    if not isinstance(unwrapped, RotationalReacherEnv | ArmReachEnv):
+    if not isinstance(unwrapped, SimulatedArm):
         raise UserInputError(f"env {env.spec.id if env.spec else env}: the gate needs a symgate reach env")
     return unwrapped
 

@@ -15,8 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.export.contract import ONNX_FILE, Contract
-from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv
-from sim.robots.env import ArmReachEnv
+from sim.robots.interface import SimulatedArm
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -39,47 +38,49 @@ def open_session(model_dir: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(model_dir / ONNX_FILE), options, providers=providers())
 
 
-def contract_mismatches(contract: Contract, env: RotationalReacherEnv | ArmReachEnv) -> list[str]:
+def contract_mismatches(contract: Contract, env: SimulatedArm) -> list[str]:
     """Every way the contract disagrees with the simulated robot; empty when the model fits it.
 
     Checks the robot profile, the joint names and their order, the action interface, the control
     rate, each input's components against the env's named observation, and the action: type,
-    joints, limits or discrete torque table.
+    field, joints, limits or discrete command table.
     """
-    if isinstance(env, ArmReachEnv):
-        return _profile_mismatches(contract, env)
     problems: list[str] = []
-    if contract.robot is not None:
-        problems.append(f"robot: the contract is for robot {contract.robot!r}, the env is the built-in reacher")
-    joints = tuple(env.robot.joint_names)
+    robot, trained_for = env.robot_name, contract.robot
+    if trained_for is None and robot is not None:
+        problems.append(f"robot: the contract is for the built-in reacher, the env is robot {robot!r}")
+    elif trained_for is not None and robot is None:
+        problems.append(f"robot: the contract is for robot {trained_for!r}, the env is the built-in reacher")
+    elif trained_for is not None and trained_for != robot and Path(trained_for).stem != robot:
+        problems.append(f"robot: contract {trained_for!r}, env {robot!r}")
+    joints = tuple(env.joint_names)
     if contract.joint_names != joints:
         problems.append(f"joint_names: contract {list(contract.joint_names)}, robot {list(joints)}")
-    if contract.control_hz != env.config.control_hz:
-        problems.append(f"control_hz: contract {contract.control_hz:g} Hz, env {env.config.control_hz} Hz")
-    for spec in contract.inputs:
-        missing = [c for c in spec.components if f"{spec.name}.{c}" not in env.observation_names]
-        if missing:
-            problems.append(f"input {spec.name}: the env observes no {missing}; it has {list(env.observation_names)}")
-        if spec.dtype != "float32" or spec.shape != (None, len(spec.components)):
-            problems.append(f"input {spec.name}: expected float32 (batch, {len(spec.components)}), got {spec}")
+    if contract.action_interface != env.action_interface:
+        problems.append(f"action_interface: contract {contract.action_interface}, robot {env.action_interface}")
+    if contract.control_hz != env.control_hz:
+        problems.append(f"control_hz: contract {contract.control_hz:g} Hz, robot {env.control_hz} Hz")
+    problems += _input_mismatches(contract, env.observation_names)
     if len(contract.outputs) != 1:
         return [*problems, f"outputs: expected one action output, got {[o.name for o in contract.outputs]}"]
-    output = contract.outputs[0]
-    if isinstance(env, RotationalReacherDiscreteEnv):
+    output, table = contract.outputs[0], env.discrete_actions
+    field = env.action_names[0].split(".", 1)[0]
+    if table is not None:
         if contract.discrete_action_torques is None or output.dtype != "int64":
-            problems.append(f"output {output.name}: the env takes discrete action indices, the model emits torques")
-        elif not np.allclose(contract.discrete_action_torques, env.action_table):
-            problems.append("discrete_action_torques: the model's torque table differs from the env's")
-    elif contract.discrete_action_torques is not None or output.dtype != "float32":
-        problems.append(f"output {output.name}: the env takes torques, the model emits discrete action indices")
-    else:
-        if output.components != joints or output.shape != (None, len(joints)):
-            problems.append(f"output {output.name}: components {list(output.components)} do not match {list(joints)}")
-        if not (_close(contract.action_high, env.tau_max) and _close(contract.action_low, -env.tau_max)):
-            problems.append(
-                f"action limits: contract [{list(contract.action_low)}, {list(contract.action_high)}], "
-                f"robot ±{env.tau_max.tolist()} N·m"
-            )
+            problems.append(f"output {output.name}: the env takes discrete action indices, the model emits {field}")
+        elif not np.allclose(contract.discrete_action_torques, table):
+            problems.append("discrete_action_torques: the model's command table differs from the env's")
+        return problems
+    if contract.discrete_action_torques is not None or output.dtype != "float32":
+        return [*problems, f"output {output.name}: the env takes {field}, the model emits discrete action indices"]
+    if output.name != field or output.components != joints or output.shape != (None, len(joints)):
+        problems.append(f"output {output.name}{list(output.components)}: the robot takes {field}{list(joints)}")
+    low, high = env.action_bounds
+    if not (_close(contract.action_low, low) and _close(contract.action_high, high)):
+        problems.append(
+            f"action limits: contract [{list(contract.action_low)}, {list(contract.action_high)}], "
+            f"robot [{low.tolist()}, {high.tolist()}]"
+        )
     return problems
 
 
@@ -96,36 +97,6 @@ def _input_mismatches(contract: Contract, observation_names: tuple[str, ...]) ->
             problems.append(f"input {spec.name}: the env observes no {missing}; it has {list(observation_names)}")
         if spec.dtype != "float32" or spec.shape != (None, len(spec.components)):
             problems.append(f"input {spec.name}: expected float32 (batch, {len(spec.components)}), got {spec}")
-    return problems
-
-
-def _profile_mismatches(contract: Contract, env: ArmReachEnv) -> list[str]:
-    """Contract vs a robot profile's env: profile, joints, interface, rate, inputs, output and limits."""
-    profile = env.profile
-    problems: list[str] = []
-    if contract.robot is None:
-        problems.append(f"robot: the contract is for the built-in reacher, the env is robot {profile.name!r}")
-    elif contract.robot != profile.name and Path(contract.robot).stem != profile.name:
-        problems.append(f"robot: contract {contract.robot!r}, env {profile.name!r}")
-    joints = tuple(env.robot.joint_names)
-    if contract.joint_names != joints:
-        problems.append(f"joint_names: contract {list(contract.joint_names)}, robot {list(joints)}")
-    if contract.action_interface != profile.action.interface:
-        problems.append(f"action_interface: contract {contract.action_interface}, robot {profile.action.interface}")
-    if contract.control_hz != profile.control_hz:
-        problems.append(f"control_hz: contract {contract.control_hz:g} Hz, robot {profile.control_hz} Hz")
-    problems += _input_mismatches(contract, env.observation_names)
-    if len(contract.outputs) != 1 or contract.discrete_action_torques is not None:
-        return [*problems, f"outputs: expected one continuous action output, got {[o.name for o in contract.outputs]}"]
-    output = contract.outputs[0]
-    field = profile.action_field
-    if output.name != field or output.components != joints or output.shape != (None, len(joints)):
-        problems.append(f"output {output.name}{list(output.components)}: the robot takes {field}{list(joints)}")
-    if not (_close(contract.action_low, env.action_low) and _close(contract.action_high, env.action_high)):
-        problems.append(
-            f"action limits: contract [{list(contract.action_low)}, {list(contract.action_high)}], "
-            f"robot [{env.action_low.tolist()}, {env.action_high.tolist()}]"
-        )
     return problems
 
 

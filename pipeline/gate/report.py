@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.gate.config import GateConfig
 from pipeline.gate.runner import EpisodeRecord
 
 REPORT_JSON = "gate_report.json"
@@ -201,7 +202,7 @@ def write_plots(report: GateReport, folder: Path) -> list[str]:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     by_suite = {s.name: [e for e in report.episodes if e.suite == s.name] for s in report.suites}
     gamma = float(report.gate_config["gamma"])
-    control_hz = float(report.gate_config["env"]["control_hz"])
+    control_hz = GateConfig.model_validate(report.gate_config).control_hz  # the robot profile's, or the reacher's
     returns = {name: [gamma ** (e.steps - 1) if e.success else 0.0 for e in eps] for name, eps in by_suite.items()}
     bins = np.linspace(0.0, 1.05 * max(max(r, default=0.0) for r in returns.values()) + 1e-6, 30)
     for k, (name, values) in enumerate(returns.items()):

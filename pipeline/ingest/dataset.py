@@ -32,9 +32,8 @@ from pipeline.ingest.config import IngestConfig
 from pipeline.ingest.episodes import ActionSpec, DroppedEpisode, Episode, build_episode, segment
 from pipeline.ingest.report import BagReport, EpisodeReport, QualityReport, TopicReport
 from pipeline.io import atomic_write_json, atomic_write_text, sha256_file
-from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv
 from sim.robot import RobotDescription, load_robot_description
-from sim.robots.env import ArmReachEnv
+from sim.robots.interface import SimulatedArm
 from sim.robots.profile import Robot, load_profile
 
 REPORT_JSON = "quality_report.json"
@@ -86,27 +85,29 @@ def _robot(config: IngestConfig) -> RobotDescription | Robot:
 
 
 def _eval_env(config: IngestConfig) -> _EvalEnv:
-    if config.robot is not None:
-        return _profile_eval_env(config, config.robot)
-    env = gym.make(config.env_id, config=config.env)
+    """The dataset's eval env (the profile's, or the paper reacher's), checked against the mapping's names."""
+    if config.robot is None and config.env_id not in (sim.CONTINUOUS_ENV_ID, sim.DISCRETE_ENV_ID):
+        raise IngestError(
+            config.env_id, f"env_id must be a symgate reacher env ({sim.CONTINUOUS_ENV_ID} or {sim.DISCRETE_ENV_ID})"
+        )
+    kwargs: dict[str, Any] = (
+        {"robot": config.robot}
+        if config.robot is not None
+        else {"config": config.env.model_dump(mode="json", exclude_defaults=True)}
+    )
+    env = gym.make(config.env_id, **kwargs)
     try:
         unwrapped = env.unwrapped
-        if not isinstance(unwrapped, RotationalReacherEnv):
-            raise IngestError(
-                config.env_id,
-                f"env_id must be a symgate reacher env ({sim.CONTINUOUS_ENV_ID} or {sim.DISCRETE_ENV_ID})",
-            )
+        if not isinstance(unwrapped, SimulatedArm):
+            raise IngestError(config.env_id, "env_id must be a symgate reach env")
         _check_names(config, unwrapped.observation_names, unwrapped.action_names)
-        table = unwrapped.action_table if isinstance(unwrapped, RotationalReacherDiscreteEnv) else None
-        kwargs = {"config": config.env.model_dump(mode="json", exclude_defaults=True)}
-        spec = dataclasses.replace(gym.spec(config.env_id), kwargs=kwargs)
         return _EvalEnv(
-            spec=spec,
+            spec=dataclasses.replace(gym.spec(config.env_id), kwargs=kwargs),
             observation_space=unwrapped.observation_space,
             action_space=unwrapped.action_space,
             observation_names=unwrapped.observation_names,
             action_names=unwrapped.action_names,
-            action_spec=ActionSpec(low=-unwrapped.tau_max, high=unwrapped.tau_max, table=table),
+            action_spec=ActionSpec(*unwrapped.action_bounds, table=unwrapped.discrete_actions),
         )
     finally:
         env.close()
@@ -127,26 +128,6 @@ def _check_names(config: IngestConfig, observation_names: tuple[str, ...], actio
     actions = tuple(f"{config.action_name}.{c}" for c in components)
     if actions != action_names:
         raise IngestError(config.env_id, f"action produces {list(actions)}, the env expects {list(action_names)}")
-
-
-def _profile_eval_env(config: IngestConfig, robot: str) -> _EvalEnv:
-    """The eval env of a robot profile (``symgate/ArmReach-v0``), checked against the mapping's names."""
-    env = gym.make(config.env_id, robot=robot)
-    try:
-        unwrapped = env.unwrapped
-        if not isinstance(unwrapped, ArmReachEnv):
-            raise IngestError(config.env_id, f"env_id must be {sim.ARM_ENV_ID} for a robot profile")
-        _check_names(config, unwrapped.observation_names, unwrapped.action_names)
-        return _EvalEnv(
-            spec=dataclasses.replace(gym.spec(config.env_id), kwargs={"robot": robot}),
-            observation_space=unwrapped.observation_space,
-            action_space=unwrapped.action_space,
-            observation_names=unwrapped.observation_names,
-            action_names=unwrapped.action_names,
-            action_spec=ActionSpec(low=unwrapped.action_low, high=unwrapped.action_high, table=None),
-        )
-    finally:
-        env.close()
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """The plain-Python launcher of the sim-to-robot rehearsal: ``sim_robot`` + ``policy_server`` over real DDS.
 
-Runs in the ROS environment (``.venv-ros``; ``symgate serve --sim`` calls it there). It starts both
-nodes as separate processes, drives the policy server through its lifecycle (configure →
-activate) with the standard ``lifecycle_msgs`` services, waits for the simulated robot to finish
-its episodes, measures the observation → command latency from the server's command trace
-(``JointState`` stamp → command receipt in this process), reads the server's diagnostics, then
-deactivates and shuts everything down. ``deploy/ros/policy_server.launch.py`` is the equivalent
-for a real ROS 2 installation.
+Runs in the ROS environment (``.venv-ros``; ``symgate serve --sim`` calls it there). The simulated
+robot is the model contract's robot profile, or the one ``--robot`` names (the policy server then
+checks the contract against that profile at configure, so a model for another robot is refused);
+both nodes use the profile's topics. It starts both nodes as separate processes, drives the policy
+server through its lifecycle (configure → activate) with the standard ``lifecycle_msgs`` services,
+waits for the simulated robot to finish its episodes, measures the observation → command latency
+from the server's command trace (``JointState`` stamp → command receipt in this process), reads the
+server's diagnostics, then deactivates and shuts everything down.
+``deploy/ros/policy_server.launch.py`` is the equivalent for a real ROS 2 installation.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, Header
 
+from pipeline.serve.sim_robot import robot_topics
+from sim.robots.profile import RobotProfileError, load_profile, profile_path
+
 SERVER = "policy_server"
 
 
@@ -46,7 +51,7 @@ def ros_args(node: str, parameters: dict[str, Any]) -> list[str]:
 class LifecycleClient(Node):
     """Drives a lifecycle node and watches its commands, trace and diagnostics."""
 
-    def __init__(self, server: str = SERVER) -> None:
+    def __init__(self, server: str = SERVER, commands_topic: str = "/joint_commands") -> None:
         super().__init__(f"{server}_supervisor")
         self.server = server
         self._change = self.create_client(ChangeState, f"/{server}/change_state")
@@ -54,7 +59,7 @@ class LifecycleClient(Node):
         self.commands = 0
         self.diagnostics: dict[str, str] = {}
         self.create_subscription(Header, f"/{server}/command_trace", self._on_trace, 100)
-        self.create_subscription(Float64MultiArray, "/joint_commands", self._on_command, 100)
+        self.create_subscription(Float64MultiArray, commands_topic, self._on_command, 100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_trace(self, message: Header) -> None:
@@ -104,14 +109,28 @@ def rehearse(
     speedup: float,
     server_parameters: dict[str, Any] | None = None,
     timeout_s: float = 600.0,
+    robot: str | None = None,
 ) -> dict[str, Any]:
     """Run the closed loop and return the episodes, success rate, latency and diagnostics.
+
+    Args:
+        model_dir: The model folder the policy server loads.
+        context_set: Context set the simulated robot runs.
+        count: Episodes (the first ``count`` contexts of the set; 0 = all).
+        speedup: Simulated seconds per wall-clock second (the server's rate is scaled alike).
+        server_parameters: Further policy-server parameters (e.g. ``trusted_keys``).
+        timeout_s: Longest wait for the simulated robot to finish, s.
+        robot: Robot profile to simulate (name or path); None: the contract's (the paper's reacher
+            env for a contract without one).
 
     Raises:
         RuntimeError: The server refused to configure or activate (its log says why), or a node died.
     """
     contract = json.loads((model_dir / "contract.json").read_text(encoding="utf-8"))
     control_hz = float(contract["control_hz"]) * speedup
+    robot = robot or contract.get("robot")
+    profile = str(profile_path(robot).resolve()) if robot else ""  # the same file for both processes
+    topics = robot_topics(profile)
     with tempfile.TemporaryDirectory(prefix="symgate-serve-") as scratch:
         result_file = Path(scratch) / "episodes.json"
         robot_parameters = {
@@ -119,8 +138,9 @@ def rehearse(
             "count": count,
             "speedup": speedup,
             "result_file": str(result_file),
+            "robot": profile,
         }
-        robot = subprocess.Popen(
+        simulator = subprocess.Popen(
             [sys.executable, "-m", "pipeline.serve.sim_robot", *ros_args("sim_robot", robot_parameters)]
         )
         parameters = {
@@ -128,10 +148,14 @@ def rehearse(
             "control_hz": control_hz,
             "joint_state_max_age_s": 2.5 / control_hz,
             "publish_trace": True,
+            "joint_states_topic": topics["joint_states"],
+            "goal_topic": topics["goal"],
+            "commands_topic": topics["commands"],
+            **({"robot_profile": profile} if profile else {}),
             **(server_parameters or {}),
         }
         server = subprocess.Popen([sys.executable, "-m", "symgate_ros.policy_server", *ros_args(SERVER, parameters)])
-        client = LifecycleClient()
+        client = LifecycleClient(commands_topic=topics["commands"])
         try:
             with spinning(client):
                 if not client.transition(Transition.TRANSITION_CONFIGURE):
@@ -139,7 +163,7 @@ def rehearse(
                 if not client.transition(Transition.TRANSITION_ACTIVATE):
                     raise RuntimeError(f"{SERVER} refused to activate")
                 started = time.monotonic()
-                while robot.poll() is None and time.monotonic() - started < timeout_s:
+                while simulator.poll() is None and time.monotonic() - started < timeout_s:
                     if server.poll() is not None:
                         raise RuntimeError(f"{SERVER} exited with code {server.returncode}")
                     time.sleep(0.05)
@@ -147,18 +171,19 @@ def rehearse(
                 diagnostics = dict(client.diagnostics)  # the last report while the robot was running
                 client.transition(Transition.TRANSITION_DEACTIVATE)
                 client.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
-            if robot.returncode != 0 or not result_file.exists():
-                raise RuntimeError(f"sim_robot did not finish (exit code {robot.returncode})")
+            if simulator.returncode != 0 or not result_file.exists():
+                raise RuntimeError(f"sim_robot did not finish (exit code {simulator.returncode})")
             outcome: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
         finally:
             client.destroy_node()
-            for process in (robot, server):
+            for process in (simulator, server):
                 if process.poll() is None:
                     process.terminate()
                     process.wait(timeout=10)
     latency_ms = np.asarray(client.trace_latency_s) * 1e3
     outcome.update(
         {
+            "robot": load_profile(profile).name if profile else None,  # None: the paper's reacher env
             "control_hz": control_hz,
             "wall_s": wall,
             "commands": client.commands,
@@ -176,13 +201,17 @@ def rehearse(
 
 
 def main() -> None:
-    """``python -m pipeline.serve.launch --model DIR [--trusted-key PUB ...] [--contexts S] [--count N] [--out F]``."""
+    """``python -m pipeline.serve.launch --model DIR [--robot R] [--trusted-key PUB ...] [--contexts S] [--count N]``.
+
+    ``--robot`` names the robot profile to simulate (default: the contract's).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="Certified model folder.")
     parser.add_argument("--contexts", default="test", help="Context set the sim robot runs: train, test, validation.")
     parser.add_argument("--count", type=int, default=10, help="Episodes (the first N contexts of the set; 0 = all).")
     parser.add_argument("--speedup", type=float, default=1.0, help="Simulated seconds per wall-clock second.")
     parser.add_argument("--out", type=Path, help="Write the outcome as JSON here.")
+    parser.add_argument("--robot", help="Robot profile to simulate (name or robot.yaml path); default: the contract's.")
     parser.add_argument(
         "--trusted-key", type=Path, action="append", default=[], help="A public key the node trusts (repeatable)."
     )
@@ -190,8 +219,10 @@ def main() -> None:
     trusted = {"trusted_keys": [str(k.resolve()) for k in options.trusted_key]} if options.trusted_key else {}
     rclpy.init()
     try:
-        outcome = rehearse(options.model.resolve(), options.contexts, options.count, options.speedup, trusted)
-    except (RuntimeError, TimeoutError) as error:
+        outcome = rehearse(
+            options.model.resolve(), options.contexts, options.count, options.speedup, trusted, robot=options.robot
+        )
+    except (RuntimeError, TimeoutError, RobotProfileError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     finally:

@@ -1,14 +1,18 @@
-"""``sim_robot``: the PyBullet Rotational Reacher as a ROS 2 robot, for sim-to-robot rehearsal.
+"""``sim_robot``: any simulated arm as a ROS 2 robot, for sim-to-robot rehearsal.
 
-It behaves like a torque-controlled arm's driver: every control period it applies the latest
-``/joint_commands`` (``std_msgs/Float64MultiArray``, contract joint order; zero torque if none came
-within ``command_timeout_s``) and advances the physics one control period; at the sensor rate it
-publishes ``/joint_states`` (``sensor_msgs/JointState``, the physics state at that instant, joints
-listed in ``joint_order``, which differs from the model's on purpose) and ``/goal``
-(``geometry_msgs/PointStamped``). It runs one episode per context
-of a context set, waits for the first command before starting, and when done writes the outcome
-of every episode to ``result_file`` (JSON) and exits. ``speedup`` runs the simulation faster than
-real time (the policy server's rate must be scaled alike).
+It simulates the robot profile named by ``robot`` (a name under ``deploy/robots/`` or a
+``robot.yaml`` path; empty: the paper's Rotational Reacher env) and behaves like that arm's
+ros2_control driver: every control period it applies the latest command
+(``std_msgs/Float64MultiArray`` in the profile's joint order, on the profile's controller command
+topic: joint torques, velocity or position targets as its action interface says; the idle command,
+i.e. zero torque, zero velocity or hold position, if none came within ``command_timeout_s``) and
+advances the physics one control period; at the sensor rate it publishes ``sensor_msgs/JointState``
+(the physics state at that instant, joints listed in ``joint_order``, which differs from the
+model's on purpose) and the goal (``geometry_msgs/PointStamped`` in the base frame). Rates, joints,
+contexts and topics come from the profile. It runs one episode per context of a context set, waits
+for the first command before starting, and when done writes the outcome of every episode to
+``result_file`` (JSON) and exits. ``speedup`` runs the simulation faster than real time (the policy
+server's rate must be scaled alike).
 
 Runs in the ROS environment (``.venv-ros``); needs rclpy and symgate's ``sim``.
 """
@@ -30,69 +34,95 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header
 
 from pipeline.io import atomic_write_json
-from sim.config import ReacherConfig
 from sim.contexts import wrap_angle
-from sim.reacher import PhysicsSample, RotationalReacherEnv
+from sim.robots.interface import PhysicsSample, simulated_arm
+from sim.robots.profile import load_profile
+
+#: Topics of the paper's reacher env (``robot`` empty), which has no profile.
+REACHER_TOPICS = {"joint_states": "/joint_states", "goal": "/goal", "commands": "/joint_commands"}
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
+    "robot": ("", "Robot profile to simulate (name or robot.yaml path); empty: the paper's Rotational Reacher."),
     "context_set": ("test", "Context set of the env config to run: train, test or validation."),
     "count": (10, "Run the first this many contexts of the set (0 = all)."),
     "speedup": (1.0, "Simulated time per wall-clock time (> 1: faster than real time)."),
-    "sensor_hz": (250.0, "JointState rate: a multiple of the control rate dividing the physics rate."),
+    "sensor_hz": (0.0, "JointState rate: a multiple of the control rate dividing the physics rate; 0 = physics rate."),
     "seed": (0, "Reset seed of episode 0; episode i uses seed + i."),
-    "joint_order": (["elbow", "shoulder"], "Order of the joints in JointState messages."),
-    "command_timeout_s": (0.1, "Zero torque when the latest command is older than this (simulated s)."),
+    "joint_order": ([""], "Order of the joints in JointState messages; empty: the robot's joints reversed."),
+    "command_timeout_s": (0.0, "Idle command when the latest is older than this (simulated s); 0 = 5 control periods."),
     "result_file": ("", "JSON file the episode outcomes are written to when done."),
-    "joint_states_topic": ("/joint_states", "sensor_msgs/JointState out."),
-    "goal_topic": ("/goal", "geometry_msgs/PointStamped out."),
-    "commands_topic": ("/joint_commands", "std_msgs/Float64MultiArray torques in."),
+    "joint_states_topic": ("", "sensor_msgs/JointState out; empty: the profile's."),
+    "goal_topic": ("", "geometry_msgs/PointStamped out; empty: the profile's."),
+    "commands_topic": ("", "std_msgs/Float64MultiArray commands in; empty: the profile's controller command topic."),
 }
 
 
-class SimRobot(Node):
-    """The reacher behind ROS topics; see the module docstring."""
+def robot_topics(robot: str) -> dict[str, str]:
+    """The JointState, goal and command topics of a robot profile (``robot`` empty: the paper reacher's).
 
-    def __init__(self, config: ReacherConfig | None = None) -> None:
+    The command topic is the profile's ``ros.controller_commands``: the one its ros2_control
+    controller listens on and the policy node writes.
+    """
+    if not robot:
+        return dict(REACHER_TOPICS)
+    topics = load_profile(robot).profile.ros
+    return {"joint_states": topics.joint_states, "goal": topics.goal, "commands": topics.controller_commands}
+
+
+class SimRobot(Node):
+    """A simulated arm behind ROS topics; see the module docstring."""
+
+    def __init__(self) -> None:
         super().__init__("sim_robot")
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        self.env = RotationalReacherEnv(config)
-        self.joints = list(self.env.robot.joint_names)
-        order = list(self.get_parameter("joint_order").value)
+        robot = str(self.get_parameter("robot").value)
+        self.env = simulated_arm(robot or None)
+        self.joints = list(self.env.joint_names)
+        order = [name for name in self.get_parameter("joint_order").value if name] or self.joints[::-1]
         if sorted(order) != sorted(self.joints):
             raise ValueError(f"joint_order {order} must list the robot's joints {self.joints}")
         self.order = [self.joints.index(j) for j in order]
         self.names = order
         count = int(self.get_parameter("count").value)
-        angles = self.env.config.contexts.angles(self.get_parameter("context_set").value)
+        angles = self.env.contexts.angles(self.get_parameter("context_set").value)
         self.contexts = angles[:count] if count else angles
         self.seed = int(self.get_parameter("seed").value)
         self.speedup = float(self.get_parameter("speedup").value)
-        self.timeout_s = float(self.get_parameter("command_timeout_s").value) / self.speedup
-        config = self.env.config
-        sensor_hz = float(self.get_parameter("sensor_hz").value)
-        per_control, per_physics = sensor_hz / config.control_hz, config.physics_hz / sensor_hz
+        control_hz, physics_hz = self.env.control_hz, self.env.physics_hz
+        timeout_s = float(self.get_parameter("command_timeout_s").value) or 5.0 / control_hz
+        self.timeout_s = timeout_s / self.speedup
+        sensor_hz = float(self.get_parameter("sensor_hz").value) or float(physics_hz)
+        per_control, per_physics = sensor_hz / control_hz, physics_hz / sensor_hz
         if not (per_control.is_integer() and per_physics.is_integer()):
             raise ValueError(
-                f"sensor_hz={sensor_hz:g} must be a multiple of control_hz={config.control_hz} "
-                f"and divide physics_hz={config.physics_hz}"
+                f"sensor_hz={sensor_hz:g} must be a multiple of control_hz={control_hz} "
+                f"and divide physics_hz={physics_hz}"
             )
         self.per_control, self.per_physics = int(per_control), int(per_physics)
         self.samples: list[PhysicsSample] = []  # this control period's physics steps
         self.env.add_physics_listener(self.samples.append)
-        self.wrap = [joint.continuous for joint in self.env.robot.joints]
+        self.wrap = list(self.env.joint_continuous)
+        self.publish_effort = self.env.action_interface == "effort"  # a torque command is the joint's effort
+        self.frame = self.env.base_frame
         self.sensor_ticks = 0
         self.episodes: list[dict[str, Any]] = []
-        self.command = np.zeros(len(self.joints))
         self.command_time: float | None = None
         self.bad_commands = 0
         self.started = False
         self.done = False
         self._reset()
-        self.joint_states = self.create_publisher(JointState, self.get_parameter("joint_states_topic").value, 10)
-        self.goal = self.create_publisher(PointStamped, self.get_parameter("goal_topic").value, 10)
-        self.create_subscription(Float64MultiArray, self.get_parameter("commands_topic").value, self._on_command, 10)
+        self.command = self.env.idle_command()
+        topics = robot_topics(robot)
+        topic = {key: str(self.get_parameter(f"{key}_topic").value) or value for key, value in topics.items()}
+        self.joint_states = self.create_publisher(JointState, topic["joint_states"], 10)
+        self.goal = self.create_publisher(PointStamped, topic["goal"], 10)
+        self.create_subscription(Float64MultiArray, topic["commands"], self._on_command, 10)
         self.create_timer(1.0 / (sensor_hz * self.speedup), self._tick)
+        self.get_logger().info(
+            f"simulating {robot or 'the Rotational Reacher'} ({len(self.joints)} joints, {self.env.action_interface} "
+            f"commands on {topic['commands']}, {control_hz} Hz control, {sensor_hz:g} Hz JointState)"
+        )
 
     def _reset(self) -> None:
         index = len(self.episodes)
@@ -124,7 +154,7 @@ class SimRobot(Node):
         """Apply the latest command for one control period; returns True when the last episode ended."""
         fresh = self.command_time is not None and time.monotonic() - self.command_time <= self.timeout_s
         self.samples.clear()
-        _, _, terminated, truncated, info = self.env.step(self.command if fresh else np.zeros(len(self.joints)))
+        _, _, terminated, truncated, info = self.env.step(self.command if fresh else self.env.idle_command())
         self.steps += 1
         if not (terminated or truncated):
             return False
@@ -153,18 +183,19 @@ class SimRobot(Node):
             float(wrap_angle(q)) if wrap else float(q) for q, wrap in zip(sample.joint_position, self.wrap, strict=True)
         ]
         velocity = [float(v) for v in sample.joint_velocity]
+        effort = [float(self.command[i]) for i in self.order] if self.publish_effort else []
         self.joint_states.publish(
             JointState(
-                header=Header(stamp=stamp, frame_id="base_link"),
+                header=Header(stamp=stamp, frame_id=self.frame),
                 name=self.names,
                 position=[position[i] for i in self.order],
                 velocity=[velocity[i] for i in self.order],
-                effort=[float(self.command[i]) for i in self.order],
+                effort=effort,
             )
         )
-        goal = self.env.goal_position
+        x, y, *z = (float(v) for v in self.env.goal_position)
         self.goal.publish(
-            PointStamped(header=Header(stamp=stamp, frame_id="base_link"), point=Point(x=goal[0], y=goal[1]))
+            PointStamped(header=Header(stamp=stamp, frame_id=self.frame), point=Point(x=x, y=y, z=z[0] if z else 0.0))
         )
 
     def _finish(self) -> None:

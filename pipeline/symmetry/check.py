@@ -41,9 +41,9 @@ from models.symmetry import BoundSymmetry, SymmetrySpec, SymmetrySpecError
 from pipeline.datasets import episodes, open_dataset
 from pipeline.ingest.config import IngestConfig, ReachReward
 from pipeline.io import ConfigError, load_config
-from sim.reacher import RotationalReacherEnv  # importing sim registers the symgate envs
-from sim.robot import RobotDescription, load_robot_description
-from sim.robots.env import ArmReachEnv, robot_of
+from sim.robot import RobotDescription, load_robot_description  # importing sim registers the symgate envs
+from sim.robots.env import robot_of
+from sim.robots.interface import SimulatedArm
 from sim.robots.profile import Robot, load_profile
 
 
@@ -165,7 +165,8 @@ def _layout(
     velocities = (
         indices(velocity_field, robot.joint_names) if f"{velocity_field}.{robot.joint_names[0]}" in index else []
     )
-    goal = tuple(indices(reward.goal_field, ("x", "y", "z") if isinstance(robot, Robot) else ("x", "y")))
+    _, hand = robot.forward_kinematics(np.zeros(len(robot.joint_names)))
+    goal = tuple(indices(reward.goal_field, ("x", "y", "z")[: np.shape(hand)[-1]]))  # as many axes as the hand
     angles = np.array([name in symmetry.observation_angle_names for name in names])
     for field, mapping in config.observations.items():
         for joint in mapping.wrap_joints:
@@ -193,28 +194,26 @@ def _gap(a: NDArray[np.float64], b: NDArray[np.float64], angles: NDArray[np.bool
     return np.asarray(np.where(angles, wrapped, diff), dtype=np.float64)
 
 
-def _eval_env(metadata: dict[str, Any], dataset_id: str) -> tuple[str, RotationalReacherEnv | ArmReachEnv]:
+def _eval_env(metadata: dict[str, Any], dataset_id: str) -> tuple[str, SimulatedArm]:
     raw = metadata.get("eval_env_spec") or metadata.get("symgate", {}).get("eval_env_spec")
     if raw is None:
         raise ConfigError(f"dataset {dataset_id}: metadata has no eval_env_spec; was it made by symgate ingest?")
     spec = json.loads(raw) if isinstance(raw, str) else dict(raw)
     robot = robot_of(spec)
-    if robot is not None:  # a robot profile's env, without randomisation
-        arm = gym.make(spec["id"], robot=robot, randomization={}).unwrapped
-        if not isinstance(arm, ArmReachEnv):
-            raise ConfigError(f"dataset {dataset_id}: eval env {spec['id']} is not the symgate reach env")
-        return str(spec["id"]), arm
-    config = dict(spec.get("kwargs", {}).get("config", {}))
-    config.pop("randomization", None)  # the residual must measure the map, not injected noise
-    env = gym.make(spec["id"], config=config).unwrapped
-    if not isinstance(env, RotationalReacherEnv):
-        raise ConfigError(f"dataset {dataset_id}: eval env {spec['id']} is not a symgate reacher env")
+    # Without randomisation: the residual must measure the map, not injected noise.
+    if robot is not None:  # a robot profile's env
+        kwargs: dict[str, Any] = {"robot": robot, "randomization": {}}
+    else:
+        config = dict(spec.get("kwargs", {}).get("config", {}))
+        config.pop("randomization", None)
+        kwargs = {"config": config}
+    env = gym.make(spec["id"], **kwargs).unwrapped
+    if not isinstance(env, SimulatedArm):
+        raise ConfigError(f"dataset {dataset_id}: eval env {spec['id']} is not a symgate reach env")
     return str(spec["id"]), env
 
 
-def _step_from(
-    env: RotationalReacherEnv | ArmReachEnv, state: NDArray[np.float64], action: Any, layout: _Layout
-) -> NDArray[np.float64]:
+def _step_from(env: SimulatedArm, state: NDArray[np.float64], action: Any, layout: _Layout) -> NDArray[np.float64]:
     goal = state[list(layout.goal)]
     options: dict[str, Any] = {
         "context": math.atan2(goal[1], goal[0]),

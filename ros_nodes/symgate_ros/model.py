@@ -215,15 +215,74 @@ class PolicyModel:
         return problems
 
 
+def _urdf_path(profile: dict[str, Any], profile_path: Path) -> Path:
+    """The profile's URDF: ``urdf.path`` (relative to the profile's folder) or a file of ``pybullet_data``.
+
+    ``pybullet_data`` is located without importing it (nor pybullet): a robot that has no pybullet
+    installed needs ``urdf.path``.
+    """
+    import importlib.util
+
+    source = profile.get("urdf") or {}
+    if not isinstance(source, dict):
+        raise ModelError(f"{profile_path}: urdf: expected a mapping with path or pybullet_data")
+    if source.get("path"):
+        path = Path(str(source["path"]))
+        return path if path.is_absolute() else profile_path.parent / path
+    if source.get("pybullet_data"):
+        spec = importlib.util.find_spec("pybullet_data")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                f"{profile_path}: urdf.pybullet_data: pybullet_data is not installed here; give urdf.path instead"
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / str(source["pybullet_data"])
+    raise ModelError(f"{profile_path}: urdf: give path or pybullet_data")
+
+
+def urdf_joint_limits(urdf: Path) -> dict[str, dict[str, float]]:
+    """``{joint: {lower, upper, velocity, effort}}`` of every movable joint of a URDF (missing bounds: ±inf).
+
+    Raises:
+        ModelError: The URDF is missing or not XML.
+    """
+    import math
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(urdf).getroot()
+    except (OSError, ET.ParseError) as error:
+        raise ModelError(f"{urdf}: cannot read the URDF: {error}") from error
+    limits = {}
+    for joint in root.iter("joint"):
+        kind = joint.get("type")
+        if kind not in ("revolute", "continuous", "prismatic"):
+            continue
+        element = joint.find("limit")
+        attributes = dict(element.attrib) if element is not None else {}
+        bounded = kind != "continuous"
+        limit = {"lower": -math.inf, "upper": math.inf, "velocity": math.inf, "effort": math.inf}
+        for key in limit:
+            if key in attributes and (bounded or key in ("velocity", "effort")):
+                try:
+                    limit[key] = float(attributes[key])
+                except ValueError as error:
+                    raise ModelError(f"{urdf}: joint {joint.get('name')!r}: limit {key}: {error}") from error
+        limits[str(joint.get("name"))] = limit
+    return limits
+
+
 def robot_mismatches(contract: dict[str, Any], profile_path: Path) -> list[str]:
     """Why a contract cannot drive the robot a profile describes; empty when it can.
 
-    Reads the robot profile (``deploy/robots/<name>/robot.yaml``) with plain YAML, as the robot has
-    it, and compares the robot's name, its controlled joints and their order, the action interface,
-    the control rate and any action limit the profile sets explicitly.
+    Reads the robot profile (``deploy/robots/<name>/robot.yaml``) with plain YAML and its URDF with
+    the standard library's XML parser, as the robot has them, and compares the robot's name, its
+    controlled joints and their order, the action interface, the control rate and the action
+    limits: each joint's limit is the profile's override or else the URDF's, and the contract's
+    limits must lie within it (torques within ±effort, velocity targets within ±velocity, position
+    targets within [lower, upper]).
 
     Raises:
-        ModelError: The profile is missing or not a mapping.
+        ModelError: The profile or its URDF is missing, unreadable or not a mapping.
     """
     import yaml
 
@@ -236,7 +295,7 @@ def robot_mismatches(contract: dict[str, Any], profile_path: Path) -> list[str]:
     problems = []
     name = profile.get("name")
     trained_for = contract.get("robot") or "reacher"  # contracts without a robot are the built-in reacher's
-    if Path(str(trained_for)).stem != name:
+    if Path(str(trained_for)).stem != name and Path(str(trained_for)).parent.name != name:
         problems.append(f"robot: contract {trained_for!r}, this robot {name!r}")
     joints = [str(j) for j in profile.get("joints", [])]
     if list(contract.get("joint_names", [])) != joints:
@@ -247,10 +306,28 @@ def robot_mismatches(contract: dict[str, Any], profile_path: Path) -> list[str]:
         problems.append(f"action_interface: contract {contract.get('action_interface', 'effort')}, robot {interface}")
     if float(contract.get("control_hz", 0.0)) != float(profile.get("control_hz", 0.0)):
         problems.append(f"control_hz: contract {contract.get('control_hz')} Hz, robot {profile.get('control_hz')} Hz")
-    key = {"effort": "effort", "velocity": "velocity"}.get(str(interface))
-    high = list(contract.get("action_high", []))
+    urdf_path = _urdf_path(profile, profile_path)
+    urdf = urdf_joint_limits(urdf_path)
+    low, high = list(contract.get("action_low", [])), list(contract.get("action_high", []))
+    overrides = action.get("limits") or {}
     for index, joint in enumerate(joints):
-        limit = ((action.get("limits") or {}).get(joint) or {}).get(key) if key else None
-        if limit is not None and index < len(high) and float(high[index]) > float(limit) + 1e-9:
-            problems.append(f"action limit of {joint}: contract {high[index]}, robot {limit}")
+        if joint not in urdf:
+            problems.append(f"joint {joint}: not a movable joint of {urdf_path.name}")
+            continue
+        limit = {**urdf[joint], **{k: float(v) for k, v in (overrides.get(joint) or {}).items() if v is not None}}
+        if interface == "position":
+            bounds = (limit["lower"], limit["upper"])
+        elif interface in ("effort", "velocity"):
+            bounds = (-limit[str(interface)], limit[str(interface)])
+        else:
+            continue  # the interface mismatch is already named
+        for side, values, bound in (("lower", low, bounds[0]), ("upper", high, bounds[1])):
+            if index >= len(values):
+                continue
+            value = float(values[index])
+            if (value < bound - 1e-9) if side == "lower" else (value > bound + 1e-9):
+                problems.append(
+                    f"action limit of {joint}: contract {side} {value:g} lies outside this robot's "
+                    f"[{bounds[0]:g}, {bounds[1]:g}]"
+                )
     return problems

@@ -99,7 +99,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     ),
     "joint_states_topic": ("/joint_states", "sensor_msgs/JointState input."),
     "goal_topic": ("/goal", "geometry_msgs/PointStamped goal in the robot's base frame."),
-    "commands_topic": ("/joint_commands", "std_msgs/Float64MultiArray torques out (contract joint order)."),
+    "commands_topic": (
+        "/joint_commands",
+        "std_msgs/Float64MultiArray commands out (contract joint order): torques, velocity or position targets, "
+        "as the contract's action_interface says.",
+    ),
     "estop_topic": ("/estop", "std_msgs/Bool; True latches the e-stop."),
     "control_hz": (0.0, "Control rate; 0 = the contract's."),
     "tick_source": (

@@ -28,9 +28,9 @@ from numpy.typing import NDArray
 
 from sim.bullet import connect_direct, pybullet
 from sim.config import DomainRandomization
-from sim.contexts import wrap_angle
+from sim.contexts import ContextSets, wrap_angle
 from sim.reacher import PhysicsSample
-from sim.robots.profile import DEFAULT_ROBOT, Robot, load_profile
+from sim.robots.profile import DEFAULT_ROBOT, ActionInterfaceName, Robot, load_profile
 
 PhysicsListener = Callable[[PhysicsSample], None]
 #: Gymnasium id of :class:`ArmReachEnv` (registered by ``import sim``).
@@ -157,10 +157,10 @@ class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
             self._joint_ids, self.robot.limits, self._nominal_mass, mass_scale, strict=True
         ):
             bc.changeDynamics(self._body, joint_id, mass=mass * scale, jointDamping=limit.damping)
-        self._pending = deque(self._idle_command() for _ in range(latency))
+        self._pending = deque(self.idle_command() for _ in range(latency))
         self._friction = friction + np.array([limit.friction for limit in self.robot.limits])
 
-    def _idle_command(self) -> NDArray[np.float64]:
+    def idle_command(self) -> NDArray[np.float64]:
         """What the motors do before the first command arrives: no torque, no motion, or stay put."""
         if self.profile.action.interface == "position":
             return self._joint_state()[0] if self._body >= 0 else np.zeros(self.joint_count)
@@ -232,7 +232,7 @@ class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
                 bc.setJointMotorControl2(
                     self._body, joint_id, pybullet.VELOCITY_CONTROL, targetVelocity=0.0, force=float(friction)
                 )
-        self._pending = deque(self._idle_command() for _ in range(len(self._pending)))
+        self._pending = deque(self.idle_command() for _ in range(len(self._pending)))
         self.goal_position = np.array([radius * math.cos(self.context), radius * math.sin(self.context), height])
         self._steps = 0
         self._physics_step = 0
@@ -289,6 +289,62 @@ class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         if self._bullet is not None and self._bullet._client >= 0:
             self._bullet.disconnect()
             self._bullet._client = -1
+
+    # ------------------------------------------------------- sim.robots.interface.SimulatedArm
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        """Controlled joints in action order."""
+        return self.robot.joint_names
+
+    @property
+    def joint_continuous(self) -> tuple[bool, ...]:
+        """Per controlled joint: True when it has no position limits."""
+        return tuple(bool(c) for c in self._continuous)
+
+    @property
+    def action_interface(self) -> ActionInterfaceName:
+        """The profile's action interface."""
+        return self.profile.action.interface
+
+    @property
+    def control_hz(self) -> int:
+        """The profile's control rate, Hz."""
+        return self.profile.control_hz
+
+    @property
+    def physics_hz(self) -> int:
+        """The profile's physics rate, Hz."""
+        return self.profile.physics_hz
+
+    @property
+    def contexts(self) -> ContextSets:
+        """The profile's context sets."""
+        return self.profile.contexts
+
+    @property
+    def reset_contexts(self) -> NDArray[np.float64]:
+        """The profile's ``reset_context_set``."""
+        return self.profile.contexts.angles(self.profile.reset_context_set)
+
+    @property
+    def base_frame(self) -> str:
+        """The profile's base link."""
+        return self.profile.base_link
+
+    @property
+    def robot_name(self) -> str:
+        """The profile's name."""
+        return self.robot.name
+
+    @property
+    def action_bounds(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The action limits (the profile's, else the URDF's)."""
+        return self.action_low, self.action_high
+
+    @property
+    def discrete_actions(self) -> None:
+        """Actions are continuous."""
+        return None
 
     # ----------------------------------------------------------------------------- helpers
     def joint_state(self) -> PhysicsSample:

@@ -17,6 +17,7 @@ from pipeline.gate import GateConfig, run_gate
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.ingest.bag import IngestError
 from pipeline.ingest.config import config_for_robot
+from pipeline.io import sha256_json
 from pipeline.symmetry import check_symmetry
 from pipeline.train import TrainConfig, train
 from sim import ARM_ENV_ID
@@ -130,6 +131,8 @@ def test_the_gate_runs_the_iiwa_model_on_the_contract_s_robot(iiwa_model: Path, 
     assert [suite.name for suite in outcome.report.suites] == ["train", "test"]
     assert outcome.report.suites[1].episodes == 100
     assert outcome.report.gate_config["robot"] == "kuka_iiwa"
+    # The hash the certificate binds is the resolved config's (the robot node re-hashes the report's).
+    assert outcome.report.gate_config_sha256 == sha256_json(outcome.report.gate_config)
 
 
 def test_the_gate_refuses_a_contract_for_another_robot(iiwa_model: Path, tmp_path: Path) -> None:

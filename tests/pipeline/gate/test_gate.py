@@ -73,8 +73,8 @@ def test_episodes_do_not_depend_on_the_worker_count(unsymmetrised_model: Path, t
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"env": {"control_hz": 25, "contexts": {"train_deg": [0.0]}}}, "control_hz: contract 50 Hz, env 25 Hz"),
-        ({"env_id": DISCRETE_ENV_ID}, "the env takes discrete action indices, the model emits torques"),
+        ({"env": {"control_hz": 25, "contexts": {"train_deg": [0.0]}}}, "control_hz: contract 50 Hz, robot 25 Hz"),
+        ({"env_id": DISCRETE_ENV_ID}, "the env takes discrete action indices, the model emits joint_effort"),
         ({"env": {"urdf": "OTHER"}}, "joint_names: contract"),
     ],
 )

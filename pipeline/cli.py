@@ -674,8 +674,9 @@ def keys_init(
 
 # ----------------------------------------------------------------------------- serve
 def _serve_sim(
-    model: Path, trusted_keys: list[Path], contexts: str, count: int, speedup: float, out: Path
-) -> dict[str, Any]:
+    model: Path, trusted_keys: list[Path], contexts: str, count: int, speedup: float, out: Path,
+    record: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Run ``pipeline.serve.launch`` in the ROS venv; returns its outcome (also written to ``out``)."""
     import json
     import subprocess
@@ -689,6 +690,7 @@ def _serve_sim(
     args = ["-m", "pipeline.serve.launch", "--model", str(model.resolve()), "--contexts", contexts]
     args += ["--count", str(count), "--speedup", str(speedup), "--out", str(out)]
     args += [arg for key in trusted_keys for arg in ("--trusted-key", str(key.resolve()))]
+    args += ["--record", str(record.resolve())] if record else []
     command, env, isolated = in_ros_environment(args)
     with log.open("w") as handle:
         done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
@@ -736,6 +738,9 @@ def serve_command(
     trusted_key: Annotated[
         list[Path] | None, typer.Option(help="A public key the node trusts (symgate keys init; repeatable).")
     ] = None,
+    record: Annotated[
+        Path | None, typer.Option(help="Record the run's ROS 2 topics into this MCAP file (opens in Foxglove).")
+    ] = None,
 ) -> None:
     """Serve a certified policy with the real ROS 2 node; --sim closes the loop with the PyBullet robot."""
     with _user_errors():
@@ -743,8 +748,12 @@ def serve_command(
             raise UserInputError(
                 "only --sim runs here; on a robot, colcon build ros_nodes/ and see deploy/ros/README.md"
             )
-        outcome = _serve_sim(model, trusted_key or [], contexts, count, speedup, out or model / "serve_sim.json")
+        outcome = _serve_sim(
+            model, trusted_key or [], contexts, count, speedup, out or model / "serve_sim.json", record
+        )
     console.print(_serve_table(outcome, model))
+    if record:
+        console.print(f"Recording (MCAP, Foxglove): {record}", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -95,9 +95,16 @@ class RobotBag:
         self._add(log_ns, topic, JOINT_STATE, message)
         self.tf(log_ns, dict(zip(names, position.tolist(), strict=True)))
 
-    def tf(self, log_ns: int, positions: Mapping[str, float]) -> None:
-        """``/tf``: every movable joint of the URDF at ``positions`` (held joints at their profile values)."""
-        self._add(log_ns, TF, TF_MESSAGE, self._tf_message(log_ns, {**self.held, **positions}, moving=True))
+    def tf(self, log_ns: int, positions: Mapping[str, float], stamp_ns: int | None = None) -> None:
+        """``/tf``: every movable joint of the URDF at ``positions`` (held joints at their profile values).
+
+        Args:
+            log_ns: Log time.
+            positions: Joint name → position.
+            stamp_ns: The transforms' header stamp (default: ``log_ns``), e.g. the JointState's.
+        """
+        stamp = log_ns if stamp_ns is None else stamp_ns
+        self._add(log_ns, TF, TF_MESSAGE, self._tf_message(stamp, {**self.held, **positions}, moving=True))
 
     def _tf_message(self, stamp_ns: int, positions: Mapping[str, float], moving: bool) -> Any:
         types = self._types()

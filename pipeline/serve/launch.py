@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +104,22 @@ def rehearse(
     speedup: float,
     server_parameters: dict[str, Any] | None = None,
     timeout_s: float = 600.0,
+    record: Path | None = None,
 ) -> dict[str, Any]:
     """Run the closed loop and return the episodes, success rate, latency and diagnostics.
+
+    With ``record``, the run's topics are recorded over DDS into that MCAP file (``pipeline.record.ros``).
 
     Raises:
         RuntimeError: The server refused to configure or activate (its log says why), or a node died.
     """
     contract = json.loads((model_dir / "contract.json").read_text(encoding="utf-8"))
     control_hz = float(contract["control_hz"]) * speedup
+    recorder = None
+    if record is not None:
+        from pipeline.record.ros import recorder_for
+
+        recorder = recorder_for(contract)  # subscribed before the robot starts: nothing is missed
     with tempfile.TemporaryDirectory(prefix="symgate-serve-") as scratch:
         result_file = Path(scratch) / "episodes.json"
         robot_parameters = {
@@ -133,7 +141,7 @@ def rehearse(
         server = subprocess.Popen([sys.executable, "-m", "symgate_ros.policy_server", *ros_args(SERVER, parameters)])
         client = LifecycleClient()
         try:
-            with spinning(client):
+            with spinning(client), spinning(recorder) if recorder else nullcontext():
                 if not client.transition(Transition.TRANSITION_CONFIGURE):
                     raise RuntimeError(f"{SERVER} refused to configure {model_dir} (see its log above)")
                 if not client.transition(Transition.TRANSITION_ACTIVATE):
@@ -150,8 +158,12 @@ def rehearse(
             if robot.returncode != 0 or not result_file.exists():
                 raise RuntimeError(f"sim_robot did not finish (exit code {robot.returncode})")
             outcome: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+            if recorder is not None and record is not None:
+                recorder.write(record, outcome["episodes"], diagnostics.get("certificate_id"))
         finally:
             client.destroy_node()
+            if recorder is not None:
+                recorder.destroy_node()
             for process in (robot, server):
                 if process.poll() is None:
                     process.terminate()
@@ -183,6 +195,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10, help="Episodes (the first N contexts of the set; 0 = all).")
     parser.add_argument("--speedup", type=float, default=1.0, help="Simulated seconds per wall-clock second.")
     parser.add_argument("--out", type=Path, help="Write the outcome as JSON here.")
+    parser.add_argument("--record", type=Path, help="Record the run's topics into this MCAP file.")
     parser.add_argument(
         "--trusted-key", type=Path, action="append", default=[], help="A public key the node trusts (repeatable)."
     )
@@ -190,7 +203,9 @@ def main() -> None:
     trusted = {"trusted_keys": [str(k.resolve()) for k in options.trusted_key]} if options.trusted_key else {}
     rclpy.init()
     try:
-        outcome = rehearse(options.model.resolve(), options.contexts, options.count, options.speedup, trusted)
+        outcome = rehearse(
+            options.model.resolve(), options.contexts, options.count, options.speedup, trusted, record=options.record
+        )
     except (RuntimeError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

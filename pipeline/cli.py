@@ -23,7 +23,15 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest, record_fleet
 from pipeline.fleet.config import StorageName
-from pipeline.gate import CERTIFICATE_FILE, REPORT_MD, GateConfig, GateOutcome, planned_episodes, run_gate
+from pipeline.gate import (
+    CERTIFICATE_FILE,
+    REPORT_MD,
+    GateConfig,
+    GateOutcome,
+    RenderOptions,
+    planned_episodes,
+    run_gate,
+)
 from pipeline.gate.signing import SIGNING_KEY_ENV, init_keys
 from pipeline.ingest import REPORT_MD as INGEST_REPORT_MD
 from pipeline.ingest import IngestConfig, QualityReport, find_bags, ingest
@@ -598,16 +606,30 @@ def _gate_table(outcome: GateOutcome) -> Table:
 
 
 def _run_gate(
-    model_dir: Path, config: GateConfig, workers: int | None, report_dir: Path | None, signing_key: Path | None
+    model_dir: Path,
+    config: GateConfig,
+    workers: int | None,
+    report_dir: Path | None,
+    signing_key: Path | None,
+    render: bool = True,
+    record: bool = False,
 ) -> GateOutcome:
     with _progress(f"Gating {model_dir.name}", planned_episodes(config)) as advance:
         outcome = run_gate(
-            model_dir, config, workers=workers, report_dir=report_dir, signing_key=signing_key, on_episodes=advance
-        )
+            model_dir, config, workers=workers, report_dir=report_dir, signing_key=signing_key, on_episodes=advance,
+            render=RenderOptions() if render else None, record=record,
+        )  # fmt: skip
     console.print(_gate_table(outcome))
     for reason in outcome.report.reasons:
         console.print(f"[bold red]fail:[/] {reason}", soft_wrap=True)
     console.print(f"Report: {outcome.report_dir / REPORT_MD}", soft_wrap=True)
+    if outcome.report.rendering is not None:
+        r = outcome.report.rendering
+        console.print(
+            f"Clips: {len(outcome.report.clips)} ({r.frames} frames, {r.bytes / 1e6:.2f} MB, {r.wall_time_s:.1f} s)"
+        )
+    if outcome.report.recording is not None:
+        console.print(f"Recording (MCAP, Foxglove): {outcome.report_dir / outcome.report.recording}", soft_wrap=True)
     if outcome.certificate is not None:
         console.print(
             f"Certificate {outcome.certificate.certificate_id[:16]}…: {model_dir / CERTIFICATE_FILE}", soft_wrap=True
@@ -637,11 +659,17 @@ def gate_command(
         str | None,
         typer.Option(help=ROBOT_HELP + " Default: the model contract's robot; a mismatch with the contract fails."),
     ] = None,
+    render: Annotated[
+        bool, typer.Option("--render/--no-render", help="Replay chosen episodes into GIF clips in the report.")
+    ] = True,
+    record: Annotated[
+        bool, typer.Option("--record", help="Also write those episodes as gate_episodes.mcap (opens in Foxglove).")
+    ] = False,
 ) -> None:
     """Run the ONNX policy in PyBullet on train and held-out contexts; exit 0 and certify on pass, exit 1 on fail."""
     with _user_errors():
         gate_config = (load_config(config, GateConfig) if config else GateConfig()).for_robot(robot)
-        outcome = _run_gate(model_dir, gate_config, workers, report_dir, signing_key)
+        outcome = _run_gate(model_dir, gate_config, workers, report_dir, signing_key, render, record)
     if outcome.report.verdict != "pass":
         raise typer.Exit(1)
 
@@ -673,11 +701,12 @@ def _serve_sim(
     speedup: float,
     out: Path,
     robot: str | None = None,
+    record: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``pipeline.serve.launch`` in the ROS venv; returns its outcome (also written to ``out``).
 
     ``robot`` (a profile name or path) is the robot ``sim_robot`` simulates and the node checks the
-    contract against; None: the contract's.
+    contract against; None: the contract's. ``record``: an MCAP file the run's topics are recorded into.
     """
     import json
     import subprocess
@@ -693,6 +722,7 @@ def _serve_sim(
     args += [arg for key in trusted_keys for arg in ("--trusted-key", str(key.resolve()))]
     if robot is not None:
         args += ["--robot", str(profile_path(robot).resolve())]
+    args += ["--record", str(record.resolve())] if record else []
     command, env, isolated = in_ros_environment(args)
     with log.open("w") as handle:
         done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
@@ -747,6 +777,9 @@ def serve_command(
             "contract that does not fit it."
         ),
     ] = None,
+    record: Annotated[
+        Path | None, typer.Option(help="Record the run's ROS 2 topics into this MCAP file (opens in Foxglove).")
+    ] = None,
 ) -> None:
     """Serve a certified policy with the real ROS 2 node; --sim closes the loop with the PyBullet robot."""
     with _user_errors():
@@ -756,8 +789,12 @@ def serve_command(
             )
         if robot is not None:
             load_profile(robot)  # a bad profile is named here, before any ROS process starts
-        outcome = _serve_sim(model, trusted_key or [], contexts, count, speedup, out or model / "serve_sim.json", robot)
+        outcome = _serve_sim(
+            model, trusted_key or [], contexts, count, speedup, out or model / "serve_sim.json", robot, record
+        )
     console.print(_serve_table(outcome, model))
+    if record:
+        console.print(f"Recording (MCAP, Foxglove): {record}", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -17,6 +17,8 @@ from numpy.typing import NDArray
 
 #: ``(N, D)`` float32 observations → ``(N, A)`` torques or ``(N,)`` action indices.
 BatchPolicy = Callable[[NDArray[np.float32]], NDArray[Any]]
+#: Called with an env's index after its reset (action None) and after each of its steps (the action it took).
+StepObserver = Callable[[int, NDArray[Any] | None], None]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ def run_lockstep(
     policy: BatchPolicy,
     seeds: Sequence[int],
     contexts: Sequence[float],
+    observe: StepObserver | None = None,
 ) -> EpisodeBatch:
     """Run one episode in each env, all advanced together.
 
@@ -56,6 +59,8 @@ def run_lockstep(
         policy: The batched policy.
         seeds: Reset seed of each env.
         contexts: Context angle of each env, rad.
+        observe: Watches every env after its reset and after each step (to render or record it); it must
+            not touch the envs' state.
 
     Returns:
         Steps, success and non-finite-action flags per env.
@@ -67,6 +72,9 @@ def run_lockstep(
         ]
     ).astype(np.float32)
     count = len(envs)
+    if observe is not None:
+        for i in range(count):
+            observe(i, None)
     done = np.zeros(count, dtype=bool)
     success = np.zeros(count, dtype=bool)
     non_finite = np.zeros(count, dtype=bool)
@@ -82,4 +90,6 @@ def run_lockstep(
             steps[i] += 1
             success[i] = terminated
             done[i] = terminated or truncated
+            if observe is not None:
+                observe(i, actions[i])
     return EpisodeBatch(steps=steps, success=success, non_finite_action=non_finite)

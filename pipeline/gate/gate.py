@@ -8,10 +8,13 @@ The order of business:
 3. Run every suite's episodes in lock-step tasks, in parallel worker processes.
 4. Compute per-suite and per-context metrics with bootstrap CIs, the generalisation gap, and
    every configured threshold check.
-5. Write ``gate_report.json``, ``gate_report.md`` and the plots; on pass only, write
-   ``certificate.json`` into the model folder and, given a signing key, sign the whole folder
-   into ``model.sig`` (OpenSSF model signing); on fail, a stale certificate and signature there
-   are removed.
+5. Optionally replay chosen episodes (same tasks, seeds and batches, after the evaluation, so no
+   number depends on it) into clips for the report (``pipeline.gate.render``) and an MCAP
+   recording (``pipeline.gate.recording``).
+6. Write ``gate_report.json``, ``gate_report.md``, the plots and clips; on pass only, write
+   ``certificate.json`` into the model folder; then the recording (its episode markers name the
+   certificate); given a signing key, sign the whole folder into ``model.sig`` (OpenSSF model
+   signing); on fail, a stale certificate and signature there are removed.
 
 Anything wrong with the model (a tampered or unloadable file, a contract for another robot,
 NaN/inf actions) is a *fail verdict with the reason*, never a crash and never a silent pass.
@@ -34,23 +37,35 @@ from pipeline import __version__
 from pipeline.export.contract import ONNX_FILE, Contract, ContractError, load_contract
 from pipeline.gate.certificate import CERTIFICATE_FILE, Certificate, issue_certificate
 from pipeline.gate.config import GateConfig, GateSuite
-from pipeline.gate.policy import contract_mismatches, graph_mismatches, open_session
+from pipeline.gate.policy import OnnxPolicy, contract_mismatches, graph_mismatches, open_session
+from pipeline.gate.recording import RECORDING_FILE, write_recording
+from pipeline.gate.render import (
+    Camera,
+    RenderOptions,
+    frame_step,
+    workspace_points,
+    write_clip,
+)
+from pipeline.gate.replay import EpisodeTrace, choose_episodes, replay
 from pipeline.gate.report import (
     REPORT_JSON,
     REPORT_MD,
+    Clip,
     ContextResult,
     Estimate,
     GateReport,
     ModelInfo,
+    Rendering,
     SuiteResult,
     ThresholdCheck,
     write_plots,
 )
-from pipeline.gate.runner import EpisodeRecord, plan_tasks, run_tasks
+from pipeline.gate.runner import EpisodeRecord, Task, plan_tasks, run_tasks
 from pipeline.gate.signing import SIGNATURE_FILE, check_private_key, sign_model
 from pipeline.gate.stats import cluster_bootstrap, interval
 from pipeline.io import UserInputError, atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from sim import ARM_ENV_ID, CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
+from sim.config import DomainRandomization
 from sim.robots.interface import SimulatedArm
 
 
@@ -77,6 +92,8 @@ def run_gate(
     report_dir: Path | None = None,
     signing_key: Path | None = None,
     on_episodes: Callable[[int], None] | None = None,
+    render: RenderOptions | None = None,
+    record: bool = False,
 ) -> GateOutcome:
     """Gate one model folder.
 
@@ -89,6 +106,8 @@ def run_gate(
         signing_key: The gate's private key (``symgate keys init``); on pass the folder is signed
             with it. Without one the certificate is unsigned, and robots refuse it.
         on_episodes: Progress callback, called with the number of episodes just finished.
+        render: Replay chosen episodes into GIF clips embedded in the report (None: no clips).
+        record: Replay the same episodes into ``gate_episodes.mcap`` next to the report.
 
     Returns:
         The report (verdict and reasons), its folder, and the certificate if the model passed.
@@ -115,6 +134,8 @@ def run_gate(
         reasons.append(str(error))
 
     episodes: list[EpisodeRecord] = []
+    tasks: list[Task] = []
+    env_id = ""
     started = time.perf_counter()
     if contract is not None:
         discrete = contract.discrete_action_torques is not None
@@ -148,6 +169,24 @@ def run_gate(
         f"{s.name}: {s.non_finite_actions} episodes produced NaN/inf actions" for s in suites if s.non_finite_actions
     ]
     reasons += [f"{c.name} = {c.value:.3f}, required {c.comparison} {c.threshold:.3f}" for c in checks if not c.passed]
+    traces: list[EpisodeTrace] = []
+    clips: tuple[Clip, ...] = ()
+    rendering: Rendering | None = None
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if episodes and contract is not None and (render is not None or record):
+        render_started = time.perf_counter()
+        worst = render.worst_contexts if render is not None else 4
+        choices = choose_episodes(suites, episodes, worst)
+        camera = _camera(config, env_id, render) if render is not None else None
+        every = frame_step(config.control_hz, render.fps) if render is not None else 1
+        gated = contract
+
+        def policy(names: tuple[str, ...]) -> OnnxPolicy:
+            return OnnxPolicy(open_session(model_dir), gated, names)
+
+        traces = replay(tasks, episodes, choices, policy, config.control_hz, camera.capture if camera else None, every)
+        if render is not None and camera is not None:
+            clips, rendering = _write_clips(traces, camera, report_dir, render, render_started)
     onnx_path = model_dir / ONNX_FILE
     report = GateReport(
         symgate_version=__version__,
@@ -173,8 +212,10 @@ def run_gate(
         workers=workers,
         wall_time_s=wall,
         episodes=tuple(episodes),
+        clips=clips,
+        rendering=rendering,
+        recording=RECORDING_FILE if traces and record else None,
     )
-    report_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(report, report_dir)
     atomic_write_json(report_dir / REPORT_JSON, report.model_dump(mode="json"))
     atomic_write_text(report_dir / REPORT_MD, report.markdown(plots))
@@ -184,11 +225,56 @@ def run_gate(
         certificate = issue_certificate(
             model_dir, contract, config_sha, report_dir / REPORT_JSON, __version__, report.created
         )
-        if signing_key is not None:
-            signature = sign_model(model_dir, signing_key)
     else:
         (model_dir / CERTIFICATE_FILE).unlink(missing_ok=True)  # a failed model must not keep an old certificate
+    if traces and record:
+        start_ns = int(datetime.fromisoformat(report.created).timestamp() * 1e9)
+        write_recording(
+            traces, report_dir / RECORDING_FILE, start_ns, report.verdict,
+            certificate.certificate_id if certificate else None, report.model.onnx_sha256,
+        )  # fmt: skip
+    if certificate is not None and signing_key is not None:
+        signature = sign_model(model_dir, signing_key)  # last: it covers the clips and the recording
     return GateOutcome(report=report, report_dir=report_dir, certificate=certificate, signature=signature)
+
+
+def _camera(config: GateConfig, env_id: str, render: RenderOptions) -> Camera:
+    """The report's fixed camera, framed on the arm at the start of up to 12 of the gate's contexts and their goals."""
+    angles = np.unique(np.concatenate([config.contexts.angles(s.contexts) for s in config.suites]))
+    picked = angles[np.linspace(0, len(angles) - 1, min(12, len(angles))).round().astype(int)]
+    kwargs = config.env_kwargs(DomainRandomization())
+    return Camera.framing(workspace_points(env_id, kwargs, picked.tolist()), render.size_px)
+
+
+def _write_clips(
+    traces: list[EpisodeTrace], camera: Camera, folder: Path, render: RenderOptions, started: float
+) -> tuple[tuple[Clip, ...], Rendering]:
+    """One GIF per trace, within the size budget; the clips and what they cost."""
+    clips: list[Clip] = []
+    left_out: list[str] = []
+    total = 0
+    for trace in traces:
+        record = trace.evaluated
+        name = f"clip_{record.suite}_c{record.context_index:03d}_e{record.episode:02d}.gif"
+        if total >= render.max_report_bytes:
+            left_out.append(name)
+            continue
+        size = write_clip(trace, camera, folder / name, render.fps)
+        total += size
+        clips.append(
+            Clip(
+                file=name, suite=record.suite, context_index=record.context_index,
+                angle_deg=float(np.rad2deg(record.context_rad)), episode=record.episode, seed=record.seed,
+                why=trace.choice.why, success=record.success, steps=record.steps, reproduced=trace.reproduced,
+                frames=len(trace.frames), width=camera.width, height=camera.height,
+                bytes=size,
+            )
+        )  # fmt: skip
+    rendering = Rendering(
+        wall_time_s=time.perf_counter() - started, frames=sum(c.frames for c in clips), bytes=total,
+        max_report_bytes=render.max_report_bytes, left_out=tuple(left_out),
+    )  # fmt: skip
+    return tuple(clips), rendering
 
 
 def _reach_env(env: gym.Env[object, object]) -> SimulatedArm:

@@ -1,8 +1,9 @@
-"""The gate report: per-suite and per-context metrics with CIs, threshold checks, Markdown and plots.
+"""The gate report: per-suite and per-context metrics with CIs, threshold checks, Markdown, plots and clips.
 
 ``gate_report.json`` is the :class:`GateReport` model; ``gate_report.md`` is its human summary and
 embeds two plots: success against context angle on a polar axis (train contexts marked), and the
-distributions of normalised return and time to goal per suite.
+distributions of normalised return and time to goal per suite; then the clips of chosen episodes
+(``pipeline.gate.render``), each listed with its context angle and outcome.
 """
 
 from __future__ import annotations
@@ -82,6 +83,39 @@ class ThresholdCheck(BaseModel):
     passed: bool = Field(description="Whether the check passed.")
 
 
+class Clip(BaseModel):
+    """A rendered replay of one gate episode (a GIF next to the report)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(description="GIF file name, next to the report.")
+    suite: str = Field(description="Suite of the episode.")
+    context_index: int = Field(description="Index of its context in the suite's context set.")
+    angle_deg: float = Field(description="Context rotation, degrees.")
+    episode: int = Field(description="Episode index within the context.")
+    seed: int = Field(description="Reset seed of the episode (the gate's).")
+    why: tuple[str, ...] = Field(description="Why it was chosen: worst, typical pass, training context.")
+    success: bool = Field(description="Whether the evaluated episode reached the goal.")
+    steps: int = Field(description="Control steps of the evaluated episode.")
+    reproduced: bool = Field(description="Whether the replay matched the evaluated episode (steps and success).")
+    frames: int = Field(description="Frames in the GIF.")
+    width: int = Field(description="Frame width, pixels.")
+    height: int = Field(description="Frame height, pixels.")
+    bytes: int = Field(description="File size.")
+
+
+class Rendering(BaseModel):
+    """What rendering the clips cost, and what the size budget left out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wall_time_s: float = Field(description="Wall time of the replays, frames and GIF encoding, s.")
+    frames: int = Field(description="Frames rendered in all clips.")
+    bytes: int = Field(description="Total size of the clips.")
+    max_report_bytes: int = Field(description="The size budget of the clips.")
+    left_out: tuple[str, ...] = Field((), description="Episodes not rendered because the budget was spent.")
+
+
 class ModelInfo(BaseModel):
     """What was gated."""
 
@@ -116,6 +150,9 @@ class GateReport(BaseModel):
     workers: int = Field(description="Worker processes used.")
     wall_time_s: float = Field(description="Wall time of the rollouts, s.")
     episodes: tuple[EpisodeRecord, ...] = Field(description="Every episode, for re-analysis.")
+    clips: tuple[Clip, ...] = Field((), description="Rendered replays of chosen episodes (empty with --no-render).")
+    rendering: Rendering | None = Field(None, description="Cost of the clips; None when not rendered.")
+    recording: str | None = Field(None, description="MCAP file of the chosen episodes (gate --record), next to it.")
 
     def markdown(self, plots: list[str]) -> str:
         """The human summary, with the plots (file names next to it) embedded."""
@@ -159,7 +196,43 @@ class GateReport(BaseModel):
                 angles = ", ".join(f"{c.angle_deg:.0f}° ({c.success.mean:.0%})" for c in worst)
                 lines.append(f"- {suite.name}: {len(failing)} of {suite.contexts} contexts not always solved: {angles}")
         lines += ["", *(f"![{plot}]({plot})" for plot in plots), ""]
+        lines += self._clips_markdown()
         return "\n".join(lines)
+
+    def _clips_markdown(self) -> list[str]:
+        if self.rendering is None:
+            return (
+                [f"Recording of the episodes (MCAP, opens in Foxglove): `{self.recording}`.", ""]
+                if self.recording
+                else []
+            )
+        r = self.rendering
+        lines = [
+            "## Episodes",
+            "",
+            "Replays of chosen gate episodes (same seeds, re-run after the evaluation: no number above depends on "
+            f"them): green circle = goal, red = end-effector trail. {len(self.clips)} clips, {r.frames} frames, "
+            f"{r.bytes / 1e6:.2f} MB (budget {r.max_report_bytes / 1e6:.1f} MB), rendered in {r.wall_time_s:.1f} s.",
+            "",
+        ]
+        if self.recording:
+            lines += [f"The same episodes as an MCAP recording (opens in Foxglove): `{self.recording}`.", ""]
+        for suite in self.suites:
+            clips = [c for c in self.clips if c.suite == suite.name]
+            if not clips:
+                continue
+            lines += [f"### {suite.name}", "", "| clip | context | outcome | chosen as |", "|---|---|---|---|"]
+            for c in clips:
+                outcome = f"reached in {c.steps} steps" if c.success else f"missed ({c.steps} steps)"
+                replay = "" if c.reproduced else " (the replay differed!)"
+                lines.append(
+                    f"| ![{c.file}]({c.file}) | {c.angle_deg:.0f}° (#{c.context_index}, episode {c.episode}) | "
+                    f"{outcome}{replay} | {', '.join(c.why)} |"
+                )
+            lines.append("")
+        if r.left_out:
+            lines += [f"Left out (size budget): {', '.join(r.left_out)}.", ""]
+        return lines
 
 
 def write_plots(report: GateReport, folder: Path) -> list[str]:

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,7 @@ def rehearse(
     server_parameters: dict[str, Any] | None = None,
     timeout_s: float = 600.0,
     robot: str | None = None,
+    record: Path | None = None,
 ) -> dict[str, Any]:
     """Run the closed loop and return the episodes, success rate, latency and diagnostics.
 
@@ -122,6 +123,7 @@ def rehearse(
         timeout_s: Longest wait for the simulated robot to finish, s.
         robot: Robot profile to simulate (name or path); None: the contract's (the paper's reacher
             env for a contract without one).
+        record: Record the run's topics over DDS into this MCAP file (``pipeline.record.ros``).
 
     Raises:
         RuntimeError: The server refused to configure or activate (its log says why), or a node died.
@@ -131,6 +133,11 @@ def rehearse(
     robot = robot or contract.get("robot")
     profile = str(profile_path(robot).resolve()) if robot else ""  # the same file for both processes
     topics = robot_topics(profile)
+    recorder = None
+    if record is not None:
+        from pipeline.record.ros import recorder_for
+
+        recorder = recorder_for(profile, topics)  # subscribed before the robot starts: nothing is missed
     with tempfile.TemporaryDirectory(prefix="symgate-serve-") as scratch:
         result_file = Path(scratch) / "episodes.json"
         robot_parameters = {
@@ -157,7 +164,7 @@ def rehearse(
         server = subprocess.Popen([sys.executable, "-m", "symgate_ros.policy_server", *ros_args(SERVER, parameters)])
         client = LifecycleClient(commands_topic=topics["commands"])
         try:
-            with spinning(client):
+            with spinning(client), spinning(recorder) if recorder else nullcontext():
                 if not client.transition(Transition.TRANSITION_CONFIGURE):
                     raise RuntimeError(f"{SERVER} refused to configure {model_dir} (see its log above)")
                 if not client.transition(Transition.TRANSITION_ACTIVATE):
@@ -174,8 +181,12 @@ def rehearse(
             if simulator.returncode != 0 or not result_file.exists():
                 raise RuntimeError(f"sim_robot did not finish (exit code {simulator.returncode})")
             outcome: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+            if recorder is not None and record is not None:
+                recorder.write(record, outcome["episodes"], diagnostics.get("certificate_id"))
         finally:
             client.destroy_node()
+            if recorder is not None:
+                recorder.destroy_node()
             for process in (simulator, server):
                 if process.poll() is None:
                     process.terminate()
@@ -212,6 +223,7 @@ def main() -> None:
     parser.add_argument("--speedup", type=float, default=1.0, help="Simulated seconds per wall-clock second.")
     parser.add_argument("--out", type=Path, help="Write the outcome as JSON here.")
     parser.add_argument("--robot", help="Robot profile to simulate (name or robot.yaml path); default: the contract's.")
+    parser.add_argument("--record", type=Path, help="Record the run's topics into this MCAP file.")
     parser.add_argument(
         "--trusted-key", type=Path, action="append", default=[], help="A public key the node trusts (repeatable)."
     )
@@ -220,7 +232,13 @@ def main() -> None:
     rclpy.init()
     try:
         outcome = rehearse(
-            options.model.resolve(), options.contexts, options.count, options.speedup, trusted, robot=options.robot
+            options.model.resolve(),
+            options.contexts,
+            options.count,
+            options.speedup,
+            trusted,
+            robot=options.robot,
+            record=options.record,
         )
     except (RuntimeError, TimeoutError, RobotProfileError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -75,6 +75,10 @@ class UrdfJoint:
         """True for revolute and continuous joints (positions in rad)."""
         return self.type in ("revolute", "continuous")
 
+    def transform(self, position: float) -> NDArray[np.float64]:
+        """4x4 transform from the parent link frame to the child link frame with the joint at ``position``."""
+        return self.origin @ _joint_motion(self, position)
+
 
 @dataclass(frozen=True)
 class ChainStep:

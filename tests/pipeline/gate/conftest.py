@@ -5,18 +5,34 @@
 - ``expert_model``: the IK + PD expert (rotation-invariant by construction, ``tests.policies``)
   exported through the same ``write_model`` path as trained policies, with the contract of the
   trained model: the symmetric, expert-like policy the gate must pass.
+- ``profile_run``: for each shipped robot profile, gate-style lock-step episodes of a policy that
+  fails where the goal lies at y < 0, and replays of a failing and a passing one (clips, recordings).
 """
 
+import json
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from pipeline.export import load_contract
 from pipeline.export.export import export_run
 from pipeline.gate import GateConfig
+from pipeline.gate.render import Camera, RenderOptions, frame_step, workspace_points
+from pipeline.gate.replay import Choice, EpisodeTrace, replay
+from pipeline.gate.runner import EpisodeRecord, Task, plan_tasks
 from pipeline.gate.signing import init_keys
 from pipeline.train import TrainConfig, train
+from sim import ARM_ENV_ID
+from sim.config import DomainRandomization
+from sim.robots.expert import ReachExpert
+from sim.robots.profile import load_profile
+from sim.rollout import BatchPolicy, run_lockstep
 from tests.policies import export_expert
 
 REPO = Path(__file__).resolve().parents[3]
@@ -87,3 +103,69 @@ class ModelCopier:
         target = self.root / name
         shutil.copytree(model, target)
         return target
+
+
+@dataclass(frozen=True)
+class ProfileRun:
+    """Gate-like episodes of a robot profile's expert that holds still when the goal lies at y < 0, and replays."""
+
+    config: GateConfig
+    tasks: list[Task]
+    records: list[EpisodeRecord]
+    traces: list[EpisodeTrace]
+    camera: Camera
+    every: int
+
+
+def half_expert(robot: str) -> Callable[[tuple[str, ...]], BatchPolicy]:
+    """The profile's DLS expert where the goal's y >= 0, no motion elsewhere: it fails half the contexts."""
+    profile = load_profile(robot)
+
+    def policy_for(names: tuple[str, ...]) -> BatchPolicy:
+        expert, goal_y = ReachExpert(profile, names), names.index("goal_position.y")
+        rest = np.zeros(len(profile.joint_names))
+
+        def policy(observations: NDArray[np.float32]) -> NDArray[np.float64]:
+            return np.stack([expert.clip(expert.command(o)) if o[goal_y] >= 0 else rest for o in observations])
+
+        return policy
+
+    return policy_for
+
+
+def run_profile(robot: str, options: RenderOptions) -> ProfileRun:
+    """Run one task of 16 held-out contexts as the gate does, then replay a failing and a passing episode."""
+    config = GateConfig.model_validate(
+        {"robot": robot, "suites": [{"name": "test", "contexts": "test"}], "gap": None, "episodes_per_task": 16}
+    )
+    tasks = plan_tasks(config, ARM_ENV_ID)[:1]
+    policy_for = half_expert(robot)
+    records = []
+    for task in tasks:
+        envs = [gym.make(task.env_id, **json.loads(task.env_config)) for _ in task.seeds]
+        names: tuple[str, ...] = envs[0].unwrapped.observation_names  # type: ignore[attr-defined]
+        batch = run_lockstep(envs, policy_for(names), task.seeds, task.contexts)
+        for env in envs:
+            env.close()
+        records += [
+            EpisodeRecord(
+                suite=task.suite, context_index=task.context_indices[i], context_rad=task.contexts[i],
+                episode=task.episodes[i], seed=task.seeds[i], success=bool(batch.success[i]),
+                steps=int(batch.steps[i]), non_finite_action=bool(batch.non_finite_action[i]),
+            )
+            for i in range(len(envs))
+        ]  # fmt: skip
+    failed = next(r for r in records if not r.success)
+    passed = next(r for r in records if r.success)
+    choices = [Choice("test", r.context_index, r.episode, (why,)) for r, why in ((failed, "worst"), (passed, "pass"))]
+    angles = config.contexts.angles("test")
+    points = workspace_points(ARM_ENV_ID, config.env_kwargs(DomainRandomization()), angles[::10].tolist())
+    camera = Camera.framing(points, options.size_px)
+    every = frame_step(config.control_hz, options.fps)
+    traces = replay(tasks, records, choices, policy_for, config.control_hz, camera.capture, every)
+    return ProfileRun(config, tasks, records, traces, camera, every)
+
+
+@pytest.fixture(scope="session", params=["reacher", "kuka_iiwa"])
+def profile_run(request: pytest.FixtureRequest) -> ProfileRun:
+    return run_profile(str(request.param), RenderOptions())

@@ -316,7 +316,7 @@ def _build(
         bearing_bias = torch.tensor([_TINY, 0.0, _TINY, 0.0], dtype=torch.float64)
         goal_input = [name for name, _ in groups].index("goal_position")
         canonical_parts = (gather, bearing_weight, bearing_bias, goal_input)
-    return LeanReachPolicy(
+    lean = LeanReachPolicy(
         groups=groups,
         joint_weight=torch.as_tensor(joint_weight),
         joint_bias=torch.as_tensor(joint_bias),
@@ -329,3 +329,4 @@ def _build(
         high=actor.action_high.detach().double(),
         canonical=canonical_parts,
     )
+    return lean.eval()

@@ -24,7 +24,7 @@ import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import Tensor, nn
 
 from models.features import ObservationEncoder
-from models.layers import EnsembleMLP, member_generators
+from models.layers import EnsembleLinear, EnsembleMLP, member_generators
 
 #: Hidden widths of every network in the paper.
 PAPER_HIDDEN: tuple[int, ...] = (512, 256, 128)
@@ -219,6 +219,23 @@ class GaussianTanhActor(EnsembleNetwork):
             u, standardized = mean + log_std.exp() * noise, noise
         return self._squash(u), self._log_prob(u, standardized, log_std)
 
+    def act_many(self, observation: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """K samples per state with the trunk evaluated once per state (CQL's sampled actions).
+
+        Equal to :meth:`act` on each state repeated K times with the same noise, up to float rounding.
+
+        Args:
+            observation: Raw observations ``(E, *batch, D)``.
+            noise: Standard normal noise ``(E, *batch, K, A)``.
+
+        Returns:
+            ``(action, log_prob)`` of shapes ``(E, *batch, K, A)`` and ``(E, *batch, K)``.
+        """
+        mean, log_std, _ = self.forward(observation)
+        mean, log_std = mean.unsqueeze(-2), log_std.unsqueeze(-2)
+        u = mean + log_std.exp() * noise
+        return self._squash(u), self._log_prob(u, noise, log_std.expand_as(u))
+
     def log_prob(self, observation: Tensor, action: Tensor) -> Tensor:
         """Log-probability of given (dataset) actions, e.g. for the AWR actor loss of IQL.
 
@@ -395,6 +412,36 @@ class TwinQ(EnsembleNetwork):
             ``q`` of shape ``(2, E, *batch)``.
         """
         return self.forward_with_hidden(observation, action)[0]
+
+    def forward_actions(self, observation: Tensor, actions: Tensor) -> Tensor:
+        r"""Q-values of K actions per state, the state's share of the first layer computed once per state.
+
+        The first layer of ``[features, action]`` splits as :math:`x_s W_s + b + a W_a`: the state
+        part is evaluated on the B states and broadcast over their K actions, instead of on B·K
+        repeated states (CQL's sampled actions). Equal to ``forward`` on each state repeated K times,
+        up to float rounding.
+
+        Args:
+            observation: Raw observations ``(E, B, D)``.
+            actions: Actions ``(E, B, K, A)``.
+
+        Returns:
+            ``q`` of shape ``(2, E, B, K)``.
+        """
+        features = self.encode(observation)
+        first = self.trunk.hidden_layers[0] if self.trunk.hidden_layers else self.trunk.output_layer
+        assert isinstance(first, EnsembleLinear)
+        width = features.shape[-1]
+        both, acts = torch.cat([features, features], dim=0), torch.cat([actions, actions], dim=0)
+        state = torch.baddbmm(first.bias, both, first.weight[:, :width])  # (2E, B, H)
+        action = torch.bmm(acts.reshape(acts.shape[0], -1, acts.shape[-1]), first.weight[:, width:])
+        x = state.unsqueeze(2) + action.reshape(*acts.shape[:-1], -1)  # (2E, B, K, H)
+        if self.trunk.hidden_layers:
+            x = torch.relu(x)
+            for layer in self.trunk.hidden_layers[1:]:
+                x = torch.relu(layer(x))
+            x = self.trunk.output_layer(x)
+        return x.reshape(2, self.members, *x.shape[1:-1])
 
 
 class DiscreteTwinQ(EnsembleNetwork):

@@ -542,6 +542,11 @@ class BoundSymmetry(nn.Module):
         """For discrete actions, index i ↦ the index of its mirror image (identity without mirror)."""
         return self._discrete_mirror
 
+    @property
+    def rotate2d_fields(self) -> tuple[str, ...]:
+        """The observation fields the rotation turns as (x, y) pairs."""
+        return tuple(self._pairs)
+
     def rotate2d_indices(self, field: str) -> tuple[int, int]:
         """Observation indices (x, y) of a rotate2d field.
 

@@ -7,6 +7,11 @@ in training order, canonicalisation (for canonical policies), the forward-kinema
 normalisation, the deterministic policy head, action scaling and clipping. Before anything is
 written, ONNX Runtime must reproduce torch on ≥ 10k states (max |Δ| ≤ 1e-5, or identical
 discrete actions) and ``onnx.checker`` must pass; the numbers go into the contract.
+
+Reach-feature Gaussian policies (``features: reach``, any robot profile) are exported as the lean
+float32 graph of :mod:`pipeline.export.lean` (~20-30 nodes, Gemms and a 4x4 MatMul per joint);
+everything else traces :class:`ExportedPolicy`, the training modules in float64. The reference of
+the parity check is :class:`ExportedPolicy` in float64 either way.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pipeline.export.contract import (
     Parity,
     TensorSpec,
 )
+from pipeline.export.lean import lean_policy
 from pipeline.io import atomic_directory, atomic_write_json, sha256_file, sha256_json
 from pipeline.train.buffer import OfflineData, load_offline_data
 from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -82,8 +88,8 @@ class ExportedPolicy(nn.Module):
     def forward(self, *signals: Tensor) -> Tensor:
         """One batch of raw signal groups (float32) → ``(B, A)`` float32 torques or ``(B,)`` action indices.
 
-        The graph computes in float64 inside: the robot's runtime then reproduces it to ~1e-12 instead of
-        accumulating float32 round-off through the trigonometry of the features and the canonical frame.
+        It computes in float64 inside: it is the parity reference of every export, and the traced graph of
+        the policies the lean float32 graph does not cover (``pipeline.export.lean``).
         """
         observation = torch.cat(signals, dim=-1).index_select(-1, self.gather).double()
         action = self.agent.act(observation[None], self.actor)[0]
@@ -274,7 +280,18 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
         data, max(PARITY_STATES - len(dataset_states), 1000), np.random.default_rng(0), config.robot
     )
     states = np.concatenate([dataset_states, random_states])
-    return write_model(policy, contract, groups, states, agent.symmetry, out, overwrite=overwrite, source=str(run_dir))
+    lean = lean_policy(policy.actor, agent.symmetry, agent.canonical_actor, groups)
+    return write_model(
+        lean if lean is not None else policy,
+        contract,
+        groups,
+        states,
+        agent.symmetry,
+        out,
+        overwrite=overwrite,
+        source=str(run_dir),
+        reference=policy,
+    )
 
 
 def write_model(
@@ -287,6 +304,7 @@ def write_model(
     *,
     overwrite: bool = False,
     source: str = "policy",
+    reference: nn.Module | None = None,
 ) -> Contract:
     """Export a torch policy over raw signal groups to ``out`` (``policy.onnx`` + ``contract.json``).
 
@@ -303,6 +321,7 @@ def write_model(
         out: Model folder to create.
         overwrite: Replace an existing model folder.
         source: What is exported, for error messages.
+        reference: What ONNX Runtime must reproduce, when ``policy`` is a lean rewrite of it (default: ``policy``).
 
     Raises:
         ContractError: The graph fails the checker, returns NaN/inf, or disagrees with torch.
@@ -344,7 +363,8 @@ def write_model(
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         onnx_actions = session.run(None, _feeds(states, groups))[0]
         with torch.no_grad():
-            torch_actions = policy(*(torch.as_tensor(v) for v in _feeds(states, groups).values())).numpy()
+            expected = reference if reference is not None else policy
+            torch_actions = expected(*(torch.as_tensor(v) for v in _feeds(states, groups).values())).numpy()
         parity = _parity(torch_actions, onnx_actions, discrete)
         if not np.isfinite(torch_actions).all():
             raise ContractError(

@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import Tensor, nn
 
-from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy
+from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy, TwinQ
 from models.symmetry import GroupElement
 from pipeline.train.augment import Augmenter, views, with_actor_consistency, with_critic_consistency
 from pipeline.train.buffer import Batch
@@ -134,6 +134,12 @@ class CQL:
         shape = (*observations.shape[1:-1], int(self.actor.action_low.numel()))
         return self.actor.act(observations, member_noise(self.generators, shape, observations.device))
 
+    def _sample_many(self, observations: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """N samples ã ~ π(·|s) per state, ``(E, B, n, A)`` and ``(E, B, n)`` (the same draws as n repeats of s)."""
+        states, width = observations.shape[1], int(self.actor.action_low.numel())
+        noise = member_noise(self.generators, (states * n, width), observations.device)
+        return self.actor.act_many(observations, noise.reshape(noise.shape[0], states, n, width))
+
     def _next_value(self, batch: Batch) -> Tensor:
         """Soft next value min Q̄(s′, a′) - η log π(a′|s′), a′ ~ π(·|s′)."""
         eta = self.config.cql.entropy
@@ -145,23 +151,21 @@ class CQL:
         o = batch.observations
         n = self.config.cql.sampled_actions
         low, high = self.actor.action_low, self.actor.action_high
-
-        def each_n_times(x: Tensor) -> Tensor:  # (E, B, D) → (E, B·n, D), every state n times in a row
-            return x.unsqueeze(2).expand(*x.shape[:2], n, x.shape[-1]).reshape(x.shape[0], -1, x.shape[-1])
-
-        repeated, next_repeated = each_n_times(o), each_n_times(batch.next_observations)
-        uniform = torch.stack([torch.rand((repeated.shape[1], low.numel()), generator=g) for g in self.generators])
-        uniform = low + uniform.to(o.device) * (high - low)
+        members, states, width = o.shape[0], o.shape[1], low.numel()
+        # n candidates per state; networks see each state once (the critic's state part, the actor's trunk).
+        uniform = torch.stack([torch.rand((states * n, width), generator=g) for g in self.generators])
+        uniform = (low + uniform.to(o.device) * (high - low)).reshape(members, states, n, width)
         log_uniform = -torch.log(high - low).sum()
         with torch.no_grad():
-            current, log_current = self._sample(repeated)
-            following, log_following = self._sample(next_repeated)
+            current, log_current = self._sample_many(o, n)
+            following, log_following = self._sample_many(batch.next_observations, n)
+        assert isinstance(self.critic, TwinQ)
         candidates = [
-            twin_q(self.critic, repeated, uniform) - log_uniform,
-            twin_q(self.critic, repeated, current) - log_current,
-            twin_q(self.critic, repeated, following) - log_following,
+            self.critic.forward_actions(o, uniform) - log_uniform,
+            self.critic.forward_actions(o, current) - log_current,
+            self.critic.forward_actions(o, following) - log_following,
         ]
-        stacked = torch.stack([c.reshape(2, o.shape[0], o.shape[1], n) for c in candidates], dim=-1)
+        stacked = torch.stack(candidates, dim=-1)  # (2, E, B, n, 3)
         return conservative_gap(stacked.flatten(-2), q_data, log_count=math.log(3 * n))
 
     def _actor_objective(self, observations: Tensor) -> Tensor:

@@ -335,3 +335,30 @@ def test_deterministic_policy_exports_with_a_dynamic_batch(discrete: bool) -> No
     program = torch.export.export(policy, (torch.randn(1, 3, D),), dynamic_shapes=({1: torch.export.Dim("batch")},))
     obs = torch.randn(1, 11, D)
     torch.testing.assert_close(program.module()(obs), policy(obs), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("hidden", [HIDDEN, ()])
+def test_q_of_k_actions_per_state_equals_q_on_each_state_repeated_k_times(hidden: tuple[int, ...]) -> None:
+    members, states, k = 3, 5, 4
+    generator = torch.Generator().manual_seed(1)
+    critic = TwinQ(members, make_encoder(), A, hidden, [torch.Generator().manual_seed(i) for i in range(members)])
+    obs = torch.randn(members, states, D, generator=generator)
+    actions = torch.randn(members, states, k, A, generator=generator)
+    repeated = obs.unsqueeze(2).expand(members, states, k, D)
+    expected = critic(repeated.reshape(members, -1, D), actions.reshape(members, -1, A))
+    q = critic.forward_actions(obs, actions)
+    assert q.shape == (2, members, states, k)
+    torch.testing.assert_close(q, expected.reshape(2, members, states, k), **MEMBER_FORWARD)
+
+
+def test_k_samples_per_state_equal_samples_on_each_state_repeated_k_times() -> None:
+    members, states, k = 2, 6, 3
+    generator = torch.Generator().manual_seed(2)
+    actor = GaussianTanhActor(members, make_encoder(), LOW, HIGH, HIDDEN)
+    obs = torch.randn(members, states, D, generator=generator)
+    noise = torch.randn(members, states, k, A, generator=generator)
+    repeated = obs.unsqueeze(2).expand(members, states, k, D).reshape(members, -1, D)
+    expected_action, expected_log_prob = actor.act(repeated, noise.reshape(members, -1, A))
+    action, log_prob = actor.act_many(obs, noise)
+    torch.testing.assert_close(action, expected_action.reshape(members, states, k, A), **MEMBER_FORWARD)
+    torch.testing.assert_close(log_prob, expected_log_prob.reshape(members, states, k), **MEMBER_FORWARD)

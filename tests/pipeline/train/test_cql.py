@@ -1,5 +1,6 @@
 """Discrete CQL (CQL-DQN): its pieces by hand, and calibrated values and a faithful greedy policy on expert data."""
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,13 +8,15 @@ import pytest
 import torch
 
 from models.features import GenericFeatures, Normalizer, ObservationEncoder
-from models.networks import DiscreteTwinQ, GreedyQPolicy
+from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy, TwinQ
 from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset
 from pipeline.export.export import load_policy
 from pipeline.train.buffer import Batch, load_offline_data
+from pipeline.train.common import member_noise, twin_q
 from pipeline.train.config import AugmentationConfig, TrainConfig
-from pipeline.train.cql import DiscreteCQL, huber, shared_network_augmentation
+from pipeline.train.cql import CQL, DiscreteCQL, conservative_gap, huber, shared_network_augmentation
 from pipeline.train.trainer import train
+from tests.tolerances import MEMBER_FORWARD
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -117,3 +120,51 @@ def test_values_stay_calibrated_and_the_greedy_policy_follows_the_expert(expert_
         greedy = agent.act(data.observations[None].expand(2, *data.observations.shape))
     match = (greedy == data.actions[None]).float().mean(dim=1)
     assert (match >= 0.85).all(), match.tolist()
+
+
+def test_the_continuous_penalty_values_every_state_once_and_matches_repeating_the_states() -> None:
+    """The α-term with the state part computed once per state equals twin Q on every state repeated n times."""
+    members, states, n, width = 2, 8, 5, 2
+    encoder = ObservationEncoder(GenericFeatures(("a", "b", "c"), []), Normalizer(3))
+    seeds = [torch.Generator().manual_seed(i) for i in range(members)]
+    low, high = torch.tensor([-2.0, -1.0]), torch.tensor([2.0, 1.0])
+    actor = GaussianTanhActor(members, encoder, low, high, (16, 16), seeds)
+    critic = TwinQ(members, encoder, width, (16, 16), seeds)
+    config = TrainConfig.model_validate({"algorithm": "cql", "cql": {"sampled_actions": n}})
+    generators = [torch.Generator().manual_seed(10 + i) for i in range(members)]
+    algorithm = CQL(config, actor, critic, None, generators)
+    data = torch.Generator().manual_seed(3)
+    batch = Batch(
+        observations=torch.randn(members, states, 3, generator=data),
+        actions=torch.rand(members, states, width, generator=data) * 2 - 1,
+        rewards=torch.zeros(members, states),
+        next_observations=torch.randn(members, states, 3, generator=data),
+        terminals=torch.zeros(members, states),
+    )
+    q_data = twin_q(critic, batch.observations, batch.actions)
+    start = [g.get_state() for g in generators]
+    penalty = algorithm._conservative_penalty(batch, q_data)
+
+    # The reference: every state n times in a row, the same random draws in the same order.
+    for g, state in zip(generators, start, strict=True):
+        g.set_state(state)
+
+    def repeat(x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(2).expand(members, states, n, x.shape[-1]).reshape(members, -1, x.shape[-1])
+
+    repeated, next_repeated = repeat(batch.observations), repeat(batch.next_observations)
+    uniform = torch.stack([torch.rand((states * n, width), generator=g) for g in generators])
+    uniform = low + uniform * (high - low)
+    current, log_current = actor.act(repeated, member_noise(generators, (states * n, width), torch.device("cpu")))
+    following, log_following = actor.act(
+        next_repeated, member_noise(generators, (states * n, width), torch.device("cpu"))
+    )
+    candidates = [
+        twin_q(critic, repeated, uniform) + torch.log(high - low).sum(),
+        twin_q(critic, repeated, current) - log_current,
+        twin_q(critic, repeated, following) - log_following,
+    ]
+    stacked = torch.stack([c.reshape(2, members, states, n) for c in candidates], dim=-1)
+    expected = conservative_gap(stacked.flatten(-2), q_data, log_count=math.log(3 * n))
+    torch.testing.assert_close(penalty, expected, **MEMBER_FORWARD)
+    assert penalty.shape == (2, members)

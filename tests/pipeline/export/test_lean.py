@@ -1,0 +1,123 @@
+"""The lean float32 graph of reach-feature policies: same function as the float64 training modules, few nodes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from pipeline.export import ONNX_FILE
+from pipeline.export.export import _feeds, _random_states, export_run, load_policy
+from pipeline.export.lean import LeanReachPolicy, lean_policy
+from pipeline.fleet import FleetConfig, record_fleet
+from pipeline.ingest import ingest
+from pipeline.ingest.config import config_for_robot
+from pipeline.train import TrainConfig, train
+
+#: Node budget of the lean graph: 2 hidden layers, the FK chain of the iiwa (5 MatMuls), the canonical frame.
+MAX_NODES = 30
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, datasets_root: Path) -> dict[tuple[str, str], Path]:
+    """A few IQL updates per robot profile and strategy, through fleet → ingest → train (CI size)."""
+    out: dict[tuple[str, str], Path] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(datasets_root))
+        for robot in ("reacher", "kuka_iiwa"):
+            fleet = tmp_path_factory.mktemp(f"lean-{robot}") / "fleet"
+            record_fleet(FleetConfig(robot=robot, robots=1, episodes=2, recipe="mixed"), fleet, workers=1)
+            dataset = f"symgate/lean-{robot}-v0"
+            ingest([fleet], config_for_robot(robot), dataset, workers=1, overwrite=True)
+            for strategy in ("canonical", "dac-output"):
+                config = TrainConfig.model_validate(
+                    {
+                        "robot": robot,
+                        "features": "reach",
+                        "steps": 10,
+                        "batch_size": 32,
+                        "hidden": [64, 64],
+                        "log_every": 10,
+                        "checkpoint_every": 10,
+                        "metric_states": 32,
+                        "augmentation": {"strategy": strategy},
+                    }
+                )
+                run = tmp_path_factory.mktemp(f"lean-{robot}-{strategy}") / "run"
+                train(config, dataset, run)
+                out[(robot, strategy)] = run
+    return out
+
+
+CASES = [("reacher", "canonical"), ("reacher", "dac-output"), ("kuka_iiwa", "canonical"), ("kuka_iiwa", "dac-output")]
+
+
+@pytest.mark.parametrize(("robot", "strategy"), CASES)
+def test_the_exported_graph_is_lean_float32_and_matches_the_float64_modules(
+    runs: dict[tuple[str, str], Path], datasets_root: Path, tmp_path: Path, robot: str, strategy: str
+) -> None:
+    contract = export_run(runs[(robot, strategy)], tmp_path / "model")
+    model = onnx.load(str(tmp_path / "model" / ONNX_FILE))
+    ops = [node.op_type for node in model.graph.node]
+    assert len(ops) <= MAX_NODES and "Atan" not in ops and "Cast" not in ops
+    doubles = [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.DOUBLE]
+    assert doubles == []
+    assert contract.parity is not None and contract.parity.max_abs_diff <= 1e-5
+    # Independently of the exporter's check: ORT against the float64 training modules on fresh random states.
+    loaded = load_policy(runs[(robot, strategy)])
+    states = _random_states(loaded.data, 2000, np.random.default_rng(7), robot)
+    feeds = _feeds(states, loaded.groups)
+    session = ort.InferenceSession(str(tmp_path / "model" / ONNX_FILE), providers=["CPUExecutionProvider"])
+    (onnx_actions,) = session.run(None, feeds)
+    with torch.no_grad():
+        expected = loaded.policy(*(torch.as_tensor(v) for v in feeds.values())).numpy()
+    assert onnx_actions.dtype == np.float32
+    np.testing.assert_allclose(onnx_actions, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("robot", ["reacher", "kuka_iiwa"])
+def test_the_canonical_lean_graph_is_invariant_under_the_context_rotation(
+    runs: dict[tuple[str, str], Path], datasets_root: Path, tmp_path: Path, robot: str
+) -> None:
+    contract = export_run(runs[(robot, "canonical")], tmp_path / "model")
+    assert contract.equivariance is not None and contract.equivariance.max_error <= 1e-5
+    loaded = load_policy(runs[(robot, "canonical")])
+    lean = lean_policy(loaded.policy.actor, loaded.agent.symmetry, True, loaded.groups)
+    assert isinstance(lean, LeanReachPolicy)
+    states = _random_states(loaded.data, 500, np.random.default_rng(3), robot)
+    angle = np.random.default_rng(4).uniform(-math.pi, math.pi, len(states))
+    moved = loaded.agent.symmetry.act_observation_np(states, angle).astype(np.float32)
+    with torch.no_grad():
+        action = lean(*(torch.as_tensor(v) for v in _feeds(states, loaded.groups).values()))
+        action_moved = lean(*(torch.as_tensor(v) for v in _feeds(moved, loaded.groups).values()))
+    # Velocity targets and torques are invariant under the rotation about base z.
+    torch.testing.assert_close(action_moved, action, rtol=0, atol=1e-5)
+
+
+def test_a_zero_goal_takes_bearing_zero_as_atan2_does(
+    runs: dict[tuple[str, str], Path], datasets_root: Path, tmp_path: Path
+) -> None:
+    loaded = load_policy(runs[("kuka_iiwa", "canonical")])
+    lean = lean_policy(loaded.policy.actor, loaded.agent.symmetry, True, loaded.groups)
+    assert lean is not None
+    states = _random_states(loaded.data, 16, np.random.default_rng(5), "kuka_iiwa")
+    names = loaded.data.observation_names
+    states[:, [names.index("goal_position.x"), names.index("goal_position.y")]] = 0.0
+    feeds = [torch.as_tensor(v) for v in _feeds(states, loaded.groups).values()]
+    with torch.no_grad():
+        # φ = 0: the canonical frame is the identity, so the policy is the actor on the raw observation.
+        expected = loaded.policy.actor.deterministic(torch.as_tensor(states, dtype=torch.float64)[None])[0]
+        torch.testing.assert_close(lean(*feeds), expected.float(), rtol=0, atol=1e-5)
+
+
+def test_policies_outside_the_lean_path_keep_the_traced_graph(
+    runs: dict[tuple[str, str], Path], datasets_root: Path
+) -> None:
+    loaded = load_policy(runs[("reacher", "dac-output")])
+    lean = lean_policy(loaded.policy.actor, loaded.agent.symmetry, False, loaded.groups[::-1])
+    assert lean is None  # another input layout: the exporter traces the training modules instead

@@ -1,0 +1,170 @@
+"""The executor under ingest, gate and experiment: Ray gives what the local pool gives, and survives a killed worker.
+
+Tests marked ``ray`` run on a real Ray cluster (``ray_cluster``) inside a loopback-only network
+namespace: ``make ray-test``.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import minari
+import numpy as np
+import pytest
+
+from pipeline.executor import RAY_INSTALL, Executor, ExecutorError, run_ordered
+from pipeline.fleet import record_fleet
+from pipeline.ingest import IngestConfig, QualityReport, ingest
+from tests.conftest import small_fleet_config
+
+REPO = Path(__file__).resolve().parents[2]
+#: Importing ``ray`` fails in the child, for real: a meta-path finder refuses it before any other.
+NO_RAY = """
+import sys
+class NoRay:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoRay())
+from pipeline.cli import main
+sys.argv = ["symgate", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    "command", [["ingest", "bags"], ["gate", "model"], ["experiment", "paper", "--table", "2", "--out", "work"]]
+)
+def test_executor_ray_without_ray_says_how_to_install_it(command: list[str], tmp_path: Path) -> None:
+    (tmp_path / "bags").mkdir()
+    (tmp_path / "model").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", NO_RAY, *command, "--executor", "ray"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert RAY_INSTALL in " ".join(result.stdout.split()), result.stdout
+
+
+def test_ray_address_needs_executor_ray() -> None:
+    with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
+        Executor("local", address="127.0.0.1:6379")
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_local_pool_returns_results_in_item_order() -> None:
+    assert run_ordered(_square, list(range(7)), executor=Executor(), workers=2, start_method="spawn") == [
+        x * x for x in range(7)
+    ]
+
+
+# ----------------------------------------------------------------------------- on a real Ray cluster
+
+
+@pytest.fixture(scope="module")
+def fleet4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four robots, two episodes each: four bags."""
+    out = tmp_path_factory.mktemp("fleet4") / "fleet"
+    record_fleet(small_fleet_config(robots=4, episodes=2), out, workers=1)
+    return out
+
+
+@pytest.fixture
+def datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "datasets"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    return root
+
+
+def assert_same_dataset(a_id: str, b_id: str, a: QualityReport, b: QualityReport) -> None:
+    assert a.bags == b.bags
+    x, y = minari.load_dataset(a_id), minari.load_dataset(b_id)
+    assert x.total_episodes == y.total_episodes > 0
+    for p, q in zip(x.iterate_episodes(), y.iterate_episodes(), strict=True):
+        for field in ("observations", "actions", "rewards", "terminations", "truncations"):
+            np.testing.assert_array_equal(getattr(p, field), getattr(q, field))
+    assert x.storage.metadata["symgate"] == y.storage.metadata["symgate"]
+
+
+def _ray_worker(task_prefix: str) -> int | None:
+    """The pid of a Ray worker process now running a task whose name starts with ``task_prefix``."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(f"ray::{task_prefix}".encode()):
+                return int(cmdline.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+def kill_mid_run(task_prefix: str, run: Callable[[], Any], timeout: float = 120.0) -> tuple[int, Any]:
+    """Run ``run()`` in a thread; SIGKILL the first Ray worker seen running one of its tasks; return (pid, result)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = run()
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    killed, deadline = None, time.monotonic() + timeout
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        killed = _ray_worker(task_prefix)
+        if killed is not None:
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.005)
+    thread.join(timeout)
+    assert killed is not None, f"no Ray task {task_prefix}* was seen running"
+    if "error" in outcome:
+        raise outcome["error"]
+    return killed, outcome["result"]
+
+
+@pytest.fixture
+def ray_executor(ray_cluster: str) -> Iterator[Executor]:
+    yield Executor("ray", address=ray_cluster)
+
+
+@pytest.mark.ray
+def test_ray_ingest_of_a_4_bag_fleet_equals_local(fleet4: Path, datasets: Path, ray_executor: Executor) -> None:
+    _, local = ingest([fleet4], IngestConfig(), "symgate/local-v0", workers=2)
+    _, ray = ingest([fleet4], IngestConfig(), "symgate/ray-v0", executor=ray_executor)
+    assert_same_dataset("symgate/local-v0", "symgate/ray-v0", local, ray)
+
+
+@pytest.mark.ray
+def test_ray_ingest_retries_a_killed_worker_and_gives_the_same_dataset(
+    fleet4: Path, datasets: Path, ray_executor: Executor
+) -> None:
+    _, local = ingest([fleet4], IngestConfig(), "symgate/local-v0", workers=1)
+    _, (_, ray) = kill_mid_run(
+        "symgate-ingest", lambda: ingest([fleet4], IngestConfig(), "symgate/killed-v0", executor=ray_executor)
+    )
+    assert_same_dataset("symgate/local-v0", "symgate/killed-v0", local, ray)
+
+
+@pytest.mark.ray
+def test_ray_ingest_without_retries_fails_clearly_and_writes_nothing(
+    fleet4: Path, datasets: Path, ray_cluster: str
+) -> None:
+    no_retries = Executor("ray", address=ray_cluster, retries=0)
+    with pytest.raises(
+        ExecutorError, match=r"symgate-ingest:\d: its worker process died 1 times .* nothing was written"
+    ):
+        kill_mid_run("symgate-ingest", lambda: ingest([fleet4], IngestConfig(), "symgate/lost-v0", executor=no_retries))
+    assert not (datasets / "symgate" / "lost-v0").exists()
+    assert not list(datasets.glob(".symgate-ingest-*"))  # no staging folder left behind

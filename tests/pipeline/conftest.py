@@ -127,16 +127,16 @@ def _stop_session(head: subprocess.Popen[bytes]) -> None:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[3]) == head.pid:  # the session id
+            if int(fields[3]) == head.pid and fields[0] != "Z":  # in the head's session, not yet a zombie
                 pids.append(int(stat.parent.name))
         return pids
 
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         for pid in members():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(10)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + grace
         while members() and time.monotonic() < deadline:
             time.sleep(0.2)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(5)

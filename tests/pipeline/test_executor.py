@@ -4,15 +4,10 @@ Tests marked ``ray`` run on a real Ray cluster (``ray_cluster``) inside a loopba
 namespace: ``make ray-test``.
 """
 
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import minari
 import numpy as np
@@ -22,6 +17,7 @@ from pipeline.executor import RAY_INSTALL, Executor, ExecutorError, run_ordered
 from pipeline.fleet import record_fleet
 from pipeline.ingest import IngestConfig, QualityReport, ingest
 from tests.conftest import small_fleet_config
+from tests.faults import kill_mid_run
 
 REPO = Path(__file__).resolve().parents[2]
 #: Importing ``ray`` fails in the child, for real: a meta-path finder refuses it before any other.
@@ -96,42 +92,6 @@ def assert_same_dataset(a_id: str, b_id: str, a: QualityReport, b: QualityReport
         for field in ("observations", "actions", "rewards", "terminations", "truncations"):
             np.testing.assert_array_equal(getattr(p, field), getattr(q, field))
     assert x.storage.metadata["symgate"] == y.storage.metadata["symgate"]
-
-
-def _ray_worker(task_prefix: str) -> int | None:
-    """The pid of a Ray worker process now running a task whose name starts with ``task_prefix``."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if cmdline.read_bytes().startswith(f"ray::{task_prefix}".encode()):
-                return int(cmdline.parent.name)
-        except OSError:
-            continue
-    return None
-
-
-def kill_mid_run(task_prefix: str, run: Callable[[], Any], timeout: float = 120.0) -> tuple[int, Any]:
-    """Run ``run()`` in a thread; SIGKILL the first Ray worker seen running one of its tasks; return (pid, result)."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["result"] = run()
-        except BaseException as error:
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    killed, deadline = None, time.monotonic() + timeout
-    while killed is None and thread.is_alive() and time.monotonic() < deadline:
-        killed = _ray_worker(task_prefix)
-        if killed is not None:
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.005)
-    thread.join(timeout)
-    assert killed is not None, f"no Ray task {task_prefix}* was seen running"
-    if "error" in outcome:
-        raise outcome["error"]
-    return killed, outcome["result"]
 
 
 @pytest.fixture

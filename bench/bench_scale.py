@@ -41,7 +41,13 @@ def main() -> None:
         record_fleet(FLEET, work / "fleet", workers=WORKERS)
         bags = find_bags([work / "fleet"])
         started = time.perf_counter()
-        ray.init(address="local", num_cpus=WORKERS, _node_ip_address="127.0.0.1", include_dashboard=False)
+        ray.init(
+            address="local",
+            num_cpus=WORKERS,
+            object_store_memory=256 << 20,  # fits the namespace's 1 GB /dev/shm
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+        )
         on_ray = Executor("ray")  # joins the cluster this process started
         cluster_start = time.perf_counter() - started
         samples = alternate(

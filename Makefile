@@ -20,6 +20,8 @@ ROS_BIN := $(ROS_VENV)/bin
 # no packet leaves the machine) and a private tmpfs on /dev/shm (Fast DDS's shared-memory transport).
 ROS_TEST_ENV := ROS_DOMAIN_ID=$(or $(ROS_DOMAIN_ID),42)
 ISOLATED := $(ROS_BIN)/python -m pipeline.serve
+# The namespaces need `ip` (iproute2).
+IPROUTE2 := @command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2)
 
 .PHONY: venv ros-venv demo test pytest ros-test ray-test lint typecheck bench clean
 
@@ -38,7 +40,7 @@ $(VENV)/.installed-$(ORT): pyproject.toml | $(BIN)/python
 venv: $(VENV)/.installed-$(ORT)
 
 $(ROS_VENV)/.installed: pyproject.toml ros_nodes/setup.py
-	@command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2)
+	$(IPROUTE2)
 	$(PYTHON) -m venv $(ROS_VENV)
 	$(ROS_BIN)/python -m pip install --quiet --upgrade pip
 	$(ROS_BIN)/python -m pip install --quiet -e '.[cpu,dev,ros]' -e ros_nodes
@@ -66,6 +68,7 @@ pytest: venv ros-venv
 # The tests on a real Ray cluster (marked ray): Ray binds every interface, so they run in a private
 # network namespace where loopback is the only one (the DDS tests' isolation, pipeline/serve/__init__.py).
 ray-test: venv
+	$(IPROUTE2)
 	@$(BIN)/python -m pipeline.serve $(BIN)/pytest -m "ray $(NOT_SLOW)" $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no Ray tests: failing" >&2; fi; exit $$rc
 

@@ -3,14 +3,16 @@
 Both run ``pipeline.ingest.ingest`` on the same bags with as many workers: the local executor's
 process pool of ``WORKERS`` processes, and one Ray task per bag on a private single-node cluster of
 ``WORKERS`` CPUs (started once, before the timed runs; its start-up is reported apart). Reported:
-the Ray/local throughput ratio (target >= 0.8x). Ray binds every interface, so run this inside a
-loopback-only network namespace: ``.venv/bin/python -m pipeline.serve .venv/bin/python bench/bench_scale.py``.
+the Ray/local throughput ratio (target >= 0.8x). Ray binds every interface, so this re-runs itself
+in a loopback-only network namespace (``python -m pipeline.serve``, root only) unless it is in one.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +36,8 @@ def ingest_seconds(bags: list[Path], executor: Executor, root: Path) -> float:
 
 
 def main() -> None:
+    if sorted(name for _, name in socket.if_nameindex()) != ["lo"]:
+        os.execv(sys.executable, [sys.executable, "-m", "pipeline.serve", sys.executable, *sys.argv])
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="symgate-bench-scale-"))

@@ -4,6 +4,7 @@ Tests marked ``ray`` run on a real Ray cluster (``ray_cluster``) inside a loopba
 namespace: ``make ray-test``.
 """
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from pipeline.executor import RAY_INSTALL, Executor, ExecutorError, run_ordered
 from pipeline.fleet import record_fleet
 from pipeline.ingest import IngestConfig, QualityReport, ingest
+from pipeline.ingest.bag import IngestError
 from tests.conftest import small_fleet_config
 from tests.faults import kill_mid_run
 
@@ -128,3 +130,19 @@ def test_ray_ingest_without_retries_fails_clearly_and_writes_nothing(
         kill_mid_run("symgate-ingest", lambda: ingest([fleet4], IngestConfig(), "symgate/lost-v0", executor=no_retries))
     assert not (datasets / "symgate" / "lost-v0").exists()
     assert not list(datasets.glob(".symgate-ingest-*"))  # no staging folder left behind
+
+
+@pytest.mark.ray
+def test_a_bad_bag_on_ray_is_the_same_error_as_locally(
+    fleet4: Path, datasets: Path, tmp_path: Path, ray_executor: Executor
+) -> None:
+    fleet = tmp_path / "fleet"
+    shutil.copytree(fleet4, fleet)
+    (mcap,) = sorted(fleet.glob("*/*.mcap"))[2:3]
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    with pytest.raises(IngestError) as local:
+        ingest([fleet], IngestConfig(), "symgate/bad-v0", workers=2)
+    with pytest.raises(IngestError) as ray:
+        ingest([fleet], IngestConfig(), "symgate/bad-v0", executor=ray_executor)
+    assert str(ray.value) == str(local.value) and "cannot read bag" in str(ray.value)
+    assert not (datasets / "symgate" / "bad-v0").exists()

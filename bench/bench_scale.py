@@ -49,7 +49,6 @@ def main() -> None:
             address="local",
             num_cpus=WORKERS,
             object_store_memory=256 << 20,  # fits the namespace's 1 GB /dev/shm
-            _node_ip_address="127.0.0.1",
             include_dashboard=False,
         )
         on_ray = Executor("ray")  # joins the cluster this process started

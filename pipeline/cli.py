@@ -55,7 +55,7 @@ RayAddressOption = Annotated[
     str | None,
     typer.Option(
         help="With --executor ray: the cluster to join (HOST:PORT from `ray start --head`, or auto); "
-        "default: a private local cluster on 127.0.0.1."
+        "default: a private local cluster."
     ),
 ]
 

@@ -7,7 +7,7 @@ stage puts them in item order, so the output is the same whatever ran the tasks,
 - ``local`` (the default): a ``ProcessPoolExecutor`` of ``workers`` processes on this machine;
   ``setup(*setup_args)`` initialises each process once.
 - ``ray``: one Ray task per item on the cluster at ``address`` (``ray start --head`` prints it), or on
-  a private single-node cluster on 127.0.0.1 started for this process when there is no address. Ray
+  a private single-node cluster started for this process when there is no address. Ray
   reuses a worker process for many tasks of one driver, so ``setup`` runs once per worker process
   too (the first task with these ``setup_args`` runs it). A task whose worker process dies
   (SIGKILL, out of memory, a lost node) is re-run, up to ``retries`` times; tasks are pure functions
@@ -52,7 +52,7 @@ class Executor:
     Attributes:
         kind: ``local`` (process pools on this machine) or ``ray``.
         address: The Ray cluster to join (``HOST:PORT`` of ``ray start --head``, or ``auto``); ``None``
-            starts a private local cluster on 127.0.0.1 for this process. Only with ``ray``.
+            starts a private local cluster for this process. Only with ``ray``.
         retries: How often Ray re-runs a task whose worker process died. Only with ``ray``.
     """
 
@@ -66,7 +66,7 @@ class Executor:
 
     def describe(self) -> str:
         """``local`` or ``ray`` with its address, for reports and logs."""
-        return self.kind if self.kind == "local" else f"ray ({self.address or 'local cluster on 127.0.0.1'})"
+        return self.kind if self.kind == "local" else f"ray ({self.address or 'private local cluster'})"
 
 
 LOCAL = Executor()
@@ -163,14 +163,8 @@ def connect(executor: Executor) -> Any:
     """Join ``executor``'s Ray cluster once per process (a later call reuses the connection); returns ``ray``."""
     ray = import_ray()
     if not ray.is_initialized():
-        if executor.address is None:  # a private cluster: loopback only, no dashboard
-            ray.init(
-                address="local",
-                _node_ip_address="127.0.0.1",
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+        if executor.address is None:  # a private cluster, stopped at exit; no dashboard, token auth on (Ray's default)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
             ray.init(address=executor.address, log_to_driver=False, configure_logging=False)
     return ray

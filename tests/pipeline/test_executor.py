@@ -146,3 +146,27 @@ def test_a_bad_bag_on_ray_is_the_same_error_as_locally(
         ingest([fleet], IngestConfig(), "symgate/bad-v0", executor=ray_executor)
     assert str(ray.value) == str(local.value) and "cannot read bag" in str(ray.value)
     assert not (datasets / "symgate" / "bad-v0").exists()
+
+
+@pytest.mark.ray
+def test_cli_ingest_on_ray_without_an_address_starts_a_private_cluster(
+    fleet4: Path, datasets: Path, ray_cluster: str
+) -> None:
+    _, local = ingest([fleet4], IngestConfig(), "symgate/local-v0", workers=2)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("symgate")),
+            "ingest",
+            str(fleet4),
+            "--dataset-id",
+            "symgate/cli-v0",
+            "--executor",
+            "ray",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    ray = QualityReport.model_validate_json((datasets / "symgate" / "cli-v0" / "quality_report.json").read_text())
+    assert_same_dataset("symgate/local-v0", "symgate/cli-v0", local, ray)

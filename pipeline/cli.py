@@ -17,10 +17,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline import __version__
+from pipeline.executor import LOCAL, Executor, ExecutorError, executor_from_options
 from pipeline.fleet import MANIFEST, FleetConfig, FleetManifest, record_fleet
 from pipeline.fleet.config import StorageName
 from pipeline.gate import (
@@ -52,6 +54,18 @@ app.add_typer(fleet_app, name="fleet")
 console = Console()
 #: Help of every command's --robot option.
 ROBOT_HELP = "Robot profile: a name under deploy/robots/ or a robot.yaml path (default: the built-in reacher)."
+#: --executor and --ray-address, the same on ingest, gate and experiment.
+ExecutorOption = Annotated[
+    str,
+    typer.Option(help="local (process pools on this machine) or ray (a Ray cluster; pip install 'symgate[ray]')."),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --executor ray: the cluster to join (HOST:PORT from `ray start --head`, or auto); "
+        "default: a private local cluster."
+    ),
+]
 
 
 class _RunByDefault(typer.core.TyperGroup):
@@ -73,11 +87,11 @@ app.add_typer(ingest_app, name="ingest")
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Report bad input as one red line and exit 2; bugs still raise with a traceback."""
+    """Report bad input, or a Ray task lost past its retries, as one red line and exit 2; bugs raise."""
     try:
         yield
-    except (UserInputError, RobotProfileError, FileExistsError, FileNotFoundError) as error:
-        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)  # never break paths across lines
+    except (UserInputError, RobotProfileError, FileExistsError, FileNotFoundError, ExecutorError) as error:
+        console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)  # never break paths across lines
         raise typer.Exit(2) from error
 
 
@@ -159,12 +173,25 @@ def fleet_record(
 
 
 def _ingest(
-    bags: list[Path], config: IngestConfig, dataset_id: str, workers: int | None, strict: bool, overwrite: bool
+    bags: list[Path],
+    config: IngestConfig,
+    dataset_id: str,
+    workers: int | None,
+    strict: bool,
+    overwrite: bool,
+    executor: Executor = LOCAL,
 ) -> QualityReport:
     bag_folders = find_bags(bags)
     with _progress(f"Ingesting {len(bag_folders)} bags into {dataset_id}", len(bag_folders)) as advance:
         folder, report = ingest(
-            bag_folders, config, dataset_id, workers=workers, strict=strict, overwrite=overwrite, on_bag=advance
+            bag_folders,
+            config,
+            dataset_id,
+            workers=workers,
+            executor=executor,
+            strict=strict,
+            overwrite=overwrite,
+            on_bag=advance,
         )
     console.print(Markdown(report.markdown()))
     console.print(f"Dataset: {folder}  (report: {folder / INGEST_REPORT_MD})")
@@ -187,9 +214,12 @@ def ingest_command(
     robot: Annotated[
         str | None, typer.Option(help=ROBOT_HELP + " Without --config: the profile's default mapping.")
     ] = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Turn ROS 2 bags into a Minari dataset (in $MINARI_DATASETS_PATH) with a quality report."""
     with _user_errors():
+        run_on = executor_from_options(executor, ray_address)
         if config is not None:
             mapping = load_config(config, IngestConfig)
             if robot is not None:
@@ -197,7 +227,7 @@ def ingest_command(
         else:
             mapping = config_for_robot(robot) if robot is not None else IngestConfig()
         name = "reacher" if robot is None else Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
-        _ingest(bags, mapping, dataset_id or f"symgate/{name}-fleet-v0", workers, strict, overwrite)
+        _ingest(bags, mapping, dataset_id or f"symgate/{name}-fleet-v0", workers, strict, overwrite, run_on)
 
 
 @ingest_app.command("inspect")
@@ -613,11 +643,12 @@ def _run_gate(
     signing_key: Path | None,
     render: bool = True,
     record: bool = False,
+    executor: Executor = LOCAL,
 ) -> GateOutcome:
     with _progress(f"Gating {model_dir.name}", planned_episodes(config)) as advance:
         outcome = run_gate(
-            model_dir, config, workers=workers, report_dir=report_dir, signing_key=signing_key, on_episodes=advance,
-            render=RenderOptions() if render else None, record=record,
+            model_dir, config, workers=workers, executor=executor, report_dir=report_dir, signing_key=signing_key,
+            on_episodes=advance, render=RenderOptions() if render else None, record=record,
         )  # fmt: skip
     console.print(_gate_table(outcome))
     for reason in outcome.report.reasons:
@@ -665,11 +696,14 @@ def gate_command(
     record: Annotated[
         bool, typer.Option("--record", help="Also write those episodes as gate_episodes.mcap (opens in Foxglove).")
     ] = False,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Run the ONNX policy in PyBullet on train and held-out contexts; exit 0 and certify on pass, exit 1 on fail."""
     with _user_errors():
+        run_on = executor_from_options(executor, ray_address)
         gate_config = (load_config(config, GateConfig) if config else GateConfig()).for_robot(robot)
-        outcome = _run_gate(model_dir, gate_config, workers, report_dir, signing_key, render, record)
+        outcome = _run_gate(model_dir, gate_config, workers, report_dir, signing_key, render, record, run_on)
     if outcome.report.verdict != "pass":
         raise typer.Exit(1)
 
@@ -818,12 +852,15 @@ def experiment_paper(
     ] = None,
     out: Annotated[Path, typer.Option(help="Work folder: bags, datasets, runs.")] = Path("experiments_out"),
     results: Annotated[Path, typer.Option(help="Tables go to RESULTS/quick or RESULTS/full.")] = Path("results"),
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Rerun the paper's protocol (arXiv 2607.02288) and write our numbers beside the paper's."""
     from pipeline import REPO
     from pipeline.experiment import TABLES, ExperimentConfig, Runner
 
     with _user_errors():
+        run_on = executor_from_options(executor, ray_address)
         chosen = TABLES if table == "all" else (table,)
         if any(t not in TABLES for t in chosen):
             raise ConfigError(f"--table {table}: expected one of {', '.join(TABLES)} or all")
@@ -841,6 +878,7 @@ def experiment_paper(
             workers=workers or os.cpu_count() or 1,
             device=device,
             progress=_progress,
+            executor=run_on,
         )
         for name in chosen:
             console.rule(f"[bold]Table {name}")

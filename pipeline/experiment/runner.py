@@ -1,21 +1,22 @@
 """``symgate experiment paper``: build the datasets, run a table's jobs over worker processes, write it.
 
 Jobs are independent (one (recipe, strategy) cell with all its seeds vectorised, or one seed's
-action values for Table 1), so they run in parallel worker processes, each with one torch thread;
-their results come back as plain numbers and are aggregated in this process.
+action values for Table 1), so they run in parallel worker processes or Ray tasks, each with one
+torch thread; their results come back as plain numbers and are aggregated in this process, in job
+order, so the tables do not depend on what ran the jobs. On Ray, a training job asks for one GPU
+when ``--device cuda`` is given and for one CPU otherwise.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.executor import LOCAL, ONE_CPU, Executor, Resources, run_unordered
 from pipeline.experiment.config import ExperimentConfig, TableName
 from pipeline.experiment.data import DatasetSpec, build_dataset
 from pipeline.experiment.distillation import (
@@ -56,6 +57,7 @@ class Runner:
         workers: Worker processes; 1 runs every job in this process.
         device: ``auto``, ``cpu`` or ``cuda`` for training.
         progress: Progress-bar factory.
+        executor: Local worker processes, or Ray tasks (``work`` on storage every node mounts).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Runner:
         workers: int,
         device: str = "auto",
         progress: ProgressFactory = _silent,
+        executor: Executor = LOCAL,
     ) -> None:
         self.experiment = experiment
         self.mode = mode
@@ -76,31 +79,36 @@ class Runner:
         self.workers = workers
         self.device = device
         self.progress = progress
+        self.executor = executor
         self.datasets = self.work / "datasets"
         os.environ["MINARI_DATASETS_PATH"] = str(self.datasets)
         self._built: set[str] = set()
 
-    def _map(self, description: str, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
-        """``[function(item) for item in items]`` over the worker processes, with a progress bar."""
+    def _map(
+        self, description: str, function: Callable[[Any], T], items: Sequence[Any], resources: Resources = ONE_CPU
+    ) -> list[T]:
+        """``[function(item) for item in items]`` over the worker processes or Ray, with a progress bar."""
         with self.progress(description, len(items)) as advance:
-            if self.workers == 1 or len(items) == 1:
+            if self.executor.kind == "local" and (self.workers == 1 or len(items) == 1):
                 results = []
                 for item in items:
                     results.append(function(item))
                     advance()
                 return results
-            with ProcessPoolExecutor(
-                max_workers=min(self.workers, len(items)),
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_init_worker,
-                initargs=(str(self.datasets),),
-            ) as pool:
-                futures: dict[Future[T], int] = {pool.submit(function, item): i for i, item in enumerate(items)}
-                ordered: list[Any] = [None] * len(items)
-                for future in as_completed(futures):
-                    ordered[futures[future]] = future.result()
-                    advance()
-                return ordered
+            ordered: list[Any] = [None] * len(items)
+            for index, result in run_unordered(
+                function,
+                items,
+                executor=self.executor,
+                workers=self.workers,
+                setup=_init_worker,
+                setup_args=(str(self.datasets),),
+                resources=resources,
+                name=f"symgate-experiment-{function.__name__.strip('_')}",
+            ):
+                ordered[index] = result
+                advance()
+            return ordered
 
     def _build_datasets(self, specs: Sequence[DatasetSpec]) -> None:
         todo = list({spec.dataset_id: spec for spec in specs if spec.dataset_id not in self._built}.values())
@@ -116,7 +124,9 @@ class Runner:
         else:
             jobs = plan_training(table, self.experiment, self.work, self.device)
             self._build_datasets([spec for job in jobs for spec in job.datasets])
-            results = self._map(f"table {table}: train + evaluate", run_training, jobs)
+            # A training job on CUDA asks Ray for a GPU (Ray then sets CUDA_VISIBLE_DEVICES), else for a CPU.
+            gpu = Resources(num_cpus=1, num_gpus=1) if self.device == "cuda" else ONE_CPU
+            results = self._map(f"table {table}: train + evaluate", run_training, jobs, gpu)
             protocol = {
                 "experiment": self.experiment.model_dump(mode="json"),
                 "jobs": {job.name: job.config.model_dump(mode="json") for job in jobs},

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline import __version__
+from pipeline.executor import LOCAL, Executor
 from pipeline.export.contract import ONNX_FILE, Contract, ContractError, load_contract
 from pipeline.gate.certificate import CERTIFICATE_FILE, Certificate, issue_certificate
 from pipeline.gate.config import GateConfig, GateSuite
@@ -89,6 +90,7 @@ def run_gate(
     config: GateConfig,
     *,
     workers: int | None = None,
+    executor: Executor = LOCAL,
     report_dir: Path | None = None,
     signing_key: Path | None = None,
     on_episodes: Callable[[int], None] | None = None,
@@ -100,7 +102,9 @@ def run_gate(
     Args:
         model_dir: A folder made by ``symgate export`` (``policy.onnx`` + ``contract.json``).
         config: Suites, statistics and thresholds.
-        workers: Worker processes (default: one per CPU core).
+        workers: Local worker processes (default: one per CPU core).
+        executor: Local processes, or Ray tasks on a cluster (the model folder at the same path on every
+            node); the verdict and every number of the report but the wall time are the same either way.
         report_dir: Where the report goes (default: ``model_dir``; with ``signing_key`` it must be
             ``model_dir``: the signature covers the report).
         signing_key: The gate's private key (``symgate keys init``); on pass the folder is signed
@@ -156,7 +160,7 @@ def run_gate(
             reasons.append(f"{model_dir / ONNX_FILE}: ONNX Runtime cannot load it: {error}")
         if not reasons:
             tasks = plan_tasks(config, env_id)
-            episodes = run_tasks(model_dir, contract, tasks, workers, on_episodes)
+            episodes = run_tasks(model_dir, contract, tasks, workers, on_episodes, executor)
     wall = time.perf_counter() - started
     config_sha = sha256_json(config.model_dump(mode="json"))  # the resolved config (robot from the contract)
 
@@ -210,6 +214,7 @@ def run_gate(
         success_gap=gap,
         checks=tuple(checks),
         workers=workers,
+        executor=executor.describe(),
         wall_time_s=wall,
         episodes=tuple(episodes),
         clips=clips,

@@ -148,6 +148,7 @@ class GateReport(BaseModel):
     success_gap: Estimate | None = Field(None, description="Success on train_suite minus held_out_suite, with CI.")
     checks: tuple[ThresholdCheck, ...] = Field(description="Every configured threshold and its outcome.")
     workers: int = Field(description="Worker processes used.")
+    executor: str = Field("local", description="What ran the episodes: local processes or a Ray cluster.")
     wall_time_s: float = Field(description="Wall time of the rollouts, s.")
     episodes: tuple[EpisodeRecord, ...] = Field(description="Every episode, for re-analysis.")
     clips: tuple[Clip, ...] = Field((), description="Rendered replays of chosen episodes (empty with --no-render).")

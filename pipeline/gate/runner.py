@@ -1,4 +1,4 @@
-"""Run the gate's episodes: tasks of lock-step episodes, in this process or in worker processes.
+"""Run the gate's episodes: tasks of lock-step episodes, in this process, in worker processes or on Ray.
 
 Each task is up to ``episodes_per_task`` episodes of one suite, advanced together so that one ONNX
 Runtime call per control step serves all of them. Every episode's reset seed is derived from
@@ -8,9 +8,7 @@ Runtime call per control step serves all of them. Every episode's reset seed is 
 from __future__ import annotations
 
 import json
-import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.executor import LOCAL, Executor, run_unordered
 from pipeline.export.contract import Contract
 from pipeline.gate.config import GateConfig
 from pipeline.gate.policy import OnnxPolicy, open_session
@@ -138,18 +137,20 @@ def run_tasks(
     tasks: list[Task],
     workers: int,
     on_episodes: Callable[[int], None] | None = None,
+    executor: Executor = LOCAL,
 ) -> list[EpisodeRecord]:
-    """Run every task; episodes come back in task order whatever the worker count.
+    """Run every task; episodes come back in task order whatever the worker count or executor.
 
     Args:
-        model_dir: The model folder (``policy.onnx``).
+        model_dir: The model folder (``policy.onnx``); with Ray, at the same path on every node.
         contract: Its verified contract.
         tasks: From :func:`plan_tasks`.
-        workers: Processes; 1 runs in this process.
+        workers: Local processes; 1 runs in this process.
         on_episodes: Called with the number of episodes of each finished task (progress).
+        executor: Local processes, or one Ray task per task on a cluster.
     """
     results: list[list[EpisodeRecord]] = []
-    for records in _results(model_dir, contract, tasks, workers):
+    for records in _results(model_dir, contract, tasks, workers, executor):
         results.append(records)
         if on_episodes is not None:
             on_episodes(len(records))
@@ -160,21 +161,26 @@ def run_tasks(
     )
 
 
-def _results(model_dir: Path, contract: Contract, tasks: list[Task], workers: int) -> Iterator[list[EpisodeRecord]]:
-    if workers == 1:
+def _results(
+    model_dir: Path, contract: Contract, tasks: list[Task], workers: int, executor: Executor
+) -> Iterator[list[EpisodeRecord]]:
+    if workers == 1 and executor.kind == "local":
         worker = _Worker(model_dir, contract)
         try:
             yield from (worker.run(task) for task in tasks)
         finally:
             worker.close()
         return
-    # Workers fork from a clean server that has imported this module once: no fork after ONNX Runtime,
-    # PyBullet or torch threads exist in the caller, and no per-worker re-import as with spawn.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pipeline.gate.runner"])
-    initargs = (str(model_dir), contract.model_dump_json())
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
-        pending: set[Future[list[EpisodeRecord]]] = {pool.submit(_run_in_worker, task) for task in tasks}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (future.result() for future in finished)
+    # Local workers fork from a clean server that has imported this module once: no fork after ONNX
+    # Runtime, PyBullet or torch threads exist in the caller, and no per-worker re-import as with spawn.
+    for _, records in run_unordered(
+        _run_in_worker,
+        tasks,
+        executor=executor,
+        workers=workers,
+        setup=_init_worker,
+        setup_args=(str(model_dir.resolve()), contract.model_dump_json()),
+        preload=("pipeline.gate.runner",),
+        name="symgate-gate",
+    ):
+        yield records

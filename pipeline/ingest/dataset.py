@@ -1,6 +1,6 @@
 """``symgate ingest``: bags → Minari dataset (hdf5) + quality report, atomically.
 
-One bag per worker process (read, clean, segment, resample, reward), then the main process writes
+One bag per worker process or Ray task (read, clean, segment, resample, reward), then the main process writes
 the dataset with ``EpisodeBuffer`` + ``create_dataset_from_buffers`` into a staging folder inside
 ``MINARI_DATASETS_PATH`` and renames it into place. The dataset loads with plain
 ``minari.load_dataset(id)``; its metadata (key ``symgate``) records field names and units, joint
@@ -11,13 +11,11 @@ source bag and time span, and ``eval_env_spec`` names the matching symgate env.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import gymnasium as gym
 
 import sim
 from pipeline import __version__
+from pipeline.executor import LOCAL, Executor, run_unordered
 from pipeline.ingest.bag import EmptyBagError, IngestError, read_bag
 from pipeline.ingest.config import IngestConfig
 from pipeline.ingest.episodes import ActionSpec, DroppedEpisode, Episode, build_episode, segment
@@ -201,7 +200,8 @@ def process_bag(
     return BagResult(episodes, report)
 
 
-def _process_bag_in_worker(bag: str, config_json: str, action_spec: ActionSpec, strict: bool) -> BagResult:
+def _process_bag_in_worker(item: tuple[str, str, ActionSpec, bool]) -> BagResult:
+    bag, config_json, action_spec, strict = item
     config = IngestConfig.model_validate_json(config_json)
     return process_bag(Path(bag), config, _robot(config), action_spec, strict)
 
@@ -263,6 +263,7 @@ def ingest(
     dataset_id: str,
     *,
     workers: int | None = None,
+    executor: Executor = LOCAL,
     strict: bool = False,
     overwrite: bool = False,
     on_bag: Callable[[], None] | None = None,
@@ -273,7 +274,9 @@ def ingest(
         paths: Bag folders and/or folders of bags.
         config: The ingest mapping.
         dataset_id: Minari id, ``namespace/name-vN``.
-        workers: Parallel processes (default: one per bag, at most the CPU count); 1 runs inline.
+        workers: Local parallel processes (default: one per bag, at most the CPU count); 1 runs inline.
+        executor: Local processes, or one Ray task per bag on a cluster (bags read where they lie: on a
+            multi-node cluster, at the same path on every node). The driver writes the dataset either way.
         strict: Turn every repair into an error.
         overwrite: Replace an existing dataset with the same id.
         on_bag: Called once per finished bag.
@@ -294,22 +297,28 @@ def ingest(
     robot = _robot(config)
     workers = workers or min(len(bags), os.cpu_count() or 1)
     results: list[BagResult] = []
-    if workers == 1:
+    if workers == 1 and executor.kind == "local":
         for bag in bags:
             results.append(process_bag(bag, config, robot, env.action_spec, strict))
             if on_bag:
                 on_bag()
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(_process_bag_in_worker, str(bag), config.model_dump_json(), env.action_spec, strict)
-                for bag in bags
-            ]
-            for future in futures:
-                results.append(future.result())
-                if on_bag:
-                    on_bag()
+        # A Ray worker's working directory is not ours: it gets absolute paths.
+        paths = [bag.resolve() if executor.kind == "ray" else bag for bag in bags]
+        items = [(str(path), config.model_dump_json(), env.action_spec, strict) for path in paths]
+        by_bag: dict[int, BagResult] = {}
+        for index, result in run_unordered(
+            _process_bag_in_worker,
+            items,
+            executor=executor,
+            workers=workers,
+            start_method="spawn",
+            name="symgate-ingest",
+        ):
+            by_bag[index] = result
+            if on_bag:
+                on_bag()
+        results = [by_bag[index] for index in range(len(bags))]  # bag order, whichever finished first
     episodes = [episode for result in results for episode in result.episodes]
     state_topics = sorted({m.topic for m in config.observations.values() if not m.latched})
     report = QualityReport(

@@ -1,5 +1,15 @@
-"""A small real dataset (simulated fleet → bags → Minari), built once per test session."""
+"""A small real dataset (simulated fleet → bags → Minari), built once per test session; a real Ray cluster."""
 
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,3 +56,87 @@ def expert_dataset(datasets_root: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Expert data from context 0 only (the paper's one-context setting)."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(datasets_root))
     return "symgate/train-test-expert-v0"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real single-node Ray cluster, 2 CPUs, token authentication on; yields its address.
+
+    Ray binds its servers to every interface and replaces a loopback ``--node-ip-address`` with the
+    routable one, so the tests run in a network namespace where loopback is the only interface
+    (``make ray-test``): no port is reachable from outside it. The cluster is stopped afterwards by
+    signalling the processes of its own session.
+    """
+    interfaces = sorted(name for _, name in socket.if_nameindex())  # of this network namespace
+    if interfaces != ["lo"]:
+        pytest.fail(f"Ray tests run in a loopback-only network namespace (make ray-test); here: {interfaces}")
+    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    token = root / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+            "--object-store-memory",
+            str(200 << 20),
+            "--temp-dir",
+            str(root / "t"),
+            "--disable-usage-stats",
+        ],
+        env={**os.environ, **auth},
+        stdout=(root / "head.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in auth.items():
+            patch.setenv(name, value)
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            import ray as ray_module
+
+            ray_module.shutdown()
+            _stop_session(head)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_session(head: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL, every process of the head's session (workers start their own process groups)."""
+
+    def members() -> list[int]:
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == head.pid and fields[0] != "Z":  # in the head's session, not yet a zombie
+                pids.append(int(stat.parent.name))
+        return pids
+
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+        for pid in members():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(5)

@@ -12,7 +12,7 @@ runner = CliRunner()
 
 @pytest.mark.slow
 def test_demo_runs_every_stage_for_the_iiwa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline.cli, "DEMO_STEPS", 100)  # the stages, not the learning (50 steps already pass)
+    monkeypatch.setattr(pipeline.cli, "DEMO_PROFILE_STEPS", 100)  # the stages, not the learning (50 steps already pass)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
     result = runner.invoke(app, ["demo", "--robot", "kuka_iiwa", "--out", str(tmp_path / "demo")], terminal_width=200)
     assert result.exit_code == 0, result.output

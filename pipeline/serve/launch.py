@@ -159,6 +159,7 @@ def rehearse(
             "goal_topic": topics["goal"],
             "commands_topic": topics["commands"],
             **({"robot_profile": profile} if profile else {}),
+            **({"safe_action": "hold"} if contract.get("action_interface") == "position" else {}),
             **(server_parameters or {}),
         }
         server = subprocess.Popen([sys.executable, "-m", "symgate_ros.policy_server", *ros_args(SERVER, parameters)])

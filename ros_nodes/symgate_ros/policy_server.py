@@ -40,7 +40,9 @@ Safety (each path tested over real DDS):
 - Safe action: ``zero`` torque, or ``damping`` ``τ = -damping_gain·q̇`` while velocities are fresh
   (zero otherwise). A robot should use ``damping`` with a gain tuned for the arm: it brings a moving
   arm to rest instead of letting it coast. The default is ``zero`` because it needs no sensor data
-  and no robot-specific gain (``deploy/ros/policy_server.yaml`` sets ``damping``).
+  and no robot-specific gain (``deploy/ros/policy_server.yaml`` sets ``damping``). A contract of
+  position targets refuses both at configure (a zero target would drive the arm to its zero pose):
+  it takes ``hold``, the last measured joint positions.
 - Loop overruns (a tick longer than the period, or a gap over 1.5 periods) and skipped ticks (the
   loop fell more than a period behind and dropped them) are counted.
 
@@ -77,7 +79,7 @@ from std_msgs.msg import Bool, Float64MultiArray, Header
 from std_srvs.srv import Trigger
 
 from symgate_ros.model import ModelError, PolicyModel, robot_mismatches, verify_certificate
-from symgate_ros.safety import ActionFilter, EStop, LoopMonitor, Watchdog, safe_action
+from symgate_ros.safety import SAFE_ACTIONS, ActionFilter, EStop, LoopMonitor, Watchdog, safe_action
 from symgate_ros.signature import SignatureError, TrustedKey, load_trusted_keys
 
 #: Which JointState array feeds each joint input of the graph.
@@ -116,9 +118,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "joint_state_timeout_s": (5.0, "configure waits this long for the first JointState."),
     "safe_action": (
         "zero",
-        "Safe action: zero (no torque) or damping (tau = -damping_gain * velocity, zero when velocities are stale "
-        "or not finite). Robots should use damping with a gain tuned for the arm (deploy/ros/policy_server.yaml); "
-        "zero is the default because it needs no sensor data and no robot-specific gain.",
+        "Safe action: zero (no torque, or zero velocity) or damping (tau = -damping_gain * velocity, zero when "
+        "velocities are stale or not finite) for effort and velocity contracts; hold (the last measured joint "
+        "positions) for position contracts, which refuse the other two at configure. Torque robots should use "
+        "damping with a gain tuned for the arm (deploy/ros/policy_server.yaml); zero is the default because it "
+        "needs no sensor data and no robot-specific gain.",
     ),
     "damping_gain": (0.5, "Damping gain of the safe action, N·m·s/rad."),
     "max_torque_rate": (200.0, "Largest torque change per second, N·m/s (0 = no limit)."),
@@ -150,6 +154,7 @@ class PolicyServer(LifecycleNode):
         self._joint_state: JointState | None = None
         self._joint_index: dict[tuple[str, ...], list[int] | None] = {}
         self._name_error = ""
+        self._held_position: np.ndarray | None = None  # the last measured joint positions (safe_action hold)
         self._goal: PointStamped | None = None
         self.estop = EStop()
         self.nan_inputs = 0
@@ -194,7 +199,12 @@ class PolicyServer(LifecycleNode):
             unsupported = [i.name for i in model.inputs if i.name not in JOINT_FIELDS and i.name != GOAL_INPUT]
             if unsupported:
                 raise ModelError(f"graph inputs {unsupported} cannot be fed from JointState or the goal")
-            safe_action(self._param("safe_action"), 0.0, 1, None)  # validates the mode
+            mode, interface = self._param("safe_action"), model.contract.get("action_interface", "effort")
+            if mode not in SAFE_ACTIONS:
+                raise ValueError(f"safe_action must be one of {list(SAFE_ACTIONS)}, got {mode!r}")
+            if interface not in SAFE_ACTIONS[mode]:
+                safe = [m for m, interfaces in SAFE_ACTIONS.items() if interface in interfaces]
+                raise ValueError(f"safe_action {mode!r} is not safe for {interface} targets: use one of {safe}")
             if self._param("tick_source") not in ("timer", "joint_state"):
                 raise ValueError(f"tick_source must be 'timer' or 'joint_state', got {self._param('tick_source')!r}")
         except (ModelError, ValueError) as error:
@@ -355,15 +365,21 @@ class PolicyServer(LifecycleNode):
         model = self._model
         joints = len(model.joint_names) if model else 0
         velocity = None
-        if self._joint_state is not None and not self.joint_watchdog.faulted and model is not None:
+        if self._joint_state is not None and model is not None:
             index = self._joint_index.get(tuple(self._joint_state.name))
-            if index is not None and len(self._joint_state.velocity) == len(self._joint_state.name):
+            if index is not None and len(self._joint_state.position) == len(self._joint_state.name):
+                position = np.asarray([self._joint_state.position[i] for i in index], dtype=np.float64)
+                if np.isfinite(position).all():
+                    self._held_position = position
+            fresh = not self.joint_watchdog.faulted
+            if fresh and index is not None and len(self._joint_state.velocity) == len(self._joint_state.name):
                 velocity = np.asarray([self._joint_state.velocity[i] for i in index], dtype=np.float64)
         self.safe_ticks += 1
         if reason != self.last_safe_reason:
             self.get_logger().warning(f"safe action: {reason}")
         self.last_safe_reason = reason
-        return safe_action(self._param("safe_action"), self._param("damping_gain"), joints, velocity)
+        mode, gain = self._param("safe_action"), self._param("damping_gain")
+        return safe_action(mode, gain, joints, velocity, self._held_position)
 
     def _tick(self) -> None:
         start = time.monotonic()

@@ -3,7 +3,8 @@
 - :class:`Watchdog`: an input older than its max age raises a fault that stays latched until a
   message *newer than the fault* arrives.
 - :class:`EStop`: latched by any ``True`` on the e-stop topic; only an explicit reset clears it.
-- :func:`safe_action`: zero torque, or viscous damping ``τ = -k·q̇`` from a fresh velocity.
+- :func:`safe_action`: zero torque (or velocity), viscous damping ``τ = -k·q̇`` from a fresh velocity,
+  or, for position-controlled arms, holding the last measured joint positions.
 - :class:`ActionFilter`: clamps to the contract's torque limits and limits the change per tick.
 - :class:`LoopMonitor`: inference latency percentiles, loop period jitter, overruns (late ticks) and
   skipped (missed) ticks.
@@ -92,19 +93,37 @@ class EStop:
         return was
 
 
+#: The safe-action modes, and the action interfaces each is safe for: a zero position target would
+#: drive a position-controlled arm to its zero pose, and a held position means nothing as a torque.
+SAFE_ACTIONS = {"zero": ("effort", "velocity"), "damping": ("effort", "velocity"), "hold": ("position",)}
+
+
 def safe_action(
-    mode: str, damping_gain: float, joints: int, velocity: NDArray[np.float64] | None
+    mode: str,
+    damping_gain: float,
+    joints: int,
+    velocity: NDArray[np.float64] | None,
+    position: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """The command sent whenever the policy must not act.
 
     Args:
-        mode: ``zero`` (no torque) or ``damping`` (``τ = -gain·q̇``).
+        mode: ``zero`` (no torque, or zero velocity), ``damping`` (``τ = -gain·q̇``) or ``hold`` (position
+            targets: the last measured joint positions).
         damping_gain: N·m·s/rad.
         joints: Number of joints.
         velocity: The latest joint velocities, or None when they are not trustworthy (then zero torque).
+        position: The last measured joint positions (``hold``); the node has them from configure on.
+
+    Raises:
+        ValueError: An unknown mode, or ``hold`` without a measured position.
     """
-    if mode not in ("zero", "damping"):
-        raise ValueError(f"safe_action mode must be 'zero' or 'damping', got {mode!r}")
+    if mode not in SAFE_ACTIONS:
+        raise ValueError(f"safe_action mode must be one of {list(SAFE_ACTIONS)}, got {mode!r}")
+    if mode == "hold":
+        if position is None or not np.isfinite(position).all():
+            raise ValueError("safe_action hold needs the last measured joint positions")
+        return np.asarray(position, dtype=np.float64)
     if mode == "damping" and velocity is not None and np.isfinite(velocity).all():
         return np.asarray(-damping_gain * velocity, dtype=np.float64)
     return np.zeros(joints)

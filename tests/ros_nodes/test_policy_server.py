@@ -1,5 +1,7 @@
 """policy_server over real DDS: lifecycle, certificates, by-name joints, watchdog, NaN, e-stop, hot swap."""
 
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -215,3 +217,33 @@ def _value(harness: Harness, key: str) -> str:
     if status is None:
         return ""
     return str({kv.key: kv.value for kv in status.values}.get(key, ""))
+
+
+@pytest.fixture
+def position_model(models: Models, tmp_path: Path) -> Path:
+    """The uncertified model with a contract of position targets (its graph is the torque one's: not served)."""
+    model = tmp_path / "position_model"
+    shutil.copytree(models.uncertified, model)
+    contract = json.loads((model / "contract.json").read_text())
+    (model / "contract.json").write_text(json.dumps({**contract, "action_interface": "position"}))
+    return model
+
+
+def test_position_contracts_refuse_a_zero_safe_action(
+    start_server: Callable[..., Server], position_model: Path
+) -> None:
+    """A zero position target would drive the arm to its zero pose."""
+    server = start_server(model_dir=str(position_model), allow_uncertified=True)
+    assert not server.harness.transition(CONFIGURE)
+    assert server.harness.wait_for(
+        lambda: "safe_action 'zero' is not safe for position targets: use one of ['hold']" in server.log_text()
+    ), server.log_text()
+
+
+def test_position_contracts_hold_the_measured_pose(start_server: Callable[..., Server], position_model: Path) -> None:
+    server = active(start_server, position_model, allow_uncertified=True, safe_action="hold")
+    harness = server.harness
+    harness.estop.publish(Bool(data=True))
+    engaged = time.monotonic()
+    held = [server.sensor.position[1], server.sensor.position[0]]  # contract order (shoulder, elbow)
+    assert harness.wait_for(lambda: any(c == held for _, c in harness.commands_since(engaged)))

@@ -79,8 +79,16 @@ def test_safe_action_modes() -> None:
     assert safe_action("damping", 0.5, 2, velocity).tolist() == [-0.5, 1.0]
     assert safe_action("damping", 0.5, 2, None).tolist() == [0.0, 0.0]
     assert safe_action("damping", 0.5, 2, np.array([np.nan, 1.0])).tolist() == [0.0, 0.0]
-    with pytest.raises(ValueError, match="zero' or 'damping"):
+    with pytest.raises(ValueError, match=r"one of \['zero', 'damping', 'hold'\]"):
         safe_action("brake", 0.5, 2, velocity)
+
+
+def test_hold_keeps_a_position_controlled_arm_where_it_was_measured() -> None:
+    position = np.array([0.3, -1.2])
+    assert safe_action("hold", 0.5, 2, np.array([1.0, 1.0]), position).tolist() == [0.3, -1.2]
+    for unknown in (None, np.array([np.nan, 0.0])):
+        with pytest.raises(ValueError, match="hold needs the last measured joint positions"):
+            safe_action("hold", 0.5, 2, None, unknown)
 
 
 @given(st.lists(st.tuples(st.floats(-10, 10), st.floats(-10, 10)), min_size=1, max_size=30), st.floats(0.01, 3.0))

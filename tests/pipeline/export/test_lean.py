@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import pipeline.export.export
 from pipeline.export import ONNX_FILE
 from pipeline.export.export import _feeds, _random_states, export_run, load_policy
 from pipeline.export.lean import LeanReachPolicy, lean_policy
@@ -121,3 +122,24 @@ def test_policies_outside_the_lean_path_keep_the_traced_graph(
     loaded = load_policy(runs[("reacher", "dac-output")])
     lean = lean_policy(loaded.policy.actor, loaded.agent.symmetry, False, loaded.groups[::-1])
     assert lean is None  # another input layout: the exporter traces the training modules instead
+
+
+def test_a_lean_graph_past_the_parity_tolerance_falls_back_to_the_float64_graph(
+    runs: dict[tuple[str, str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lean graph 1e-3 off (its output bias shifted) fails parity: the traced float64 graph is exported instead."""
+
+    def shifted(*args: object) -> LeanReachPolicy | None:
+        lean = lean_policy(*args)  # type: ignore[arg-type]
+        assert lean is not None
+        with torch.no_grad():
+            lean.layers[-1].add_(1e-3)
+        return lean
+
+    monkeypatch.setattr(pipeline.export.export, "lean_policy", shifted)
+    with caplog.at_level("WARNING"):
+        contract = export_run(runs[("kuka_iiwa", "canonical")], tmp_path / "model")
+    assert "ONNX Runtime disagrees with torch" in caplog.text and "exporting the float64 graph instead" in caplog.text
+    model = onnx.load(str(tmp_path / "model" / ONNX_FILE))
+    assert any(t.data_type == onnx.TensorProto.DOUBLE for t in model.graph.initializer)
+    assert contract.parity is not None and contract.parity.max_abs_diff <= 1e-5

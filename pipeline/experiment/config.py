@@ -7,7 +7,8 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.train.config import Strategy
-from sim.behaviour import RecipeName
+from sim.behaviour import ExpertKind, RecipeName
+from sim.dqn_expert import DQNConfig
 
 #: The tables of arXiv 2607.02288 we reproduce; ``2c`` is Table 2 with continuous torques (not in the paper).
 TableName = Literal["2", "7", "1", "2c"]
@@ -76,5 +77,10 @@ class ExperimentConfig(BaseModel):
     test_contexts: int = Field(100, ge=1, description="Held-out rotations, uniform on the circle, ≥ 5° from training.")
     train_episodes: int = Field(20, ge=1, description="Evaluation episodes on the training context(s).")
     gamma: float = Field(0.95, gt=0.0, le=1.0, description="Discount of the returns (the paper: 0.95).")
+    behaviour: ExpertKind = Field(
+        "analytic",
+        description="Expert behind every dataset: analytic (IK + PD) or dqn (symmetric DQN, trained once, cached).",
+    )
+    dqn: DQNConfig = Field(default_factory=DQNConfig, description="How the dqn behaviour expert is trained.")
     offline_rl: OfflineRLSettings = Field(default_factory=OfflineRLSettings, description="Tables 2, 7 and 2c.")
     distillation: DistillationSettings = Field(default_factory=DistillationSettings, description="Table 1.")

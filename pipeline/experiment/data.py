@@ -13,7 +13,7 @@ a maximum of 1.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, find_bags, ingest
 from pipeline.train.evaluate import rollout
 from sim import CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
-from sim.behaviour import RecipeName, make_expert
+from sim.behaviour import BehaviourConfig, RecipeName, make_expert
 from sim.config import ReacherConfig
 from sim.contexts import ContextSets
 
@@ -47,12 +47,14 @@ class DatasetSpec:
     trajectories: int
     train_deg: tuple[float, ...]
     test_contexts: int
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
 
     @property
     def dataset_id(self) -> str:
-        """Minari id, e.g. ``paper/discrete-c1-expert-seed3-v0``."""
+        """Minari id, e.g. ``paper/discrete-c1-expert-seed3-v0`` (``-dqn-<hash>`` before ``-v0`` for the DQN expert)."""
         kind = "discrete" if self.discrete else "continuous"
-        return f"paper/{kind}-c{len(self.train_deg)}-{self.recipe}-seed{self.seed}-n{self.trajectories}-v0"
+        expert = f"-{self.behaviour.dqn_checkpoint.name}" if self.behaviour.dqn_checkpoint else ""
+        return f"paper/{kind}-c{len(self.train_deg)}-{self.recipe}-seed{self.seed}-n{self.trajectories}{expert}-v0"
 
     def env(self) -> ReacherConfig:
         """The env the data is collected in and evaluated on (train and held-out test sets)."""
@@ -64,7 +66,13 @@ def build_dataset(spec: DatasetSpec, work: Path) -> str:
     folder = work / "fleet" / spec.dataset_id.removeprefix("paper/")
     env = spec.env()
     fleet = FleetConfig(
-        robots=1, episodes=spec.trajectories, recipe=spec.recipe, discrete=spec.discrete, seed=spec.seed, env=env
+        robots=1,
+        episodes=spec.trajectories,
+        recipe=spec.recipe,
+        discrete=spec.discrete,
+        seed=spec.seed,
+        env=env,
+        behaviour=spec.behaviour,
     )
     record_fleet(fleet, folder, workers=1, overwrite=True)
     mapping = IngestConfig(env_id=DISCRETE_ENV_ID if spec.discrete else CONTINUOUS_ENV_ID, env=env)

@@ -21,7 +21,7 @@ from pipeline.experiment.config import ExperimentConfig, OfflineTable
 from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, eval_env_spec, expert_returns
 from pipeline.io import load_config
 from pipeline.train.config import Strategy, TrainConfig
-from sim.behaviour import RecipeName
+from sim.behaviour import BehaviourConfig, RecipeName
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,17 @@ def algorithm_of(table: OfflineTable) -> str:
 
 
 def plan_training(
-    table: OfflineTable, experiment: ExperimentConfig, work: Path, device: str = "auto"
+    table: OfflineTable,
+    experiment: ExperimentConfig,
+    work: Path,
+    device: str = "auto",
+    behaviour: BehaviourConfig | None = None,
 ) -> list[TrainingJob]:
     """Every (recipe, strategy) job of an offline-RL table, seeds vectorised.
 
     The paper's hyper-parameters come from the presets; the experiment config sets the number of
     updates and the target-update period (quick runs keep the number of target updates), the
-    seeds, the evaluation and DAC-Latent's λ.
+    seeds, the evaluation and DAC-Latent's λ. ``behaviour`` is the datasets' expert (default: analytic).
     """
     settings = experiment.offline_rl
     algorithm = algorithm_of(table)
@@ -61,7 +65,15 @@ def plan_training(
     for recipe in settings.recipes:
         preset = load_config(REPO / "deploy" / "train" / f"paper-{algorithm}-{recipe}.yaml", TrainConfig)
         datasets = tuple(
-            DatasetSpec(recipe, table != "2c", seed, settings.trajectories, ONE_CONTEXT, experiment.test_contexts)
+            DatasetSpec(
+                recipe,
+                table != "2c",
+                seed,
+                settings.trajectories,
+                ONE_CONTEXT,
+                experiment.test_contexts,
+                (behaviour or BehaviourConfig()) if table != "2c" else BehaviourConfig(),  # the DQN is discrete
+            )
             for seed in range(experiment.seeds)
         )
         for strategy in settings.strategies:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.executor import LOCAL, ONE_CPU, Executor, Resources, run_unordered
+from pipeline.experiment.behaviour import behaviour_config
 from pipeline.experiment.config import ExperimentConfig, TableName
-from pipeline.experiment.data import DatasetSpec, build_dataset
+from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset
 from pipeline.experiment.distillation import (
     TARGET_KINDS,
     dataset_specs,
@@ -28,6 +29,7 @@ from pipeline.experiment.distillation import (
 )
 from pipeline.experiment.offline_rl import plan_training, run_training
 from pipeline.experiment.report import build_report, write_report
+from sim.behaviour import BehaviourConfig
 
 #: ``progress(description, total)`` → a context manager yielding ``advance()``.
 ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[..., None]]]
@@ -110,6 +112,11 @@ class Runner:
                 advance()
             return ordered
 
+    def _behaviour(self) -> BehaviourConfig:
+        """The datasets' expert (``experiment.behaviour``); the DQN is trained here once and then cached."""
+        env = DatasetSpec("expert", True, 0, 1, ONE_CONTEXT, self.experiment.test_contexts).env()
+        return behaviour_config(self.experiment, env, self.work)
+
     def _build_datasets(self, specs: Sequence[DatasetSpec]) -> None:
         todo = list({spec.dataset_id: spec for spec in specs if spec.dataset_id not in self._built}.values())
         if todo:
@@ -122,7 +129,7 @@ class Runner:
         if table == "1":
             results, protocol = self._distillation()
         else:
-            jobs = plan_training(table, self.experiment, self.work, self.device)
+            jobs = plan_training(table, self.experiment, self.work, self.device, self._behaviour())
             self._build_datasets([spec for job in jobs for spec in job.datasets])
             # A training job on CUDA asks Ray for a GPU (Ray then sets CUDA_VISIBLE_DEVICES), else for a CPU.
             gpu = Resources(num_cpus=1, num_gpus=1) if self.device == "cuda" else ONE_CPU
@@ -141,7 +148,7 @@ class Runner:
 
         from pipeline.train.trainer import resolve_device
 
-        specs = dataset_specs(self.experiment)
+        specs = dataset_specs(self.experiment, self._behaviour())
         self._build_datasets(specs)
         data = load_distillation_data(
             specs,
@@ -167,5 +174,5 @@ def _build(item: tuple[DatasetSpec, Path]) -> str:
     return build_dataset(*item)
 
 
-def _action_values(item: tuple[Any, Sequence[str], dict[str, Any], float]) -> Any:
+def _action_values(item: tuple[Any, Sequence[str], dict[str, Any], float, BehaviourConfig]) -> Any:
     return expert_action_values(*item)

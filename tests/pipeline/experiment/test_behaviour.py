@@ -1,0 +1,67 @@
+"""The experiment's behaviour switch (analytic | dqn) and the premise check, on real fleets and PyBullet."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.experiment import ExperimentConfig
+from pipeline.experiment.behaviour import behaviour_config, premise_check
+from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset
+from pipeline.experiment.distillation import dataset_specs
+from pipeline.experiment.offline_rl import plan_training
+from pipeline.train.buffer import load_offline_data
+from sim.behaviour import BehaviourConfig
+from sim.config import ReacherConfig
+from sim.dqn_expert import DQNExpert
+
+#: A DQN that trains in seconds: not a good expert, but a real one (the tests check plumbing, not skill).
+TINY_DQN = {"total_steps": 300, "learning_starts": 100, "eval_every": 300, "eval_episodes": 1, "hidden": [16]}
+
+
+def test_analytic_is_the_default_and_dqn_trains_once(tmp_path: Path) -> None:
+    env = ReacherConfig()
+    assert behaviour_config(ExperimentConfig(), env, tmp_path) == BehaviourConfig()
+    experiment = ExperimentConfig.model_validate({"behaviour": "dqn", "dqn": TINY_DQN})
+    behaviour = behaviour_config(experiment, env, tmp_path)
+    assert behaviour.expert == "dqn" and behaviour.dqn_checkpoint is not None
+    assert behaviour.dqn_checkpoint.parent == tmp_path / "behaviour"
+    written = (behaviour.dqn_checkpoint / "dqn.json").stat().st_mtime_ns
+    assert behaviour_config(experiment, env, tmp_path) == behaviour  # cached: same folder, not rewritten
+    assert (behaviour.dqn_checkpoint / "dqn.json").stat().st_mtime_ns == written
+    # Every discrete dataset of the tables uses it; the continuous table 2c keeps the analytic expert.
+    assert {spec.behaviour for spec in dataset_specs(experiment, behaviour)} == {behaviour}
+    for table, expected in (("2", behaviour), ("2c", BehaviourConfig())):
+        jobs = plan_training(table, experiment, tmp_path, "cpu", behaviour)  # type: ignore[arg-type]
+        assert {spec.behaviour for job in jobs for spec in job.datasets} == {expected}
+
+
+def test_a_dqn_dataset_goes_through_fleet_and_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    experiment = ExperimentConfig.model_validate({"behaviour": "dqn", "dqn": TINY_DQN})
+    behaviour = behaviour_config(experiment, ReacherConfig(), tmp_path)
+    spec = DatasetSpec("expert", True, 0, 2, ONE_CONTEXT, 3, behaviour)
+    analytic = DatasetSpec("expert", True, 0, 2, ONE_CONTEXT, 3)
+    assert spec.dataset_id != analytic.dataset_id and behaviour.dqn_checkpoint is not None
+    assert behaviour.dqn_checkpoint.name in spec.dataset_id
+    dataset_id = build_dataset(spec, tmp_path)
+    manifest = json.loads(next((tmp_path / "fleet").glob("*/fleet.json")).read_text())
+    assert manifest["config"]["behaviour"]["expert"] == "dqn"
+    # The logged actions are the greedy DQN's on the logged states (ingest resamples the 200 Hz joint
+    # states onto the control ticks, so a state near a decision boundary may flip: most must agree).
+    data = load_offline_data(dataset_id, torch.device("cpu"), 0.95)
+    expert = DQNExpert.load(behaviour.dqn_checkpoint)
+    greedy = expert.q_values(data.observations.numpy()).argmax(axis=1)
+    assert np.mean(greedy == data.actions.numpy()) > 0.9
+
+
+def test_premise_check_measures_the_analytic_expert() -> None:
+    result = premise_check(ReacherConfig(), BehaviourConfig(), 1, (137.0,), 0.95)
+    assert result["context_0"]["success"] == 1.0 and result["held_out"]["success"] == 1.0
+    assert result["states"] == result["context_0"]["steps"]  # every state of its one episode
+    # The analytic expert is not greedy in its own Q: deviations often tie or beat it.
+    assert 0.05 < result["deviation_ties_or_beats"] <= 1.0
+    assert result["deviation_beats"] <= result["deviation_ties_or_beats"]
+    assert result["mean_best_actions"] >= 1.0 and result["own_action_value_gap"] >= 0.0

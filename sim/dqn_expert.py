@@ -349,23 +349,45 @@ def _build_network(env: ReacherConfig, config: DQNConfig, spec: SymmetrySpec) ->
     return SymmetricQNetwork(names, spec, actions, n_actions, config.hidden, env.urdf, config.velocity_scale)
 
 
+@dataclass(frozen=True)
+class GreedyOutcome:
+    """Greedy episodes of a Q-network in one context.
+
+    Attributes:
+        success: Fraction of episodes that reached the goal.
+        steps: Mean control steps to the goal of the successful episodes (inf when none was).
+        closest: Mean over episodes of the hand's closest approach to the goal, m.
+    """
+
+    success: float
+    steps: float
+    closest: float
+
+
 def greedy_episodes(
     network: nn.Module, env: RotationalReacherDiscreteEnv, context: float, seeds: Sequence[int]
-) -> tuple[float, float]:
-    """Greedy episodes in one context: (success rate, mean steps of the successful ones, or inf)."""
-    successes, steps = 0, []
+) -> GreedyOutcome:
+    """Run one greedy episode (argmax_a Q) per reset seed in context ``context`` (rad)."""
+    successes, steps, closest = 0, [], []
     for seed in seeds:
-        observation, _ = env.reset(seed=int(seed), options={"context": context})
+        observation, info = env.reset(seed=int(seed), options={"context": context})
+        nearest = float(info["distance"])
         for step in range(1, env.config.max_episode_steps + 1):
             with torch.no_grad():
                 action = int(network(torch.as_tensor(observation)).argmax())
-            observation, _, terminated, truncated, _ = env.step(action)
+            observation, _, terminated, truncated, info = env.step(action)
+            nearest = min(nearest, float(info["distance"]))
             if terminated:
                 successes += 1
                 steps.append(step)
             if terminated or truncated:
                 break
-    return successes / len(seeds), float(np.mean(steps)) if steps else math.inf
+        closest.append(nearest)
+    return GreedyOutcome(
+        success=successes / len(seeds),
+        steps=float(np.mean(steps)) if steps else math.inf,
+        closest=float(np.mean(closest)),
+    )
 
 
 def train_dqn(
@@ -450,12 +472,12 @@ def train_dqn(
                     target.load_state_dict(online.state_dict())
 
             if (step + 1) % config.eval_every == 0 or step + 1 == config.total_steps:
-                success, steps = greedy_episodes(online, evaluation_env, context, range(config.eval_episodes))
-                evaluations.append({"step": step + 1, "success": success, "steps": steps})
-                if (success, -steps) > best:
-                    best = (success, -steps)
+                outcome = greedy_episodes(online, evaluation_env, context, range(config.eval_episodes))
+                evaluations.append({"step": step + 1, "success": outcome.success, "steps": outcome.steps})
+                if (outcome.success, -outcome.steps) > best:
+                    best = (outcome.success, -outcome.steps)
                     best_state = copy.deepcopy(online.state_dict())
-                bar.update(task, status=f"greedy success {success:.2f}, steps {steps:.1f}")
+                bar.update(task, status=f"greedy success {outcome.success:.2f}, steps {outcome.steps:.1f}")
             bar.advance(task)
     env.close()
     evaluation_env.close()

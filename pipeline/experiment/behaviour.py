@@ -12,12 +12,11 @@ one action, then the expert), and a state counts against the premise when some o
 or beats the expert's own. It also reports success and steps to the goal in context 0 and on
 held-out rotations.
 
-``python -m pipeline.experiment.behaviour --out results/behaviour`` writes both experts' numbers.
+``symgate experiment behaviour`` writes both experts' numbers to ``results/behaviour/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ from sim.reacher import RotationalReacherDiscreteEnv
 
 #: The reacher's symmetry spec: the DQN's canonical frame.
 SYMMETRY_SPEC = REPO / "deploy" / "symmetry" / "reacher.yaml"
+#: Rotations the experts are checked on besides context 0, degrees (none is a C4 angle).
+HELD_OUT_DEG: tuple[float, ...] = (37.0, 137.0, 223.0, 301.0)
 
 
 def behaviour_config(experiment: ExperimentConfig, env: ReacherConfig, work: Path) -> BehaviourConfig:
@@ -146,27 +147,39 @@ def _markdown(results: list[dict[str, Any]], env: ReacherConfig, gamma: float) -
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Measure both experts on the default discrete reacher and write ``premise.json`` / ``premise.md``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "behaviour")
-    parser.add_argument("--work", type=Path, default=Path("experiment_work"), help="The DQN's checkpoint cache.")
-    parser.add_argument("--episodes", type=int, default=4)
-    arguments = parser.parse_args(argv)
-    experiment = ExperimentConfig(behaviour="dqn")
-    env = ReacherConfig()
-    held_out = (37.0, 137.0, 223.0, 301.0)
+def write_premise_report(
+    experiment: ExperimentConfig,
+    env: ReacherConfig,
+    work: Path,
+    out: Path,
+    episodes: int = 4,
+    held_out_deg: tuple[float, ...] = HELD_OUT_DEG,
+) -> Path:
+    """Measure both experts (:func:`premise_check`) and write ``premise.json`` / ``premise.md`` to ``out``.
+
+    Args:
+        experiment: Its ``dqn`` settings and ``gamma`` (``behaviour`` is ignored: both are measured).
+        env: The discrete reacher.
+        work: The experiment's work folder (the DQN's checkpoint cache).
+        out: Results folder.
+        episodes: Greedy episodes per context.
+        held_out_deg: Held-out rotations, degrees.
+
+    Returns:
+        The Markdown file.
+    """
     results = [
-        premise_check(env, behaviour_config(e, env, arguments.work), arguments.episodes, held_out, experiment.gamma)
-        for e in (experiment.model_copy(update={"behaviour": "analytic"}), experiment)
+        premise_check(
+            env,
+            behaviour_config(experiment.model_copy(update={"behaviour": kind}), env, work),
+            episodes,
+            held_out_deg,
+            experiment.gamma,
+        )
+        for kind in ("analytic", "dqn")
     ]
-    atomic_write_json(
-        arguments.out / "premise.json",
-        {"results": results, "env": env.model_dump(mode="json"), "dqn": experiment.dqn.model_dump(mode="json")},
-    )
-    atomic_write_text(arguments.out / "premise.md", _markdown(results, env, experiment.gamma))
-    print(_markdown(results, env, experiment.gamma))
-
-
-if __name__ == "__main__":
-    main()
+    payload = {"results": results, "env": env.model_dump(mode="json"), "dqn": experiment.dqn.model_dump(mode="json")}
+    atomic_write_json(out / "premise.json", payload)
+    markdown = out / "premise.md"
+    atomic_write_text(markdown, _markdown(results, env, experiment.gamma))
+    return markdown

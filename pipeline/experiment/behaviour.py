@@ -34,6 +34,9 @@ from sim.reacher import RotationalReacherDiscreteEnv
 
 #: The reacher's symmetry spec: the DQN's canonical frame.
 SYMMETRY_SPEC = REPO / "deploy" / "symmetry" / "reacher.yaml"
+#: Reset seeds of the checked episodes start here: far from the DQN's own evaluation seeds (0..eval_episodes-1),
+#: which picked its best weights, so the check sees start poses the selection did not.
+FIRST_SEED = 10_000
 #: Rotations the experts are checked on besides context 0, degrees (none is a C4 angle).
 HELD_OUT_DEG: tuple[float, ...] = (37.0, 137.0, 223.0, 301.0)
 
@@ -57,8 +60,8 @@ def premise_check(
     Args:
         env: The discrete reacher (its horizon, rates and start pose).
         behaviour: Which expert.
-        episodes: Greedy episodes in context 0 (reset seeds 0..episodes-1) whose states are checked,
-            and the number of episodes per held-out rotation.
+        episodes: Greedy episodes in context 0 (reset seeds from ``FIRST_SEED``) whose states are
+            checked, and the number of episodes per held-out rotation (the same seeds).
         held_out_deg: Rotations the expert was not trained in, degrees.
         gamma: Discount of the action values.
 
@@ -74,7 +77,8 @@ def premise_check(
     states: list[np.ndarray] = []
     actions: list[int] = []
     outcome: dict[str, dict[str, list[float]]] = {"context_0": {"success": [], "steps": []}}
-    for seed in range(episodes):
+    seeds = range(FIRST_SEED, FIRST_SEED + episodes)
+    for seed in seeds:
         observation, _ = sim_env.reset(seed=seed, options={"context": 0.0})
         for step in range(1, env.max_episode_steps + 1):
             action = int(expert(observation, rng))
@@ -88,7 +92,7 @@ def premise_check(
                 break
     outcome["held_out"] = {"success": [], "steps": []}
     for angle in held_out_deg:
-        for seed in range(episodes):
+        for seed in seeds:
             _, steps, success = run_episode(sim_env, expert, rng, math.radians(angle), seed)
             outcome["held_out"]["success"].append(float(success))
             if success:

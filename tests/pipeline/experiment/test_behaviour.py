@@ -1,6 +1,7 @@
 """The experiment's behaviour switch (analytic | dqn) and the premise check, on real fleets and PyBullet."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,14 @@ import torch
 from pipeline.experiment import ExperimentConfig
 from pipeline.experiment.behaviour import behaviour_config, premise_check
 from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset
-from pipeline.experiment.distillation import dataset_specs
+from pipeline.experiment.distillation import dataset_specs, expert_action_values
 from pipeline.experiment.offline_rl import plan_training
 from pipeline.train.buffer import load_offline_data
+from sim import DISCRETE_ENV_ID
 from sim.behaviour import BehaviourConfig
 from sim.config import ReacherConfig
 from sim.dqn_expert import DQNExpert
+from sim.reacher import RotationalReacherDiscreteEnv
 
 #: A DQN that trains in seconds: not a good expert, but a real one (the tests check plumbing, not skill).
 TINY_DQN = {"total_steps": 300, "learning_starts": 100, "eval_every": 300, "eval_episodes": 1, "hidden": [16]}
@@ -65,3 +68,34 @@ def test_premise_check_measures_the_analytic_expert() -> None:
     assert 0.05 < result["deviation_ties_or_beats"] <= 1.0
     assert result["deviation_beats"] <= result["deviation_ties_or_beats"]
     assert result["mean_best_actions"] >= 1.0 and result["own_action_value_gap"] >= 0.0
+
+
+def test_action_values_follow_the_dqn_expert(tmp_path: Path) -> None:
+    experiment = ExperimentConfig.model_validate({"behaviour": "dqn", "dqn": TINY_DQN})
+    env_config = ReacherConfig()
+    behaviour = behaviour_config(experiment, env_config, tmp_path)
+    assert behaviour.dqn_checkpoint is not None
+    expert = DQNExpert.load(behaviour.dqn_checkpoint)
+    # A state 8 cm short of the goal at 90°: some actions reach it soon, others never under this weak expert.
+    env = RotationalReacherDiscreteEnv(env_config)
+    # IK puts the hand on (0, 0.7) at q = (0.776, 1.59); the shoulder 0.12 rad short moves it 0.7 · 0.12 m away.
+    observation, _ = env.reset(seed=0, options={"context": 0.0, "joint_position": [0.776 - 0.12, 1.59]})
+    observation[4:6] = [0.0, 0.7]  # the goal of context 90°
+    spec = {"id": DISCRETE_ENV_ID, "kwargs": {"config": env_config.model_dump(mode="json", exclude_defaults=True)}}
+    q = expert_action_values(observation[None], list(env.observation_names), spec, 0.95, behaviour)[0]
+    assert q.max() > 0.0 and q.min() < q.max()  # some actions reach the goal, others do not
+    # The same rollouts by hand: action a for one step, then the greedy DQN; Q = γ^(n-1) at the goal, else 0.
+    rng = np.random.default_rng(0)
+    for action in range(9):
+        state = {"joint_position": observation[:2].astype(float), "joint_velocity": observation[2:4].astype(float)}
+        env.reset(options={"context": math.pi / 2, **state})
+        step, value, next_action = 0, 0.0, action
+        while True:
+            next_observation, _, terminated, truncated, _ = env.step(next_action)
+            step += 1
+            if terminated:
+                value = 0.95 ** (step - 1)
+            if terminated or truncated:
+                break
+            next_action = expert(next_observation, rng)
+        assert q[action] == pytest.approx(value), action

@@ -312,9 +312,9 @@ def ingest(
     - driver mode: each task returns its bag's episodes and the driver writes the dataset; the driver
       holds every episode in memory at once.
     - shard mode (``shards``): each task writes its bag's episodes as one shard (a Minari/HDF5 dataset,
-      atomically, under ``MINARI_DATASETS_PATH``) and returns only its report; the driver then streams
-      the shards, in bag order, episode by episode, into the dataset (:func:`merge_shards`). The
-      driver holds one episode at a time; shards are removed afterwards, whatever happened.
+      atomically, under ``MINARI_DATASETS_PATH``); the driver then copies the shards' episodes, in
+      bag order, one HDF5 group at a time, into the dataset (:func:`merge_shards`). The driver holds
+      no episode in memory; shards are removed afterwards, whatever happened.
 
     Args:
         paths: Bag folders and/or folders of bags.
@@ -375,7 +375,7 @@ def ingest(
         root,
         dataset_id,
         env,
-        _buffers(episodes),
+        lambda storage: storage.update_episodes(_buffers(episodes)),  # one by one into the open HDF5 file
         _metadata(config, env, robot, report.bags, [_episode_record(e) for e in episodes]),
         report,
         overwrite,
@@ -397,12 +397,12 @@ def _write_dataset(
     root: Path,
     dataset_id: str,
     env: _EvalEnv,
-    buffers: Iterable[Any],
+    fill: Callable[[Any], None],
     metadata: dict[str, Any],
     report: QualityReport,
     overwrite: bool,
 ) -> None:
-    """Write ``buffers`` (consumed one at a time) as the Minari dataset ``dataset_id`` under ``root``, atomically.
+    """Write the Minari dataset ``dataset_id`` under ``root``, atomically; ``fill(storage)`` adds its episodes.
 
     Its metadata gets ``metadata`` (key ``symgate``), each episode its source span, and the folder the
     quality report. The dataset is built in a staging folder and renamed into place (swapping out an
@@ -416,7 +416,7 @@ def _write_dataset(
             warnings.simplefilter("ignore")  # minari warns about optional metadata we do not use
             dataset = minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
-                buffer=buffers,  # minari writes them one by one into an open HDF5 file
+                buffer=[],
                 eval_env=env.spec,
                 observation_space=env.observation_space,
                 action_space=env.action_space,
@@ -427,6 +427,7 @@ def _write_dataset(
                 description=f"Ingested from {len(report.bags)} ROS 2 bags by symgate {__version__}.",
                 data_format="hdf5",
             )
+            fill(dataset.storage)
             dataset.storage.update_metadata({"symgate": metadata})
             dataset.storage.update_episode_metadata(
                 [
@@ -464,6 +465,8 @@ def _write_dataset(
 SHARD_ABOVE_BYTES = 1 << 30
 #: The Minari id of the one-bag dataset inside every shard folder (shards merge into any id).
 SHARD_DATASET_ID = "symgate/shard-v0"
+#: A Minari HDF5 dataset's one data file (in its ``data`` folder).
+MAIN_DATA = "main_data.hdf5"
 
 
 def uses_shards(bags: Sequence[Path], shards: bool | None) -> bool:
@@ -521,7 +524,15 @@ def _write_shard(result: BagResult, config: IngestConfig, env: _EvalEnv, shard: 
     # its staging folder removed) fails here instead of leaving a stray shard behind.
     shard.mkdir(exist_ok=True)
     # overwrite: a task re-run after its worker died may find the shard its first attempt completed
-    _write_dataset(shard, SHARD_DATASET_ID, env, _buffers(result.episodes), metadata, report, overwrite=True)
+    _write_dataset(
+        shard,
+        SHARD_DATASET_ID,
+        env,
+        lambda storage: storage.update_episodes(_buffers(result.episodes)),
+        metadata,
+        report,
+        overwrite=True,
+    )
 
 
 @dataclass
@@ -566,31 +577,29 @@ def _open_shard(shard: Path, config: IngestConfig, env: _EvalEnv) -> _Shard:
     return _Shard(shard, folder / "data", report.bags[0], metadata["episodes"], total_steps)
 
 
-def _shard_buffers(shards: list[_Shard]) -> Iterator[Any]:
-    """Every shard's episodes in shard order, one at a time, numbered on from shard to shard."""
-    from minari.data_collector import EpisodeBuffer
-    from minari.dataset.minari_storage import MinariStorage
+def _copy_episodes(storage: Any, shards: list[_Shard]) -> None:
+    """Copy every shard's episodes, in shard order, into the (empty) Minari ``storage``, numbered on.
+
+    Each episode is one HDF5 group (Minari's layout: ``episode_<id>`` holding its arrays); it is copied
+    as stored (HDF5 object copy, no decoding), so the arrays are the shard's, byte for byte.
+    """
+    import h5py
 
     index = 0
-    for shard in shards:
-        try:
-            storage = MinariStorage.read(shard.data)
-            episodes = storage.get_episodes(range(len(shard.episodes)))
-            for episode in episodes:
-                yield EpisodeBuffer(
-                    id=index,
-                    observations=episode["observations"],
-                    actions=episode["actions"],
-                    rewards=episode["rewards"],
-                    terminations=episode["terminations"],
-                    truncations=episode["truncations"],
-                )
-                index += 1
-        except (OSError, ValueError, KeyError) as error:
-            raise IngestError(
-                shard.folder,
-                f"bad ingest shard: unreadable episode ({type(error).__name__}: {error}); nothing written",
-            ) from error
+    with h5py.File(storage.data_path / MAIN_DATA, "a", track_order=True) as target:
+        for shard in shards:
+            try:
+                with h5py.File(shard.data / MAIN_DATA, "r") as source:
+                    for k in range(len(shard.episodes)):
+                        source.copy(source[f"episode_{k}"], target, name=f"episode_{index}")
+                        target[f"episode_{index}"].attrs["id"] = index
+                        index += 1
+            except (OSError, KeyError) as error:
+                raise IngestError(
+                    shard.folder,
+                    f"bad ingest shard: unreadable episode ({type(error).__name__}: {error}); nothing written",
+                ) from error
+    storage.update_metadata({"total_episodes": index, "total_steps": sum(shard.steps for shard in shards)})
 
 
 def merge_shards(
@@ -601,7 +610,7 @@ def merge_shards(
     Episodes keep the shards' order, and within a shard the bag's order: shards of a fleet's bags in
     ``find_bags`` order give exactly the dataset (arrays, metadata, quality report) that ``ingest``
     writes in driver mode. Every shard is checked before any episode is copied, and the episodes are
-    streamed one at a time, so memory does not grow with the fleet.
+    copied one HDF5 group at a time (no decoding), so memory does not grow with the fleet.
 
     Args:
         shards: Shard folders, in the dataset's order.
@@ -632,5 +641,5 @@ def merge_shards(
     episodes = [episode for shard in opened for episode in shard.episodes]
     metadata = _metadata(config, env, _robot(config), report.bags, episodes)
     root.mkdir(parents=True, exist_ok=True)
-    _write_dataset(root, dataset_id, env, _shard_buffers(opened), metadata, report, overwrite)
+    _write_dataset(root, dataset_id, env, lambda storage: _copy_episodes(storage, opened), metadata, report, overwrite)
     return final, report

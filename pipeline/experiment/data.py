@@ -2,7 +2,8 @@
 
 Every dataset goes through the real pipeline, as fleet logs would: a simulated robot logs a ROS 2
 bag (``symgate fleet``), the bag is ingested into a Minari dataset (``symgate ingest``), and
-training reads it back from Minari. Each seed gets a fresh dataset.
+training reads it back from Minari. Each seed gets its own dataset, built once per work folder
+and reused by later runs while its fleet and ingest configs hash the same.
 
 Returns are normalised per episode by the greedy expert's return from the same start (same context,
 same reset seed): our 50 Hz reacher needs ~46 control steps to reach the goal, so the raw discounted
@@ -23,9 +24,10 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from pipeline.datasets import open_dataset
+from pipeline.datasets import MAIN_DATA_FILE, dataset_folder, open_dataset
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, find_bags, ingest
+from pipeline.io import atomic_write_text, sha256_json
 from pipeline.train.evaluate import rollout
 from sim import CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
 from sim.behaviour import RecipeName, make_expert
@@ -59,16 +61,53 @@ class DatasetSpec:
         return ReacherConfig(contexts=ContextSets(train_deg=self.train_deg, test_count=self.test_contexts))
 
 
-def build_dataset(spec: DatasetSpec, work: Path) -> str:
-    """Record the seed's fleet bag and ingest it into Minari (``MINARI_DATASETS_PATH``); returns the id."""
-    folder = work / "fleet" / spec.dataset_id.removeprefix("paper/")
+def dataset_configs(spec: DatasetSpec) -> tuple[FleetConfig, IngestConfig]:
+    """The fleet that logs the seed's bag and the ingest mapping that turns it into the dataset."""
     env = spec.env()
     fleet = FleetConfig(
         robots=1, episodes=spec.trajectories, recipe=spec.recipe, discrete=spec.discrete, seed=spec.seed, env=env
     )
+    return fleet, IngestConfig(env_id=DISCRETE_ENV_ID if spec.discrete else CONTINUOUS_ENV_ID, env=env)
+
+
+def dataset_sha256(spec: DatasetSpec) -> str:
+    """Hash of everything that makes the dataset: its id and the exact fleet and ingest configs."""
+    fleet, mapping = dataset_configs(spec)
+    return sha256_json(
+        {"dataset_id": spec.dataset_id, "fleet": fleet.model_dump(mode="json"), "ingest": mapping.sha256()}
+    )
+
+
+def _stamp(spec: DatasetSpec, work: Path) -> Path:
+    return work / "fleet" / f"{spec.dataset_id.removeprefix('paper/')}.sha256"
+
+
+def dataset_is_built(spec: DatasetSpec, work: Path) -> bool:
+    """Whether ``work`` holds this exact dataset: its stamp names the same config hash and Minari has it."""
+    stamp = _stamp(spec, work)
+    try:
+        built = stamp.read_text(encoding="utf-8").strip() == dataset_sha256(spec)
+    except OSError:
+        return False
+    return built and (dataset_folder(spec.dataset_id) / "data" / MAIN_DATA_FILE).is_file()
+
+
+def build_dataset(spec: DatasetSpec, work: Path) -> str:
+    """Record the seed's fleet bag and ingest it into Minari (``MINARI_DATASETS_PATH``); returns the id.
+
+    A dataset already built from the same configs (:func:`dataset_is_built`) is reused. Otherwise the
+    stamp goes first, then the bag and the dataset are rebuilt, and the stamp (the config hash) is
+    written last, atomically: an interrupted build is never taken for a finished one.
+    """
+    if dataset_is_built(spec, work):
+        return spec.dataset_id
+    stamp = _stamp(spec, work)
+    stamp.unlink(missing_ok=True)
+    fleet, mapping = dataset_configs(spec)
+    folder = work / "fleet" / spec.dataset_id.removeprefix("paper/")
     record_fleet(fleet, folder, workers=1, overwrite=True)
-    mapping = IngestConfig(env_id=DISCRETE_ENV_ID if spec.discrete else CONTINUOUS_ENV_ID, env=env)
     ingest(find_bags([folder]), mapping, spec.dataset_id, workers=1, overwrite=True)
+    atomic_write_text(stamp, dataset_sha256(spec) + "\n")
     return spec.dataset_id
 
 

@@ -1,4 +1,4 @@
-"""Tables 2, 7 and 2c: pessimistic offline RL on data from one context, tested on unseen rotations.
+"""Tables 2, 7 and 2c: pessimistic offline RL on data from one context (or C4 poses), tested on unseen rotations.
 
 One job per (recipe, strategy): the recipe's paper preset (``deploy/train/paper-{iql,cql}-*.yaml``)
 with the strategy on the actor, every seed a member of one vectorised model trained on its own
@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline import REPO
 from pipeline.experiment.config import ExperimentConfig, OfflineTable
-from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, eval_env_spec, expert_returns
+from pipeline.experiment.data import C4_CONTEXTS, ONE_CONTEXT, DatasetSpec, eval_env_spec, expert_returns
 from pipeline.io import load_config
 from pipeline.train.config import Strategy, TrainConfig
 from sim.behaviour import RecipeName
@@ -60,8 +60,18 @@ def plan_training(
     jobs = []
     for recipe in settings.recipes:
         preset = load_config(REPO / "deploy" / "train" / f"paper-{algorithm}-{recipe}.yaml", TrainConfig)
+        cover = ONE_CONTEXT if settings.data_protocol == "one-context" else C4_CONTEXTS
         datasets = tuple(
-            DatasetSpec(recipe, table != "2c", seed, settings.trajectories, ONE_CONTEXT, experiment.test_contexts)
+            DatasetSpec(
+                recipe,
+                table != "2c",
+                seed,
+                settings.trajectories,
+                cover,
+                experiment.test_contexts,
+                experiment.env,
+                settings.data_protocol,
+            )
             for seed in range(experiment.seeds)
         )
         for strategy in settings.strategies:

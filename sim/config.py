@@ -62,7 +62,8 @@ class ReacherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     urdf: Path = Field(
-        DEFAULT_URDF, description="Robot description (planar 2-link arm URDF); a bare file name is one in sim/assets/."
+        DEFAULT_URDF,
+        description="Robot description (planar 2-link arm URDF); a bare name of a bundled one is found in sim/assets/.",
     )
     physics_hz: int = Field(
         250, gt=0, description="Physics rate in Hz; an integer multiple of control_hz (240 Hz cannot give 50 Hz)."
@@ -118,7 +119,8 @@ class ReacherConfig(BaseModel):
     @field_validator("urdf")
     @classmethod
     def _bundled_urdf(cls, value: Path) -> Path:
-        return ASSETS_DIR / value if value.parent == Path() else value
+        bundled = ASSETS_DIR / value
+        return bundled if value.parent == Path() and not value.exists() and bundled.is_file() else value
 
     @model_validator(mode="after")
     def _integral_action_repeat(self) -> ReacherConfig:

@@ -1,6 +1,7 @@
 """The paper preset (deploy/env/reacher-paper.yaml): the authors' reacher on our PyBullet arm."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from sim.behaviour import make_expert, run_episode
 from sim.config import ReacherConfig
 from sim.contexts import wrap_angle
 from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv, path_distance
+from sim.robot import ASSETS_DIR
 
 PRESET = REPO / "deploy" / "env" / "reacher-paper.yaml"
 
@@ -167,3 +169,8 @@ def test_expert_reaches_in_about_the_handcrafted_time(env_class: type[Rotational
     outcomes = [run_episode(env, expert, rng, float(theta), seed) for seed, theta in enumerate(angles)]
     assert all(success for _, _, success in outcomes)
     assert all(12 <= steps <= 20 for _, steps, _ in outcomes)
+
+
+def test_a_bare_urdf_name_is_a_bundled_asset() -> None:
+    assert ReacherConfig.model_validate({"urdf": "reacher_paper.urdf"}).urdf == ASSETS_DIR / "reacher_paper.urdf"
+    assert ReacherConfig.model_validate({"urdf": "mine.urdf"}).urdf == Path("mine.urdf")  # not bundled: as given

@@ -38,6 +38,7 @@ from pipeline.gate.signing import SIGNING_KEY_ENV, init_keys
 from pipeline.ingest import REPORT_MD as INGEST_REPORT_MD
 from pipeline.ingest import IngestConfig, QualityReport, find_bags, ingest
 from pipeline.ingest.config import config_for_robot
+from pipeline.ingest.dataset import uses_shards
 from pipeline.io import ConfigError, UserInputError, load_config
 from sim import ARM_ENV_ID
 from sim.behaviour import RecipeName
@@ -180,15 +181,19 @@ def _ingest(
     strict: bool,
     overwrite: bool,
     executor: Executor = LOCAL,
+    shards: bool | None = None,
 ) -> QualityReport:
     bag_folders = find_bags(bags)
-    with _progress(f"Ingesting {len(bag_folders)} bags into {dataset_id}", len(bag_folders)) as advance:
+    sharded = uses_shards(bag_folders, shards)
+    mode = " (shard mode: one shard per bag, merged)" if sharded else ""
+    with _progress(f"Ingesting {len(bag_folders)} bags into {dataset_id}{mode}", len(bag_folders)) as advance:
         folder, report = ingest(
             bag_folders,
             config,
             dataset_id,
             workers=workers,
             executor=executor,
+            shards=sharded,
             strict=strict,
             overwrite=overwrite,
             on_bag=advance,
@@ -216,6 +221,14 @@ def ingest_command(
     ] = None,
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
+    shards: Annotated[
+        bool | None,
+        typer.Option(
+            "--shards/--no-shards",
+            help="Each task writes its bag as a dataset shard and the driver merges them (same dataset, "
+            "driver memory flat in the fleet size). Default: shards above 1 GiB of bags.",
+        ),
+    ] = None,
 ) -> None:
     """Turn ROS 2 bags into a Minari dataset (in $MINARI_DATASETS_PATH) with a quality report."""
     with _user_errors():
@@ -227,7 +240,7 @@ def ingest_command(
         else:
             mapping = config_for_robot(robot) if robot is not None else IngestConfig()
         name = "reacher" if robot is None else Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
-        _ingest(bags, mapping, dataset_id or f"symgate/{name}-fleet-v0", workers, strict, overwrite, run_on)
+        _ingest(bags, mapping, dataset_id or f"symgate/{name}-fleet-v0", workers, strict, overwrite, run_on, shards)
 
 
 @ingest_app.command("inspect")

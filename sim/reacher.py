@@ -23,6 +23,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, SupportsFloat
 
 import gymnasium as gym
@@ -37,6 +38,33 @@ from sim.robot import load_robot_description
 
 #: Action field group (joint torques, N·m).
 ACTION_FIELD = "joint_effort"
+
+
+@dataclass(frozen=True)
+class ArmSceneFacts:
+    """A reset arm as a viewer needs it: the simulator holding it and what its URDF and task say.
+
+    Attributes:
+        bullet: The env's PyBullet client (``p.DIRECT``).
+        body: The arm's body id in it.
+        urdf_path: The URDF the body was loaded from.
+        base_link: The URDF's root link (the base frame).
+        joint_names: Controlled joints, in action order.
+        held_joints: Positions of the uncontrolled movable joints (unlisted: 0).
+        end_effector_link: The link whose frame must reach the goal.
+        goal: The goal in the world frame, x, y, z (m).
+        success_radius: The goal's radius, m.
+    """
+
+    bullet: Any
+    body: int
+    urdf_path: Path
+    base_link: str
+    joint_names: tuple[str, ...]
+    held_joints: Mapping[str, float]
+    end_effector_link: str
+    goal: NDArray[np.float64]
+    success_radius: float
 
 
 @dataclass(frozen=True)
@@ -346,6 +374,22 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
     def idle_command(self) -> NDArray[np.float64]:
         """Zero torque."""
         return np.zeros(2)
+
+    def command(self, action: Any) -> NDArray[np.float64]:
+        """The joint torques an action applies (:meth:`torque`)."""
+        return self.torque(action)
+
+    def scene(self) -> ArmSceneFacts:
+        """The reset arm for viewers; the goal at the height of the hand (the arm's plane)."""
+        bc, body = self._bullet, self._body
+        links = [bc.getJointInfo(body, i)[12].decode() for i in range(bc.getNumJoints(body))]
+        height = bc.getLinkState(body, links.index(self.robot.hand_link), computeForwardKinematics=True)[4][2]
+        goal = np.array([*self.goal_position, height], dtype=np.float64)
+        root = bc.getBodyInfo(body)[0].decode()
+        return ArmSceneFacts(
+            bc, body, self.robot.urdf_path, root, self.robot.joint_names, {}, self.robot.hand_link, goal,
+            self.config.success_radius,
+        )  # fmt: skip
 
     def _read_out(
         self, applied: NDArray[np.float64], hands: NDArray[np.float64] | None = None

@@ -17,6 +17,10 @@ TABLES: tuple[TableName, ...] = ("2", "7", "2c", "8", "1")
 OfflineTable = Literal["2", "7", "2c", "8"]
 #: The tables whose number of updates ``steps`` must give (Table 8 defaults to Table 2's).
 _STEPPED: tuple[OfflineTable, ...] = ("2", "7", "2c")
+#: The reacher: ``default`` (``sim.config.ReacherConfig()``) or ``paper`` (``deploy/env/reacher-paper.yaml``).
+EnvPreset = Literal["default", "paper"]
+#: How the offline-RL datasets cover contexts: one context, or the authors' random start poses × C4.
+DataProtocol = Literal["one-context", "c4-poses"]
 
 
 def _full_protocol_steps() -> dict[OfflineTable, int]:
@@ -39,7 +43,14 @@ class OfflineRLSettings(BaseModel):
         ("none", "aug-d", "aug-d-online", "dac-latent", "dac-output"),
         description="Table 8: the strategies applied to the critic only (columns; the actor is not augmented).",
     )
-    trajectories: int = Field(10, ge=1, description="Trajectories per dataset, all collected in context 0.")
+    trajectories: int = Field(
+        10, ge=1, description="Trajectories per dataset (one-context) or random start poses (c4-poses: 4 each)."
+    )
+    data_protocol: DataProtocol = Field(
+        "one-context",
+        description="one-context: every trajectory in context 0 from the start pose; c4-poses: each random start "
+        "pose in the 4 C4 rotations (the authors' collection script).",
+    )
     steps: dict[OfflineTable, int] = Field(
         default_factory=_full_protocol_steps,
         description="Gradient updates per run, by table (the presets' 20000 for the full protocol); "
@@ -91,5 +102,6 @@ class ExperimentConfig(BaseModel):
     test_contexts: int = Field(100, ge=1, description="Held-out rotations, uniform on the circle, ≥ 5° from training.")
     train_episodes: int = Field(20, ge=1, description="Evaluation episodes on the training context(s).")
     gamma: float = Field(0.95, gt=0.0, le=1.0, description="Discount of the returns (the paper: 0.95).")
+    env: EnvPreset = Field("default", description="The reacher: default, or paper (deploy/env/reacher-paper.yaml).")
     offline_rl: OfflineRLSettings = Field(default_factory=OfflineRLSettings, description="Tables 2, 7 and 2c.")
     distillation: DistillationSettings = Field(default_factory=DistillationSettings, description="Table 1.")

@@ -190,7 +190,7 @@ def dataset_specs(experiment: ExperimentConfig) -> list[DatasetSpec]:
     """One fresh expert dataset over the C4 contexts per seed."""
     settings = experiment.distillation
     return [
-        DatasetSpec("expert", True, seed, settings.trajectories, C4_CONTEXTS, experiment.test_contexts)
+        DatasetSpec("expert", True, seed, settings.trajectories, C4_CONTEXTS, experiment.test_contexts, experiment.env)
         for seed in range(experiment.distillation_seeds)
     ]
 

@@ -1,4 +1,4 @@
-"""Tables 2, 7, 2c and 8: pessimistic offline RL on data from one context, tested on unseen rotations.
+"""Tables 2, 7, 2c and 8: pessimistic offline RL on data from one context (or C4 poses), tested on unseen rotations.
 
 One job per (recipe, strategy): the recipe's paper preset (``deploy/train/paper-{iql,cql}-*.yaml``)
 with the strategy on the actor (Table 8: on the critic only), every seed a member of one vectorised
@@ -26,7 +26,14 @@ import numpy as np
 
 from pipeline import REPO
 from pipeline.experiment.config import ExperimentConfig, OfflineTable
-from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, dataset_sha256, eval_env_spec, expert_returns
+from pipeline.experiment.data import (
+    C4_CONTEXTS,
+    ONE_CONTEXT,
+    DatasetSpec,
+    dataset_sha256,
+    eval_env_spec,
+    expert_returns,
+)
 from pipeline.io import atomic_write_json, load_config, sha256_file, sha256_json
 from pipeline.train.config import AppliedTo, Strategy, TrainConfig
 from sim.behaviour import RecipeName
@@ -79,10 +86,20 @@ def preset_path(table: OfflineTable, recipe: RecipeName, presets: Path = PRESETS
 
 
 def datasets_of(table: OfflineTable, recipe: RecipeName, experiment: ExperimentConfig) -> tuple[DatasetSpec, ...]:
-    """One dataset per seed: the recipe's trajectories from one context (continuous torques for 2c)."""
+    """One dataset per seed: the recipe's trajectories by the data protocol (continuous torques for 2c)."""
     settings = experiment.offline_rl
+    cover = ONE_CONTEXT if settings.data_protocol == "one-context" else C4_CONTEXTS
     return tuple(
-        DatasetSpec(recipe, table != "2c", seed, settings.trajectories, ONE_CONTEXT, experiment.test_contexts)
+        DatasetSpec(
+            recipe,
+            table != "2c",
+            seed,
+            settings.trajectories,
+            cover,
+            experiment.test_contexts,
+            experiment.env,
+            settings.data_protocol,
+        )
         for seed in range(experiment.seeds)
     )
 

@@ -1,6 +1,7 @@
 """Latency of the exported ONNX policies at batch 1 (what the robot pays each control tick) vs a bare MLP.
 
-For both shipped robot profiles (``reacher`` and ``kuka_iiwa``, ``features: reach``) a small fleet
+For both shipped robot profiles (``reacher`` and ``kuka_iiwa``, ``features: reach``) and for the
+paper's reacher without a profile (``paper``: ``features: reacher``, what ``make demo`` serves) a small fleet
 is recorded, ingested, trained for a few IQL updates with ``canonical`` and with ``dac-output``
 (the plain graph: the symmetry is in the training loss only) and exported through the real
 pipeline. Each graph then answers single observations through ONNX Runtime
@@ -35,7 +36,7 @@ CALLS = 20_000  # timed calls per graph
 BLOCK = 500  # calls per graph before switching to the other (alternation spreads machine noise over both)
 WARMUP = 500
 HIDDEN = (256, 256)  # TrainConfig's default
-ROBOTS = ("reacher", "kuka_iiwa")
+ROBOTS = ("reacher", "paper", "kuka_iiwa")  # paper: the reacher without a profile, features: reacher
 STRATEGIES = ("canonical", "dac-output")
 P50_TARGET, P99_TARGET = 1.5, 2.0  # ≤ this many times the bare MLP's p50 and p99
 
@@ -92,24 +93,24 @@ def alternating_latencies_us(calls: dict[str, Callable[[int], object]], count: i
     return out
 
 
-def trained_model(work: Path, robot: str, strategy: str) -> Path:
-    """fleet → ingest → IQL (a few updates) → export for a robot profile, through the real pipeline."""
+def trained_model(work: Path, key: str, strategy: str) -> Path:
+    """fleet → ingest → IQL (a few updates) → export for a robot profile (or ``paper``), through the real pipeline."""
     from pipeline.export.export import export_run
     from pipeline.fleet import FleetConfig, record_fleet
-    from pipeline.ingest import ingest
+    from pipeline.ingest import IngestConfig, ingest
     from pipeline.ingest.config import config_for_robot
     from pipeline.train import TrainConfig, train
 
-    dataset = f"symgate/bench-inference-{robot}-v0"
-    fleet = work / f"fleet-{robot}"
+    robot = None if key == "paper" else key
+    dataset = f"symgate/bench-inference-{key}-v0"
+    fleet = work / f"fleet-{key}"
     if not fleet.exists():
         record_fleet(FleetConfig.model_validate({"robot": robot, "robots": 1, "episodes": 3}), fleet, workers=1)
-        ingest([fleet], config_for_robot(robot), dataset, workers=1)
+        ingest([fleet], config_for_robot(robot) if robot else IngestConfig(), dataset, workers=1)
     steps = 20
     config = TrainConfig.model_validate(
         {
-            "robot": robot,
-            "features": "reach",
+            **({"robot": robot, "features": "reach"} if robot else {"features": "reacher"}),
             "hidden": HIDDEN,
             "steps": steps,
             "batch_size": 64,
@@ -119,10 +120,10 @@ def trained_model(work: Path, robot: str, strategy: str) -> Path:
             "augmentation": {"strategy": strategy},
         }
     )
-    run = work / f"run-{robot}-{strategy}"
+    run = work / f"run-{key}-{strategy}"
     train(config, dataset, run)
-    export_run(run, work / f"model-{robot}-{strategy}")
-    return work / f"model-{robot}-{strategy}"
+    export_run(run, work / f"model-{key}-{strategy}")
+    return work / f"model-{key}-{strategy}"
 
 
 def measure(model: Path, work: Path, label: str) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:

@@ -60,19 +60,15 @@ def measure(command: list[str], rate_hz: int) -> dict[str, float]:
     """Start a server process, feed it at ``rate_hz`` for DURATION_S, return latency, misses and CPU."""
     from geometry_msgs.msg import Point, PointStamped
     from lifecycle_msgs.msg import Transition
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Header
 
-    from pipeline.serve.launch import LifecycleClient
+    from pipeline.serve.launch import LifecycleClient, spinning
 
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     node = LifecycleClient()  # drives the server's lifecycle, records its command trace, and is the sensor
     joint_states = node.create_publisher(JointState, "/joint_states", 10)
     goal = node.create_publisher(PointStamped, "/goal", 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
     stop = threading.Event()
 
     def sensor() -> None:
@@ -94,25 +90,25 @@ def measure(command: list[str], rate_hz: int) -> dict[str, float]:
             deadline += period
             time.sleep(max(0.0, deadline - time.monotonic()))
 
-    feeder = threading.Thread(target=sensor, daemon=True)
-    feeder.start()
-    try:
-        if "symgate_ros.policy_server" in command:
-            assert node.transition(Transition.TRANSITION_CONFIGURE), "configure refused"
-            assert node.transition(Transition.TRANSITION_ACTIVATE), "activate refused"
-        time.sleep(2.0)  # warm-up, discovery
-        node.trace_latency_s.clear()
-        cpu0, wall0 = cpu_seconds(process.pid), time.monotonic()
-        time.sleep(DURATION_S)
-        cpu1, wall1 = cpu_seconds(process.pid), time.monotonic()
-        latencies = np.asarray(node.trace_latency_s[:]) * 1e3
-    finally:
-        stop.set()
-        feeder.join()
-        process.terminate()
-        process.wait(timeout=10)
-        executor.shutdown()
-        node.destroy_node()
+    with spinning(node):
+        feeder = threading.Thread(target=sensor, daemon=True)
+        feeder.start()
+        try:
+            if "symgate_ros.policy_server" in command:
+                assert node.transition(Transition.TRANSITION_CONFIGURE), "configure refused"
+                assert node.transition(Transition.TRANSITION_ACTIVATE), "activate refused"
+            time.sleep(2.0)  # warm-up, discovery
+            node.trace_latency_s.clear()
+            cpu0, wall0 = cpu_seconds(process.pid), time.monotonic()
+            time.sleep(DURATION_S)
+            cpu1, wall1 = cpu_seconds(process.pid), time.monotonic()
+            latencies = np.asarray(node.trace_latency_s[:]) * 1e3
+        finally:
+            stop.set()
+            feeder.join()
+            process.terminate()
+            process.wait(timeout=10)
+    node.destroy_node()
     expected = rate_hz * (wall1 - wall0)
     return {
         "p50_ms": float(np.percentile(latencies, 50)),

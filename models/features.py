@@ -91,6 +91,8 @@ class ReacherFeatures(FeatureExtractor):
     Attributes:
         link_lengths: Shoulder→elbow and elbow→hand distances in m.
         joint_names: Shoulder and elbow joint names.
+        signal_indices: Observation indices of the shoulder and elbow positions, their velocities,
+            and the goal's x and y, in that order.
     """
 
     def __init__(
@@ -119,6 +121,19 @@ class ReacherFeatures(FeatureExtractor):
         self.observation_names = tuple(observation_names)
         self.joint_names = (shoulder, elbow)
         self.link_lengths = (float(link_lengths[0]), float(link_lengths[1]))
+        self.signal_indices = tuple(
+            observation_indices(
+                self.observation_names,
+                (
+                    f"joint_position.{shoulder}",
+                    f"joint_position.{elbow}",
+                    f"joint_velocity.{shoulder}",
+                    f"joint_velocity.{elbow}",
+                    "goal_position.x",
+                    "goal_position.y",
+                ),
+            )
+        )
         (
             self._shoulder_position,
             self._elbow_position,
@@ -126,17 +141,7 @@ class ReacherFeatures(FeatureExtractor):
             self._elbow_velocity,
             self._goal_x,
             self._goal_y,
-        ) = observation_indices(
-            self.observation_names,
-            (
-                f"joint_position.{shoulder}",
-                f"joint_position.{elbow}",
-                f"joint_velocity.{shoulder}",
-                f"joint_velocity.{elbow}",
-                "goal_position.x",
-                "goal_position.y",
-            ),
-        )
+        ) = self.signal_indices
         self.feature_names = (
             *(f"{point}_from_goal.{axis}" for point in ("shoulder", "elbow", "hand") for axis in ("x", "y")),
             f"joint_velocity.{shoulder}",

@@ -7,6 +7,7 @@ progress on long work, and turns bad input into a one-line error naming the file
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from pipeline.gate.signing import SIGNING_KEY_ENV, init_keys
 from pipeline.ingest import REPORT_MD as INGEST_REPORT_MD
 from pipeline.ingest import IngestConfig, QualityReport, find_bags, ingest
 from pipeline.ingest.config import config_for_robot
+from pipeline.ingest.dataset import uses_shards
 from pipeline.io import ConfigError, UserInputError, load_config
 from sim import ARM_ENV_ID
 from sim.behaviour import RecipeName
@@ -180,15 +182,19 @@ def _ingest(
     strict: bool,
     overwrite: bool,
     executor: Executor = LOCAL,
+    shards: bool | None = None,
 ) -> QualityReport:
     bag_folders = find_bags(bags)
-    with _progress(f"Ingesting {len(bag_folders)} bags into {dataset_id}", len(bag_folders)) as advance:
+    sharded = uses_shards(bag_folders, shards)
+    mode = " (shard mode: one shard per bag, merged)" if sharded else ""
+    with _progress(f"Ingesting {len(bag_folders)} bags into {dataset_id}{mode}", len(bag_folders)) as advance:
         folder, report = ingest(
             bag_folders,
             config,
             dataset_id,
             workers=workers,
             executor=executor,
+            shards=sharded,
             strict=strict,
             overwrite=overwrite,
             on_bag=advance,
@@ -216,6 +222,14 @@ def ingest_command(
     ] = None,
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
+    shards: Annotated[
+        bool | None,
+        typer.Option(
+            "--shards/--no-shards",
+            help="Each task writes its bag as a dataset shard and the driver merges them (same dataset, "
+            "driver memory flat in the fleet size). Default: shards above 1 GiB of bags.",
+        ),
+    ] = None,
 ) -> None:
     """Turn ROS 2 bags into a Minari dataset (in $MINARI_DATASETS_PATH) with a quality report."""
     with _user_errors():
@@ -227,7 +241,7 @@ def ingest_command(
         else:
             mapping = config_for_robot(robot) if robot is not None else IngestConfig()
         name = "reacher" if robot is None else Path(robot).stem if robot.endswith((".yaml", ".yml")) else robot
-        _ingest(bags, mapping, dataset_id or f"symgate/{name}-fleet-v0", workers, strict, overwrite, run_on)
+        _ingest(bags, mapping, dataset_id or f"symgate/{name}-fleet-v0", workers, strict, overwrite, run_on, shards)
 
 
 @ingest_app.command("inspect")
@@ -841,9 +855,66 @@ experiment_app = typer.Typer(help="Reproduce the paper's experiments on our reac
 app.add_typer(experiment_app, name="experiment")
 
 
+#: ``--max-hours`` of the experiment commands.
+MaxHoursOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Start no dataset build or training job after this many hours; rerun the same command to go on "
+        "(finished jobs are reused).",
+    ),
+]
+
+
+def _experiment_runner(
+    quick: bool,
+    config: Path | None,
+    seeds: int | None,
+    device: str,
+    workers: int | None,
+    out: Path,
+    results: Path,
+    executor: str,
+    ray_address: str | None,
+    max_hours: float | None,
+) -> Any:
+    """The :class:`~pipeline.experiment.Runner` the options describe (options checked here)."""
+    from pipeline import REPO
+    from pipeline.experiment import ExperimentConfig, Runner
+
+    run_on = executor_from_options(executor, ray_address)
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {device}: expected auto, cpu or cuda")
+    path = config or REPO / "deploy" / "experiment" / ("paper-quick.yaml" if quick else "paper.yaml")
+    experiment = load_config(path, ExperimentConfig)
+    if seeds is not None:
+        experiment = experiment.model_copy(update={"seeds": seeds, "distillation_seeds": seeds})
+    return Runner(
+        experiment,
+        mode="quick" if quick else "full",
+        work=out,
+        results=results,
+        workers=workers or os.cpu_count() or 1,
+        device=device,
+        progress=_progress,
+        executor=run_on,
+        stop_after=None if max_hours is None else max_hours * 3600.0,
+    )
+
+
+def _stopped(stop: Any, runner: Any) -> None:
+    console.print(
+        f"Table {stop.table}: stopped by --max-hours with {stop.left} left ({len(runner.trained)} job(s) trained "
+        f"now, {len(runner.reused)} reused); rerun the same command to continue.",
+        soft_wrap=True,
+    )
+
+
 @experiment_app.command("paper")
 def experiment_paper(
-    table: Annotated[str, typer.Option(help="2 (IQL), 7 (CQL), 1 (distillation), 2c (continuous IQL) or all.")] = "all",
+    table: Annotated[
+        str, typer.Option(help="2 (IQL), 7 (CQL), 1 (distillation), 2c (continuous IQL), 8 (critic-only DA) or all.")
+    ] = "all",
     seeds: Annotated[int | None, typer.Option(min=2, help="Override the seed count (Table 1's too).")] = None,
     quick: Annotated[
         bool, typer.Option(help="3 seeds and fewer updates (deploy/experiment/paper-quick.yaml).")
@@ -855,42 +926,103 @@ def experiment_paper(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Parallel worker processes (default: one per CPU core).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Work folder: bags, datasets, runs.")] = Path("experiments_out"),
+    out: Annotated[Path, typer.Option(help="Work folder: bags, datasets, runs (reused by reruns).")] = Path(
+        "experiments_out"
+    ),
     results: Annotated[Path, typer.Option(help="Tables go to RESULTS/quick or RESULTS/full.")] = Path("results"),
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
+    max_hours: MaxHoursOption = None,
 ) -> None:
-    """Rerun the paper's protocol (arXiv 2607.02288) and write our numbers beside the paper's."""
-    from pipeline import REPO
-    from pipeline.experiment import TABLES, ExperimentConfig, Runner
+    """Rerun the paper's protocol (arXiv 2607.02288) and write our numbers beside the paper's.
+
+    Reruns with the same --out skip every dataset and training job already computed with the same config.
+    """
+    from pipeline.experiment import TABLES
+    from pipeline.experiment.runner import TimeBudgetError
 
     with _user_errors():
-        run_on = executor_from_options(executor, ray_address)
         chosen = TABLES if table == "all" else (table,)
         if any(t not in TABLES for t in chosen):
             raise ConfigError(f"--table {table}: expected one of {', '.join(TABLES)} or all")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device {device}: expected auto, cpu or cuda")
-        path = config or REPO / "deploy" / "experiment" / ("paper-quick.yaml" if quick else "paper.yaml")
-        experiment = load_config(path, ExperimentConfig)
-        if seeds is not None:
-            experiment = experiment.model_copy(update={"seeds": seeds, "distillation_seeds": seeds})
-        runner = Runner(
-            experiment,
-            mode="quick" if quick else "full",
-            work=out,
-            results=results,
-            workers=workers or os.cpu_count() or 1,
-            device=device,
-            progress=_progress,
-            executor=run_on,
+        runner = _experiment_runner(
+            quick, config, seeds, device, workers, out, results, executor, ray_address, max_hours
         )
         for name in chosen:
             console.rule(f"[bold]Table {name}")
             started = time.perf_counter()
-            markdown = runner.run(name)  # type: ignore[arg-type]
+            try:
+                markdown = runner.run(name)
+            except TimeBudgetError as stop:
+                _stopped(stop, runner)
+                return
             console.print(Markdown(markdown.read_text(encoding="utf-8").split("\n\n![")[0]))
-            console.print(f"Table {name}: {markdown} ({(time.perf_counter() - started) / 60:.1f} min)", soft_wrap=True)
+            console.print(
+                f"Table {name}: {markdown} ({(time.perf_counter() - started) / 60:.1f} min; "
+                f"{len(runner.trained)} job(s) trained, {len(runner.reused)} reused)",
+                soft_wrap=True,
+            )
+
+
+@experiment_app.command("tune-lambda")
+def experiment_tune_lambda(
+    table: Annotated[str, typer.Option(help="2 (IQL), 7 (CQL) or all.")] = "all",
+    seeds: Annotated[int | None, typer.Option(min=2, help="Override the seed count.")] = None,
+    quick: Annotated[
+        bool, typer.Option(help="3 seeds and fewer updates (deploy/experiment/paper-quick.yaml).")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment YAML (default: deploy/experiment/paper[-quick].yaml).")
+    ] = None,
+    presets: Annotated[
+        Path | None, typer.Option(help="Folder of the paper-{iql,cql}-*.yaml presets to tune (default: deploy/train).")
+    ] = None,
+    write: Annotated[bool, typer.Option(help="Write the chosen λ into the presets (else only the record).")] = True,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Parallel worker processes (default: one per CPU core).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Work folder: bags, datasets, runs (reused by reruns).")] = Path(
+        "experiments_out"
+    ),
+    results: Annotated[Path, typer.Option(help="The record goes to RESULTS/<quick|full>/lambda-table<N>.json.")] = Path(
+        "results"
+    ),
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    max_hours: MaxHoursOption = None,
+) -> None:
+    """Tune DAC-Output's λ in {1, 10, 100} per recipe on the validation contexts (never the test ones).
+
+    The presets' other hyper-parameters (the tuned baselines) stay frozen; the chosen λ is written into
+    each recipe's preset atomically.
+    """
+    from pipeline.experiment.offline_rl import PRESETS
+    from pipeline.experiment.runner import TimeBudgetError
+    from pipeline.experiment.tuning import TUNABLE
+
+    with _user_errors():
+        chosen = TUNABLE if table == "all" else (table,)
+        if any(t not in TUNABLE for t in chosen):
+            raise ConfigError(f"--table {table}: expected one of {', '.join(TUNABLE)} or all")
+        runner = _experiment_runner(
+            quick, config, seeds, device, workers, out, results, executor, ray_address, max_hours
+        )
+        for name in chosen:
+            console.rule(f"[bold]λ for Table {name}")
+            try:
+                record = runner.tune(name, presets or PRESETS, write)
+            except TimeBudgetError as stop:
+                _stopped(stop, runner)
+                return
+            tuned = json.loads(record.read_text(encoding="utf-8"))["recipes"]
+            for recipe, entry in tuned.items():
+                scores = ", ".join(
+                    f"λ {c['lambda']:g}: {c['validation_return']['mean']:.2f}" for c in entry["candidates"].values()
+                )
+                where = f"written to {entry['preset']}" if entry["written"] else "not written"
+                console.print(f"{recipe}: λ = {entry['chosen']:g} ({scores}; {where})", soft_wrap=True)
+            console.print(f"Record: {record}", soft_wrap=True)
 
 
 @experiment_app.command("behaviour")

@@ -223,3 +223,5 @@ def _run_on_ray(
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+        if pending:  # a cancelled task has stopped (writing files, say) once its result resolves
+            ray.wait(pending, num_returns=len(pending), timeout=60)

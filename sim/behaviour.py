@@ -215,7 +215,17 @@ def _load_dqn_expert(env: RotationalReacherEnv, config: BehaviourConfig) -> DQNE
     if not isinstance(env, RotationalReacherDiscreteEnv):
         raise ValueError(f"expert: dqn acts on discrete actions; {type(env).__name__} has continuous torques")
     expert = DQNExpert.load(config.dqn_checkpoint)
-    ignore = {"contexts", "reset_context_set", "randomization"}  # what may differ between training and data
+    # What may differ between training and data: the contexts and the start pose (c4-poses data start the
+    # arm anywhere; the DQN acts on any state, though it was trained from one start pose only).
+    ignore = {
+        "contexts",
+        "reset_context_set",
+        "randomization",
+        "start_mode",
+        "start_shoulder_offset_deg",
+        "start_elbow_deg",
+        "start_noise_deg",
+    }
     trained, wanted = expert.env_config.model_dump(exclude=ignore), env.config.model_dump(exclude=ignore)
     if trained != wanted:
         changed = sorted(key for key in wanted if trained.get(key) != wanted[key])

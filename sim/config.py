@@ -6,10 +6,10 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sim.contexts import ContextSetName, ContextSets
-from sim.robot import DEFAULT_URDF
+from sim.robot import ASSETS_DIR, DEFAULT_URDF
 
 _Number = TypeVar("_Number", int, float)
 
@@ -61,7 +61,10 @@ class ReacherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    urdf: Path = Field(DEFAULT_URDF, description="Robot description (planar 2-link arm URDF).")
+    urdf: Path = Field(
+        DEFAULT_URDF,
+        description="Robot description (planar 2-link arm URDF); a bare name of a bundled one is found in sim/assets/.",
+    )
     physics_hz: int = Field(
         250, gt=0, description="Physics rate in Hz; an integer multiple of control_hz (240 Hz cannot give 50 Hz)."
     )
@@ -72,6 +75,16 @@ class ReacherConfig(BaseModel):
     goal_distance: float = Field(0.7, gt=0.0, description="Distance from the shoulder to the goal, in m.")
     success_radius: float = Field(
         0.05, gt=0.0, description="The episode succeeds when the hand is this close to the goal, in m."
+    )
+    success_rule: Literal["end_point", "swept_path"] = Field(
+        "end_point",
+        description="end_point: the hand at the end of a control step; swept_path: anywhere on its path in the step.",
+    )
+    gravity: float = Field(
+        9.81, ge=0.0, description="Gravity along -z, m/s²; the arm is horizontal, so it exerts no joint torque."
+    )
+    max_joint_speed: float | None = Field(
+        None, gt=0.0, description="Cap on each joint's speed in rad/s, enforced by the physics engine; null: none."
     )
     start_mode: Literal["relative", "fixed"] = Field(
         "relative",
@@ -89,7 +102,11 @@ class ReacherConfig(BaseModel):
         0.0,
         ge=0.0,
         le=1.0,
-        description="Weight w of progress shaping: r = (1-w)·success + w·(d_prev - d)/d_start; 0 = sparse reward.",
+        description="Weight w of the shaping: r = (1-w)·success + w·shaping (shaping_rule); 0 = sparse reward.",
+    )
+    shaping_rule: Literal["progress", "new_minimum"] = Field(
+        "progress",
+        description="progress: (d_prev - d)/d_start; new_minimum: (1 - d/d_max)/T on a step that sets a new minimum d.",
     )
     reset_context_set: ContextSetName = Field(
         "train", description="Set the context is drawn from at reset when options={'context': θ} is not given."
@@ -98,6 +115,12 @@ class ReacherConfig(BaseModel):
     randomization: DomainRandomization = Field(
         default_factory=DomainRandomization, description="Domain randomisation (all off by default)."
     )
+
+    @field_validator("urdf")
+    @classmethod
+    def _bundled_urdf(cls, value: Path) -> Path:
+        bundled = ASSETS_DIR / value
+        return bundled if value.parent == Path() and not value.exists() and bundled.is_file() else value
 
     @model_validator(mode="after")
     def _integral_action_repeat(self) -> ReacherConfig:

@@ -11,9 +11,10 @@ Observations are the raw signals a real arm reports, named component by componen
 and ``goal_position`` (x, y in the base frame). Actions are joint torques, continuous in
 ``[-τmax, τmax]²`` or one of the paper's 9 discrete torque pairs ``{-τmax, 0, τmax}²``.
 
-Reward: 1 and termination when the hand is within ``success_radius`` of the goal (optionally
-mixed with progress shaping), truncation at ``max_episode_steps``; the undiscounted return is at
-most 1.
+Reward: 1 and termination when the hand is within ``success_radius`` of the goal, judged at the
+end of the control step or (``success_rule: swept_path``) anywhere on the hand's path through the
+step's physics sub-steps; optionally mixed with shaping; truncation at ``max_episode_steps``; the
+undiscounted return is at most 1. ``deploy/env/reacher-paper.yaml`` is the authors' variant.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, SupportsFloat
 
 import gymnasium as gym
@@ -36,6 +38,33 @@ from sim.robot import load_robot_description
 
 #: Action field group (joint torques, N·m).
 ACTION_FIELD = "joint_effort"
+
+
+@dataclass(frozen=True)
+class ArmSceneFacts:
+    """A reset arm as a viewer needs it: the simulator holding it and what its URDF and task say.
+
+    Attributes:
+        bullet: The env's PyBullet client (``p.DIRECT``).
+        body: The arm's body id in it.
+        urdf_path: The URDF the body was loaded from.
+        base_link: The URDF's root link (the base frame).
+        joint_names: Controlled joints, in action order.
+        held_joints: Positions of the uncontrolled movable joints (unlisted: 0).
+        end_effector_link: The link whose frame must reach the goal.
+        goal: The goal in the world frame, x, y, z (m).
+        success_radius: The goal's radius, m.
+    """
+
+    bullet: Any
+    body: int
+    urdf_path: Path
+    base_link: str
+    joint_names: tuple[str, ...]
+    held_joints: Mapping[str, float]
+    end_effector_link: str
+    goal: NDArray[np.float64]
+    success_radius: float
 
 
 @dataclass(frozen=True)
@@ -56,6 +85,21 @@ class PhysicsSample:
 
 
 PhysicsListener = Callable[[PhysicsSample], None]
+
+
+def path_distance(point: NDArray[np.float64], path: NDArray[np.float64]) -> float:
+    """Distance from ``point`` to the polyline through ``path`` (shape ``(n, 2)``, n ≥ 1), in m.
+
+    For each segment [a, b]: t = clip((p - a)·(b - a) / |b - a|², 0, 1), distance |a + t·(b - a) - p|;
+    the result is the smallest over segments (the distance to ``path[0]`` when n = 1).
+    """
+    start, end = path[:-1], path[1:]
+    if len(start) == 0:
+        return float(np.linalg.norm(path[0] - point))
+    segment = end - start
+    length2 = np.maximum(np.einsum("ij,ij->i", segment, segment), 1e-300)
+    t = np.clip(np.einsum("ij,ij->i", point - start, segment) / length2, 0.0, 1.0)
+    return float(np.min(np.linalg.norm(start + t[:, None] * segment - point, axis=1)))
 
 
 class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
@@ -109,6 +153,8 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         self._physics_step = 0
         self._distance = 0.0
         self._start_distance = 1.0
+        self._min_distance = 0.0
+        self._hand = np.zeros(2)
 
     # ----------------------------------------------------------------------------- action space
     def _make_action_space(self) -> spaces.Space[Any]:
@@ -132,12 +178,15 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         bc = self._bullet
         bc.resetSimulation()
         bc.setTimeStep(1.0 / self.config.physics_hz)
-        bc.setGravity(0.0, 0.0, -9.81)
+        bc.setGravity(0.0, 0.0, -self.config.gravity)
         self._body = bc.loadURDF(
             str(self.robot.urdf_path), useFixedBase=True, flags=pybullet.URDF_USE_INERTIA_FROM_FILE
         )
         by_name = {bc.getJointInfo(self._body, i)[1].decode(): i for i in range(bc.getNumJoints(self._body))}
         self._joint_ids = [by_name[name] for name in self.robot.joint_names]
+        if self.config.max_joint_speed is not None:
+            for joint_id in self._joint_ids:
+                bc.changeDynamics(self._body, joint_id, maxJointVelocity=self.config.max_joint_speed)
         for link in range(-1, bc.getNumJoints(self._body)):
             bc.changeDynamics(self._body, link, linearDamping=0.0, angularDamping=0.0)
         self._goal_marker = -1
@@ -202,6 +251,7 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         self._physics_step = 0
         observation, info = self._read_out(np.zeros(2))
         self._start_distance = max(self._distance, self.config.success_radius)  # shaping normaliser
+        self._min_distance = self._distance
         return observation, info
 
     def step(self, action: Any) -> tuple[NDArray[np.float32], SupportsFloat, bool, bool, dict[str, Any]]:
@@ -210,21 +260,33 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
             raise RuntimeError("call reset() before step()")
         self._pending.append(self.torque(action))
         applied = self._pending.popleft()
+        swept = self.config.success_rule == "swept_path"
+        hands = [self._hand]
         for _ in range(self.config.action_repeat):
             self._set_torques(self._body, self._joint_ids, pybullet.TORQUE_CONTROL, forces=applied)
             self._step_simulation()
             self._physics_step += 1
-            if self._listeners:
+            if self._listeners or swept:
                 position, velocity = self._joint_state()
+                if swept:
+                    hands.append(self.robot.forward_kinematics(position)[1])
                 sample = PhysicsSample(self._physics_step, position, velocity, applied.copy())
                 for listener in self._listeners:
                     listener(sample)
         self._steps += 1
         previous = self._distance
-        observation, info = self._read_out(applied)
+        observation, info = self._read_out(applied, np.array(hands) if swept else None)
         success = info["is_success"]
         w = self.config.distance_shaping
-        reward = (1.0 - w) * float(success) + w * (previous - self._distance) / self._start_distance
+        if self.config.shaping_rule == "progress":
+            shaping = (previous - self._distance) / self._start_distance
+        else:  # the authors': paid only on a new minimum of the (path) distance, never on the success step
+            reach = info["path_distance"]
+            d_max = self.config.goal_distance + self.robot.reach
+            improved = reach < self._min_distance and not success
+            shaping = (1.0 - reach / d_max) / self.config.max_episode_steps if improved else 0.0
+            self._min_distance = min(self._min_distance, reach)
+        reward = (1.0 - w) * float(success) + w * shaping
         truncated = not success and self._steps >= self.config.max_episode_steps
         return observation, reward, success, truncated, info
 
@@ -313,17 +375,41 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         """Zero torque."""
         return np.zeros(2)
 
-    def _read_out(self, applied: NDArray[np.float64]) -> tuple[NDArray[np.float32], dict[str, Any]]:
-        """Read the robot once: update the hand-goal distance, return (observation, info)."""
+    def command(self, action: Any) -> NDArray[np.float64]:
+        """The joint torques an action applies (:meth:`torque`)."""
+        return self.torque(action)
+
+    def scene(self) -> ArmSceneFacts:
+        """The reset arm for viewers; the goal at the height of the hand (the arm's plane)."""
+        bc, body = self._bullet, self._body
+        links = [bc.getJointInfo(body, i)[12].decode() for i in range(bc.getNumJoints(body))]
+        height = bc.getLinkState(body, links.index(self.robot.hand_link), computeForwardKinematics=True)[4][2]
+        goal = np.array([*self.goal_position, height], dtype=np.float64)
+        root = bc.getBodyInfo(body)[0].decode()
+        return ArmSceneFacts(
+            bc, body, self.robot.urdf_path, root, self.robot.joint_names, {}, self.robot.hand_link, goal,
+            self.config.success_radius,
+        )  # fmt: skip
+
+    def _read_out(
+        self, applied: NDArray[np.float64], hands: NDArray[np.float64] | None = None
+    ) -> tuple[NDArray[np.float32], dict[str, Any]]:
+        """Read the robot once: update the hand-goal distance, return (observation, info).
+
+        ``hands``: the hand's positions at the step's physics sub-steps (swept-path success rule).
+        """
         position, velocity = self._joint_state()
         elbow, hand = self.robot.forward_kinematics(position)
+        self._hand = hand
         self._distance = float(np.linalg.norm(hand - self.goal_position))
+        reach = self._distance if hands is None else min(self._distance, path_distance(self.goal_position, hands))
         info = {
             "context": self.context,
             "elbow_position": elbow,
             "hand_position": hand,
             "distance": self._distance,
-            "is_success": self._distance <= self.config.success_radius,
+            "path_distance": reach,  # = distance under the end_point rule
+            "is_success": reach <= self.config.success_radius,
             "applied_torque": applied,
             "applied_command": applied,  # the key every SimulatedArm reports
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -10,11 +10,18 @@ from pipeline.train.config import Strategy
 from sim.behaviour import ExpertKind, RecipeName
 from sim.dqn_expert import DQNConfig
 
-#: The tables of arXiv 2607.02288 we reproduce; ``2c`` is Table 2 with continuous torques (not in the paper).
-TableName = Literal["2", "7", "1", "2c"]
-TABLES: tuple[TableName, ...] = ("2", "7", "2c", "1")
+#: The tables of arXiv 2607.02288 we reproduce; ``2c`` is Table 2 with continuous torques (not in the paper),
+#: ``8`` Table 2's IQL with the symmetry on the critic only (the paper's ablation).
+TableName = Literal["2", "7", "1", "2c", "8"]
+TABLES: tuple[TableName, ...] = ("2", "7", "2c", "8", "1")
 #: The offline-RL tables (Table 1 distils a given target instead).
-OfflineTable = Literal["2", "7", "2c"]
+OfflineTable = Literal["2", "7", "2c", "8"]
+#: The tables whose number of updates ``steps`` must give (Table 8 defaults to Table 2's).
+_STEPPED: tuple[OfflineTable, ...] = ("2", "7", "2c")
+#: The reacher: ``default`` (``sim.config.ReacherConfig()``) or ``paper`` (``deploy/env/reacher-paper.yaml``).
+EnvPreset = Literal["default", "paper"]
+#: How the offline-RL datasets cover contexts: one context, or the authors' random start poses × C4.
+DataProtocol = Literal["one-context", "c4-poses"]
 
 
 def _full_protocol_steps() -> dict[OfflineTable, int]:
@@ -33,23 +40,42 @@ class OfflineRLSettings(BaseModel):
         ("none", "aug-d", "aug-d-online", "dac-latent", "dac-output", "canonical"),
         description="How the C4 symmetry is imposed on the actor (columns of the tables).",
     )
-    trajectories: int = Field(10, ge=1, description="Trajectories per dataset, all collected in context 0.")
+    critic_strategies: tuple[Strategy, ...] = Field(
+        ("none", "aug-d", "aug-d-online", "dac-latent", "dac-output"),
+        description="Table 8: the strategies applied to the critic only (columns; the actor is not augmented).",
+    )
+    trajectories: int = Field(
+        10, ge=1, description="Trajectories per dataset (one-context) or random start poses (c4-poses: 4 each)."
+    )
+    data_protocol: DataProtocol = Field(
+        "one-context",
+        description="one-context: every trajectory in context 0 from the start pose; c4-poses: each random start "
+        "pose in the 4 C4 rotations (the authors' collection script).",
+    )
     steps: dict[OfflineTable, int] = Field(
         default_factory=_full_protocol_steps,
-        description="Gradient updates per run, by table (the presets' 20000 for the full protocol).",
+        description="Gradient updates per run, by table (the presets' 20000 for the full protocol); "
+        "Table 8 takes Table 2's unless given.",
     )
     target_updates: int = Field(
         200, gt=0, description="Hard target-network updates per run (every steps / target_updates updates)."
     )
     latent_consistency_weight: float = Field(100.0, ge=0.0, description="λ of DAC-Latent (the paper's 100).")
+    lambda_grid: tuple[float, ...] = Field(
+        (1.0, 10.0, 100.0), min_length=1, description="λ values `tune-lambda` tries for DAC-Output (the paper's)."
+    )
 
     @field_validator("steps")
     @classmethod
     def _every_table_positive(cls, value: dict[OfflineTable, int]) -> dict[OfflineTable, int]:
-        missing = sorted(set(get_args(OfflineTable)) - set(value))
+        missing = sorted(set(_STEPPED) - set(value))
         if missing or any(steps <= 0 for steps in value.values()):
             raise ValueError(f"needs a positive number of updates for tables 2, 7 and 2c (missing: {missing})")
         return value
+
+    def steps_of(self, table: OfflineTable) -> int:
+        """Gradient updates of one table's runs (Table 8: Table 2's unless given)."""
+        return self.steps.get(table, self.steps["2"])
 
 
 class DistillationSettings(BaseModel):
@@ -77,6 +103,7 @@ class ExperimentConfig(BaseModel):
     test_contexts: int = Field(100, ge=1, description="Held-out rotations, uniform on the circle, ≥ 5° from training.")
     train_episodes: int = Field(20, ge=1, description="Evaluation episodes on the training context(s).")
     gamma: float = Field(0.95, gt=0.0, le=1.0, description="Discount of the returns (the paper: 0.95).")
+    env: EnvPreset = Field("default", description="The reacher: default, or paper (deploy/env/reacher-paper.yaml).")
     behaviour: ExpertKind = Field(
         "analytic",
         description="Expert behind every dataset: analytic (IK + PD) or dqn (symmetric DQN, trained once, cached).",

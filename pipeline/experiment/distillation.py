@@ -202,7 +202,8 @@ def dataset_specs(experiment: ExperimentConfig, behaviour: BehaviourConfig | Non
             settings.trajectories,
             C4_CONTEXTS,
             experiment.test_contexts,
-            behaviour or BehaviourConfig(),
+            experiment.env,
+            behaviour=behaviour or BehaviourConfig(),
         )
         for seed in range(experiment.distillation_seeds)
     ]

@@ -1,7 +1,9 @@
 """The numbers arXiv 2607.02288 reports (test return, mean over 20 seeds; Table 1: 50 seeds).
 
 Rows are dataset recipes (Tables 2, 7) or target kinds (Table 1); columns are strategies or η_max.
-Cells the paper did not report are absent; Table 2c (continuous torques) has none.
+Cells the paper did not report are absent; Table 2c (continuous torques) has none, and neither has
+Table 8 (critic-only DA): ../shared/science.md records only its finding, that critic-only DA did
+nothing (only the actor is queried at test time), not its numbers.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ PAPER_TEST_RETURN: dict[TableName, dict[str, dict[str, float]]] = {
         "asymmetric": {"0.01": 0.76, "0.1": 0.73, "1": 0.68, "10": 0.23},
     },
     "2c": {},
+    "8": {},
 }
 
 #: Train return the paper reports where it differs from ~1.0 (Table 1, asymmetric target, η_max = 10).
@@ -47,6 +50,7 @@ TITLES: dict[TableName, str] = {
     "2": "Table 2: IQL, discrete actions, data from one context, symmetry on the actor",
     "7": "Table 7: CQL, discrete actions, data from one context, symmetry on the actor",
     "2c": "Table 2c: IQL, continuous torques (not in the paper), data from one context, symmetry on the actor",
+    "8": "Table 8: IQL, discrete actions, data from one context, symmetry on the critic only (paper: no gain)",
     "1": "Table 1: Q-network distilled onto symmetric vs asymmetric pessimistic targets (C4 training contexts)",
 }
 

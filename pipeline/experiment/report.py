@@ -74,7 +74,7 @@ class TableReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: TableName = Field(description="Which table: 2, 7, 1 or 2c.")
+    table: TableName = Field(description="Which table: 2, 7, 1, 2c or 8.")
     title: str = Field(description="What the table shows.")
     mode: str = Field(description="quick or full.")
     rows: list[str] = Field(description="Row names (recipes or target kinds).")

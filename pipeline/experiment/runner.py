@@ -5,6 +5,11 @@ action values for Table 1), so they run in parallel worker processes or Ray task
 torch thread; their results come back as plain numbers and are aggregated in this process, in job
 order, so the tables do not depend on what ran the jobs. On Ray, a training job asks for one GPU
 when ``--device cuda`` is given and for one CPU otherwise.
+
+Runs resume (:mod:`~pipeline.experiment.offline_rl`): datasets and finished training jobs whose
+config hashes match are reused, so a table can be computed over several runs. With a time budget
+(``stop_after``) no dataset build or training job starts once it is spent; the jobs already
+running finish and are saved, and the table is written by the run that completes its last job.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from typing import Any, TypeVar
 
 from pipeline.executor import LOCAL, ONE_CPU, Executor, Resources, run_unordered
 from pipeline.experiment.behaviour import behaviour_config
-from pipeline.experiment.config import ExperimentConfig, TableName
-from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset
+from pipeline.experiment.config import ExperimentConfig, OfflineTable, TableName
+from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset, dataset_is_built
 from pipeline.experiment.distillation import (
     TARGET_KINDS,
     dataset_specs,
@@ -27,13 +32,27 @@ from pipeline.experiment.distillation import (
     load_distillation_data,
     run_distillation,
 )
-from pipeline.experiment.offline_rl import plan_training, run_training
+from pipeline.experiment.offline_rl import PRESETS, TrainingJob, cached_result, plan_training, run_training
 from pipeline.experiment.report import build_report, write_report
+from pipeline.experiment.tuning import finish_tuning, plan_tuning
 from sim.behaviour import BehaviourConfig
 
 #: ``progress(description, total)`` → a context manager yielding ``advance()``.
 ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[..., None]]]
 T = TypeVar("T")
+
+
+class TimeBudgetError(Exception):
+    """The time budget ran out before a table's last job: the finished ones are saved for the next run.
+
+    Attributes:
+        table: The table that was cut short.
+        left: What is left for a later run, e.g. ``3 training job(s)``.
+    """
+
+    def __init__(self, table: str, left: str) -> None:
+        super().__init__(f"table {table}: the time budget ran out with {left} left")
+        self.table, self.left = table, left
 
 
 @contextmanager
@@ -60,6 +79,7 @@ class Runner:
         device: ``auto``, ``cpu`` or ``cuda`` for training.
         progress: Progress-bar factory.
         executor: Local worker processes, or Ray tasks (``work`` on storage every node mounts).
+        stop_after: Time budget in seconds from now: no dataset build or job starts after it (None: no limit).
     """
 
     def __init__(
@@ -73,6 +93,7 @@ class Runner:
         device: str = "auto",
         progress: ProgressFactory = _silent,
         executor: Executor = LOCAL,
+        stop_after: float | None = None,
     ) -> None:
         self.experiment = experiment
         self.mode = mode
@@ -84,7 +105,11 @@ class Runner:
         self.executor = executor
         self.datasets = self.work / "datasets"
         os.environ["MINARI_DATASETS_PATH"] = str(self.datasets)
-        self._built: set[str] = set()
+        self.deadline = None if stop_after is None else time.time() + stop_after
+        #: Names of the training jobs the last table reused from earlier runs, trained, and left for a later run.
+        self.reused: list[str] = []
+        self.trained: list[str] = []
+        self.pending: list[str] = []
 
     def _map(
         self, description: str, function: Callable[[Any], T], items: Sequence[Any], resources: Resources = ONE_CPU
@@ -114,34 +139,82 @@ class Runner:
 
     def _behaviour(self) -> BehaviourConfig:
         """The datasets' expert (``experiment.behaviour``); the DQN is trained here once and then cached."""
-        env = DatasetSpec("expert", True, 0, 1, ONE_CONTEXT, self.experiment.test_contexts).env()
+        env = DatasetSpec("expert", True, 0, 1, ONE_CONTEXT, self.experiment.test_contexts, self.experiment.env).env()
         return behaviour_config(self.experiment, env, self.work)
 
-    def _build_datasets(self, specs: Sequence[DatasetSpec]) -> None:
-        todo = list({spec.dataset_id: spec for spec in specs if spec.dataset_id not in self._built}.values())
+    def _build_datasets(self, table: str, specs: Sequence[DatasetSpec]) -> None:
+        """Build every dataset not already built from the same configs.
+
+        Raises:
+            TimeBudgetError: The time budget ran out before every dataset was there.
+        """
+        unique = {spec.dataset_id: spec for spec in specs}.values()
+        todo = [spec for spec in unique if not dataset_is_built(spec, self.work)]
         if todo:
-            self._map("datasets: fleet → bag → Minari", _build, [(spec, self.work) for spec in todo])
-            self._built.update(spec.dataset_id for spec in todo)
+            built = self._map(
+                "datasets: fleet → bag → Minari", _build, [(spec, self.work, self.deadline) for spec in todo]
+            )
+            missing = sum(dataset_id is None for dataset_id in built)
+            if missing:
+                raise TimeBudgetError(table, f"{missing} dataset build(s)")
+
+    def _train(self, table: str, description: str, jobs: Sequence[TrainingJob]) -> list[dict[str, Any]]:
+        """Every job's result in job order, reusing saved ones and training the rest.
+
+        Raises:
+            TimeBudgetError: The time budget left some jobs (or their datasets) for a later run.
+        """
+        results = {job.name: cached_result(job) for job in jobs}
+        self.reused = [name for name, result in results.items() if result is not None]
+        todo = [job for job in jobs if results[job.name] is None]
+        self.trained, self.pending = [], [job.name for job in todo]
+        if todo:
+            self._build_datasets(table, [spec for job in todo for spec in job.datasets])
+            # A training job on CUDA asks Ray for a GPU (Ray then sets CUDA_VISIBLE_DEVICES), else for a CPU.
+            gpu = Resources(num_cpus=1, num_gpus=1) if self.device == "cuda" else ONE_CPU
+            items = [(job, self.deadline) for job in todo]
+            for job, result in zip(todo, self._map(description, _train_job, items, gpu), strict=True):
+                results[job.name] = result
+            self.trained = [job.name for job in todo if results[job.name] is not None]
+            self.pending = [job.name for job in todo if results[job.name] is None]
+            if self.pending:
+                raise TimeBudgetError(table, f"{len(self.pending)} training job(s)")
+        return [result for result in results.values() if result is not None]
 
     def run(self, table: TableName) -> Path:
-        """Run one table and write it; returns the Markdown path."""
+        """Run one table and write it; returns the Markdown path.
+
+        Raises:
+            TimeBudgetError: The time budget ran out before the table's last job (finished jobs are saved).
+        """
         started = time.perf_counter()
         if table == "1":
             results, protocol = self._distillation()
         else:
-            jobs = plan_training(table, self.experiment, self.work, self.device, self._behaviour())
-            self._build_datasets([spec for job in jobs for spec in job.datasets])
-            # A training job on CUDA asks Ray for a GPU (Ray then sets CUDA_VISIBLE_DEVICES), else for a CPU.
-            gpu = Resources(num_cpus=1, num_gpus=1) if self.device == "cuda" else ONE_CPU
-            results = self._map(f"table {table}: train + evaluate", run_training, jobs, gpu)
+            jobs = plan_training(table, self.experiment, self.work, self.device, behaviour=self._behaviour())
+            results = self._train(table, f"table {table}: train + evaluate", jobs)
             protocol = {
                 "experiment": self.experiment.model_dump(mode="json"),
                 "jobs": {job.name: job.config.model_dump(mode="json") for job in jobs},
                 "datasets": sorted({spec.dataset_id for job in jobs for spec in job.datasets}),
+                "reused_jobs": self.reused,
+                "jobs_wall_s": sum(result["wall_s"] for result in results),
             }
-        device = results[0].get("device", self.device) if results else self.device
+        device = ", ".join(sorted({str(r.get("device", self.device)) for r in results})) or self.device
         report = build_report(table, self.mode, results, protocol, device, time.perf_counter() - started)
         return write_report(report, self.results)
+
+    def tune(self, table: OfflineTable, presets: Path = PRESETS, write: bool = True) -> Path:
+        """λ tuning (:mod:`~pipeline.experiment.tuning`) of one table; returns the JSON record's path.
+
+        Raises:
+            TimeBudgetError: The time budget ran out before the last candidate (finished ones are saved).
+        """
+        jobs = plan_tuning(table, self.experiment, self.work, self.device, presets, self._behaviour())
+        results = self._train(table, f"table {table}: tune λ on validation contexts", jobs)
+        return finish_tuning(
+            table, self.mode, jobs, results, self.experiment, self.results, presets=presets, write=write
+        )
 
     def _distillation(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         import torch
@@ -149,7 +222,9 @@ class Runner:
         from pipeline.train.trainer import resolve_device
 
         specs = dataset_specs(self.experiment, self._behaviour())
-        self._build_datasets(specs)
+        self._build_datasets("1", specs)
+        if self.deadline is not None and time.time() > self.deadline:
+            raise TimeBudgetError("1", "the distillation")
         data = load_distillation_data(
             specs,
             self.experiment.gamma,
@@ -170,8 +245,18 @@ class Runner:
         return results, protocol
 
 
-def _build(item: tuple[DatasetSpec, Path]) -> str:
-    return build_dataset(*item)
+def _build(item: tuple[DatasetSpec, Path, float | None]) -> str | None:
+    spec, work, deadline = item
+    if deadline is not None and time.time() > deadline:
+        return None  # out of time: left for the next run
+    return build_dataset(spec, work)
+
+
+def _train_job(item: tuple[TrainingJob, float | None]) -> dict[str, Any] | None:
+    job, deadline = item
+    if deadline is not None and time.time() > deadline:
+        return None  # out of time: left for the next run
+    return run_training(job)
 
 
 def _action_values(item: tuple[Any, Sequence[str], dict[str, Any], float, BehaviourConfig]) -> Any:

@@ -8,8 +8,9 @@ normalisation, the deterministic policy head, action scaling and clipping. Befor
 written, ONNX Runtime must reproduce torch on ≥ 10k states (max |Δ| ≤ 1e-5, or identical
 discrete actions) and ``onnx.checker`` must pass; the numbers go into the contract.
 
-Reach-feature Gaussian policies (``features: reach``, any robot profile) are exported as the lean
-float32 graph of :mod:`pipeline.export.lean` (~20-30 nodes, Gemms and a 4x4 MatMul per joint);
+Link-point Gaussian policies (``features: reach`` of any robot profile, and the paper's
+``features: reacher``) are exported as the lean float32 graph of :mod:`pipeline.export.lean`
+(~20-30 nodes, Gemms and a 4x4 MatMul per joint);
 everything else traces :class:`ExportedPolicy`, the training modules in float64. The reference of
 the parity check is :class:`ExportedPolicy` in float64 either way.
 """

@@ -1,4 +1,4 @@
-r"""The lean ONNX graph of a reach-feature Gaussian policy: float32, every linear piece folded into Gemms.
+r"""The lean ONNX graph of a link-point Gaussian policy: float32, every linear piece folded into Gemms.
 
 At batch 1 ONNX Runtime pays about a microsecond per node, and float64 gets no prepacked or fused
 kernels, so the graph the training modules trace (float64, ~140-225 nodes: gathers, the canonical
@@ -23,6 +23,11 @@ MLPs. This module computes the *same function* in float32 with few nodes:
    :math:`(c_φ, s_φ) = (1, 0)`, as ``atan2(0, 0) = 0`` does.
 5. **Head.** The output layer keeps only the mean's columns; ``tanh``, the action box and the clamp.
 
+Both link-point feature kinds take this path: ``reach`` (:class:`~models.kinematics.ReachFeatures`,
+the URDF chain of any profile) and ``reacher`` (:class:`~models.features.ReacherFeatures`, the
+paper's planar shoulder/elbow/hand points, whose chain is two z-axis joints ``l₁`` apart and a hand
+``l₂`` further; its goal is planar, so the goal's ``z`` is 0).
+
 :func:`lean_policy` returns ``None`` where these assumptions do not hold (other features, a mirror
 group, actions the rotation moves, prismatic joints, discrete actions); the exporter then traces
 the training modules. Either way the exporter checks the graph against the float64 training
@@ -33,12 +38,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from models.features import ReacherFeatures
 from models.kinematics import LinkPoints, ReachFeatures
 from models.layers import EnsembleLinear
 from models.networks import GaussianTanhActor
@@ -63,6 +70,58 @@ def _homogeneous(rotation: NDArray[np.float64], translation: NDArray[np.float64]
         out[:3, 3] = translation
         out[3, 3] = 1.0
     return out
+
+
+@dataclass(frozen=True)
+class _ChainStep:
+    """A step of a kinematic chain, as :class:`models.kinematics.TreeStepLike` describes it."""
+
+    parent: int
+    origin: NDArray[np.float64]
+    joint: int | None
+    axis: NDArray[np.float64] = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
+    prismatic: bool = False
+
+
+@dataclass(frozen=True)
+class _LinkPointLayout:
+    """What the lean graph needs of a link-point feature module: the chain and where each number goes.
+
+    Features are ``(points(q) - goal).flatten()[keep]`` (goal axes missing from the observation are
+    0), then the joint velocities at ``velocity_index``.
+    """
+
+    observation_names: tuple[str, ...]
+    points: LinkPoints
+    position_index: list[int]  # observation index of each tree joint's position
+    velocity_index: list[int]  # observation index of each velocity feature, in feature order
+    keep_index: Tensor  # kept entries of the flattened (L, 3) relative points, in feature order
+
+    @classmethod
+    def of(cls, features: nn.Module) -> _LinkPointLayout | None:
+        """The layout of ``reach`` or ``reacher`` features; ``None`` for any other feature module."""
+        if isinstance(features, ReachFeatures):
+            return cls(
+                features.observation_names,
+                features.points,
+                [int(i) for i in features.position_index],
+                [int(i) for i in features.velocity_index],
+                features.keep_index,
+            )
+        if isinstance(features, ReacherFeatures):
+            l1, l2 = features.link_lengths
+            shift = [np.eye(4) for _ in range(2)]
+            shift[0][0, 3], shift[1][0, 3] = l1, l2
+            steps = [_ChainStep(-1, np.eye(4), 0), _ChainStep(0, shift[0], 1), _ChainStep(1, shift[1], None)]
+            shoulder, elbow, shoulder_velocity, elbow_velocity = features.signal_indices[:4]
+            return cls(
+                features.observation_names,
+                LinkPoints(("shoulder", "elbow", "hand"), steps, (0, 1, 2), dtype=torch.float64),
+                [shoulder, elbow],
+                [shoulder_velocity, elbow_velocity],
+                torch.tensor([0, 1, 3, 4, 6, 7]),  # x and y of each point
+            )
+        return None
 
 
 class LeanReachPolicy(nn.Module):
@@ -173,12 +232,11 @@ def lean_policy(
     """
     if not isinstance(actor, GaussianTanhActor) or actor.members != 1:
         return None
-    features = actor.encoder.features
+    features = _LinkPointLayout.of(actor.encoder.features)
     names = [name for name, _ in groups]
-    if not isinstance(features, ReachFeatures) or names != ["joint_position", "joint_velocity", "goal_position"]:
+    if features is None or names != ["joint_position", "joint_velocity", "goal_position"]:
         return None
-    points: LinkPoints = features.points
-    if any(prismatic for _, _, prismatic in points._plan):
+    if any(prismatic for _, _, prismatic in features.points._plan):
         return None
     index = dict(groups)
     observation_names = features.observation_names
@@ -188,17 +246,17 @@ def lean_policy(
         shifted = [observation_names.index(n) for n in symmetry.observation_angle_names]
         if not all(i in index["joint_position"] for i in shifted) or len(shifted) != 1:
             return None
-    return _build(actor, features, points, groups, canonical, symmetry)
+    return _build(actor, features, groups, canonical, symmetry)
 
 
 def _build(
     actor: GaussianTanhActor,
-    features: ReachFeatures,
-    points: LinkPoints,
+    features: _LinkPointLayout,
     groups: list[tuple[str, list[int]]],
     canonical: bool,
     symmetry: BoundSymmetry,
 ) -> LeanReachPolicy:
+    points = features.points
     index = dict(groups)
     position_cols, velocity_cols, goal_cols = index["joint_position"], index["joint_velocity"], index["goal_position"]
     joints_in = len(position_cols)
@@ -221,7 +279,7 @@ def _build(
             continue
         k, k2 = buffer(f"_k{i}"), buffer(f"_k2_{i}")
         h0 = before @ (_homogeneous(np.eye(3) + k2) + np.diag([0.0, 0.0, 0.0, 1.0]))
-        column = position_cols.index(int(features.position_index[joint]))
+        column = position_cols.index(features.position_index[joint])
         linear[i] = (h0, before @ _homogeneous(k), before @ _homogeneous(-k2), column, parent_anchor)
         anchor.append(i)
         offset.append(np.eye(4))
@@ -282,14 +340,15 @@ def _build(
             else:
                 start = 16 * anchor_list.index(a)
                 positions.append((x[:, start : start + 16].reshape(count, 4, 4) @ c)[:, :3])
+        zero = torch.zeros(count, dtype=torch.float64)
         if canonical:
             goal = torch.stack(
-                [x[:, -1] / math.sqrt(2.0), torch.zeros(count, dtype=torch.float64), x[:, goal_axis["z"]]], dim=-1
+                [x[:, -1] / math.sqrt(2.0), zero, x[:, goal_axis["z"]] if "z" in goal_axis else zero], -1
             )
         else:
-            goal = torch.stack([x[:, goal_axis[axis]] for axis in "xyz"], dim=-1)
+            goal = torch.stack([x[:, goal_axis[axis]] if axis in goal_axis else zero for axis in "xyz"], dim=-1)
         relative = (torch.stack(positions, dim=1) - goal[:, None, :]).flatten(1).index_select(1, features.keep_index)
-        velocity = torch.stack([x[:, velocity_at[int(i)]] for i in features.velocity_index], dim=-1)
+        velocity = torch.stack([x[:, velocity_at[i]] for i in features.velocity_index], dim=-1)
         encoded = normalizer(torch.cat([relative, velocity], dim=-1).to(normalizer.mean.dtype)).double()
         pre: Tensor = encoded @ first.weight[0].detach().double() + first.bias[0, 0].detach().double()
         return pre

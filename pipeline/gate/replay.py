@@ -27,8 +27,7 @@ from numpy.typing import NDArray
 
 from pipeline.gate.report import SuiteResult
 from pipeline.gate.runner import EpisodeRecord, Task
-from sim.reacher import RotationalReacherEnv
-from sim.robots.env import ArmReachEnv
+from sim.robots.interface import SimulatedArm
 from sim.rollout import BatchPolicy, run_lockstep
 
 #: A camera: the scene → an ``(H, W, 3)`` RGB image.
@@ -86,36 +85,27 @@ class ArmScene:
 
 
 def arm_scene(env: gym.Env[Any, Any]) -> ArmScene:
-    """The scene of a reset symgate reach env (the reacher's or a robot profile's)."""
-    unwrapped = env.unwrapped
-    if not isinstance(unwrapped, RotationalReacherEnv | ArmReachEnv):
-        raise TypeError(f"{env}: not a symgate reach env")
-    bullet, body = unwrapped._bullet, unwrapped._body
+    """The scene of a reset symgate reach env (any :class:`~sim.robots.interface.SimulatedArm`)."""
+    facts = _arm(env).scene()
+    bullet, body = facts.bullet, facts.body
     links = tuple(bullet.getJointInfo(body, i)[12].decode() for i in range(bullet.getNumJoints(body)))
-    if isinstance(unwrapped, ArmReachEnv):
-        profile = unwrapped.profile
-        arm = Arm(
-            unwrapped.robot.urdf_path, profile.base_link, profile.joints, dict(profile.held_joints), links,
-            links.index(profile.task.end_effector), unwrapped.goal_position.copy(), profile.task.success_radius,
-        )  # fmt: skip
-        return ArmScene(bullet, body, arm)
-    robot = unwrapped.robot
-    end_effector = links.index(robot.hand_link)
-    height = bullet.getLinkState(body, end_effector, computeForwardKinematics=True)[4][2]  # the arm's plane
-    goal = np.array([*unwrapped.goal_position, height], dtype=np.float64)
-    root = bullet.getBodyInfo(body)[0].decode()
-    arm = Arm(robot.urdf_path, root, robot.joint_names, {}, links, end_effector, goal, unwrapped.config.success_radius)
+    arm = Arm(
+        facts.urdf_path, facts.base_link, facts.joint_names, dict(facts.held_joints), links,
+        links.index(facts.end_effector_link), facts.goal.copy(), facts.success_radius,
+    )  # fmt: skip
     return ArmScene(bullet, body, arm)
 
 
 def commanded(env: gym.Env[Any, Any], action: NDArray[Any]) -> NDArray[np.float64]:
     """The joint targets or torques an action commands, clipped as applied (a discrete index: its torques)."""
+    return _arm(env).command(action)
+
+
+def _arm(env: gym.Env[Any, Any]) -> SimulatedArm:
     unwrapped = env.unwrapped
-    if isinstance(unwrapped, ArmReachEnv):
-        return unwrapped.command(action)
-    if isinstance(unwrapped, RotationalReacherEnv):
-        return unwrapped.torque(action)
-    raise TypeError(f"{env}: not a symgate reach env")
+    if not isinstance(unwrapped, SimulatedArm):
+        raise TypeError(f"{env}: not a symgate reach env")
+    return unwrapped
 
 
 @dataclass

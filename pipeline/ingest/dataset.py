@@ -15,11 +15,11 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 
@@ -37,6 +37,8 @@ from sim.robots.profile import Robot, load_profile
 
 REPORT_JSON = "quality_report.json"
 REPORT_MD = "quality_report.md"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def datasets_root() -> Path:
@@ -220,12 +222,23 @@ def _datasets_path(path: Path) -> Iterator[None]:
             os.environ["MINARI_DATASETS_PATH"] = previous
 
 
+def _episode_record(episode: Episode) -> dict[str, Any]:
+    """Where an episode came from (the dataset metadata's ``episodes`` entry)."""
+    return {
+        "source_bag": episode.source_bag,
+        "start_ns": episode.start_ns,
+        "end_ns": episode.end_ns,
+        "end_reason": episode.end_reason,
+        "controller": episode.controller,
+    }
+
+
 def _metadata(
     config: IngestConfig,
     env: _EvalEnv,
     robot: RobotDescription | Robot,
-    results: list[BagResult],
-    episodes: list[Episode],
+    reports: list[BagReport],
+    episodes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     action = config.action_mapping
     return {
@@ -243,18 +256,41 @@ def _metadata(
         "reward_rule": config.reward.kind,  # none: no task signal, all rewards 0 (train refuses value-based methods)
         "ingest_config": config.model_dump(mode="json"),
         "ingest_config_sha256": config.sha256(),
-        "source_bags": {r.report.bag: r.report.sha256 for r in results},
-        "episodes": [
-            {
-                "source_bag": e.source_bag,
-                "start_ns": e.start_ns,
-                "end_ns": e.end_ns,
-                "end_reason": e.end_reason,
-                "controller": e.controller,
-            }
-            for e in episodes
-        ],
+        "source_bags": {r.bag: r.sha256 for r in reports},
+        "episodes": episodes,
     }
+
+
+def _buffers(episodes: Iterable[Episode]) -> Iterator[Any]:
+    """Minari ``EpisodeBuffer``s of ingested episodes, numbered from 0."""
+    from minari.data_collector import EpisodeBuffer
+
+    for index, episode in enumerate(episodes):
+        yield EpisodeBuffer(
+            id=index,
+            observations=episode.observations,
+            actions=episode.actions,
+            rewards=episode.rewards.tolist(),
+            terminations=episode.terminations.tolist(),
+            truncations=episode.truncations.tolist(),
+        )
+
+
+def _quality_report(dataset_id: str, config: IngestConfig, reports: list[BagReport]) -> QualityReport:
+    """The run's report; refuses a run without a usable episode (nothing is written then)."""
+    report = QualityReport(
+        dataset_id=dataset_id,
+        ingest_config_sha256=config.sha256(),
+        state_topics=sorted({m.topic for m in config.observations.values() if not m.latched}),
+        bags=reports,
+    )
+    if not report.kept:
+        reasons = sorted({e.reason for r in reports for e in r.episodes} | {r.skipped or "" for r in reports} - {""})
+        raise IngestError(
+            ", ".join(r.bag for r in reports),
+            f"no usable episodes ({'; '.join(reasons) or 'none found'}); nothing written",
+        )
+    return report
 
 
 def ingest(
@@ -264,11 +300,21 @@ def ingest(
     *,
     workers: int | None = None,
     executor: Executor = LOCAL,
+    shards: bool | None = None,
     strict: bool = False,
     overwrite: bool = False,
     on_bag: Callable[[], None] | None = None,
 ) -> tuple[Path, QualityReport]:
     """Ingest bags into a Minari dataset; all or nothing.
+
+    Two modes give the same dataset (arrays, episode order, metadata and quality report):
+
+    - driver mode: each task returns its bag's episodes and the driver writes the dataset; the driver
+      holds every episode in memory at once.
+    - shard mode (``shards``): each task writes its bag's episodes as one shard (a Minari/HDF5 dataset,
+      atomically, under ``MINARI_DATASETS_PATH``); the driver then copies the shards' episodes, in
+      bag order, one HDF5 group at a time, into the dataset (:func:`merge_shards`). The driver holds
+      no episode in memory; shards are removed afterwards, whatever happened.
 
     Args:
         paths: Bag folders and/or folders of bags.
@@ -276,7 +322,10 @@ def ingest(
         dataset_id: Minari id, ``namespace/name-vN``.
         workers: Local parallel processes (default: one per bag, at most the CPU count); 1 runs inline.
         executor: Local processes, or one Ray task per bag on a cluster (bags read where they lie: on a
-            multi-node cluster, at the same path on every node). The driver writes the dataset either way.
+            multi-node cluster, at the same path on every node, and in shard mode
+            ``MINARI_DATASETS_PATH`` too).
+        shards: Shard mode; ``None`` (the default) picks it for fleets above :data:`SHARD_ABOVE_BYTES`
+            of bag files (:func:`uses_shards`).
         strict: Turn every repair into an error.
         overwrite: Replace an existing dataset with the same id.
         on_bag: Called once per finished bag.
@@ -285,7 +334,7 @@ def ingest(
         The dataset folder and the quality report (also written into that folder).
 
     Raises:
-        IngestError: Bad input; nothing was written.
+        IngestError: Bad input (a bag, or in shard mode a shard); nothing was written.
         FileExistsError: The dataset exists and ``overwrite`` is false.
     """
     root = datasets_root()
@@ -294,84 +343,80 @@ def ingest(
         raise FileExistsError(f"{final}: dataset {dataset_id} already exists; refusing to overwrite it (--overwrite)")
     bags = find_bags(paths)
     env = _eval_env(config)
-    robot = _robot(config)
     workers = workers or min(len(bags), os.cpu_count() or 1)
-    results: list[BagResult] = []
-    if workers == 1 and executor.kind == "local":
-        for bag in bags:
-            results.append(process_bag(bag, config, robot, env.action_spec, strict))
-            if on_bag:
-                on_bag()
-    else:
-        # A Ray worker's working directory is not ours: it gets absolute paths.
-        paths = [bag.resolve() if executor.kind == "ray" else bag for bag in bags]
-        items = [(str(path), config.model_dump_json(), env.action_spec, strict) for path in paths]
-        by_bag: dict[int, BagResult] = {}
-        for index, result in run_unordered(
-            _process_bag_in_worker,
-            items,
-            executor=executor,
-            workers=workers,
-            start_method="spawn",
-            name="symgate-ingest",
-        ):
-            by_bag[index] = result
-            if on_bag:
-                on_bag()
-        results = [by_bag[index] for index in range(len(bags))]  # bag order, whichever finished first
+    # A Ray worker's working directory is not ours: it gets absolute paths.
+    bag_paths = [bag.resolve() if executor.kind == "ray" else bag for bag in bags]
+    if uses_shards(bags, shards):
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".symgate-ingest-", dir=root))  # removed with every shard in it
+        try:
+            folders = [(staging / f"shard-{index:06d}").resolve() for index in range(len(bags))]
+            shard_items = [
+                (str(b), config.model_dump_json(), env, strict, str(f)) for b, f in zip(bag_paths, folders, strict=True)
+            ]
+            for _ in _run(_shard_in_worker, shard_items, executor, workers, "symgate-ingest-shard"):
+                if on_bag:
+                    on_bag()
+            return merge_shards(folders, config, dataset_id, overwrite=overwrite)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    robot = _robot(config)
+    by_bag: dict[int, BagResult] = {}
+    items = [(str(b), config.model_dump_json(), env.action_spec, strict) for b in bag_paths]
+    for index, result in _run(_process_bag_in_worker, items, executor, workers, "symgate-ingest"):
+        by_bag[index] = result
+        if on_bag:
+            on_bag()
+    results = [by_bag[index] for index in range(len(bags))]  # bag order, whichever finished first
+    report = _quality_report(dataset_id, config, [r.report for r in results])
     episodes = [episode for result in results for episode in result.episodes]
-    state_topics = sorted({m.topic for m in config.observations.values() if not m.latched})
-    report = QualityReport(
-        dataset_id=dataset_id,
-        ingest_config_sha256=config.sha256(),
-        state_topics=state_topics,
-        bags=[r.report for r in results],
+    root.mkdir(parents=True, exist_ok=True)
+    _write_dataset(
+        root,
+        dataset_id,
+        env,
+        lambda storage: storage.update_episodes(_buffers(episodes)),  # one by one into the open HDF5 file
+        _metadata(config, env, robot, report.bags, [_episode_record(e) for e in episodes]),
+        report,
+        overwrite,
     )
-    if not episodes:
-        reasons = sorted(
-            {e.reason for r in results for e in r.report.episodes} | {r.report.skipped or "" for r in results} - {""}
-        )
-        raise IngestError(
-            ", ".join(b.name for b in bags),
-            f"no usable episodes ({'; '.join(reasons) or 'none found'}); nothing written",
-        )
-    _write_dataset(root, dataset_id, config, env, robot, results, episodes, report, overwrite)
     return final, report
+
+
+def _run(
+    function: Callable[[T], R], items: list[T], executor: Executor, workers: int, name: str
+) -> Iterator[tuple[int, R]]:
+    """One task per bag: inline with one local worker, else on the executor (``(index, result)`` as they finish)."""
+    if workers == 1 and executor.kind == "local":
+        yield from ((index, function(item)) for index, item in enumerate(items))
+    else:
+        yield from run_unordered(function, items, executor=executor, workers=workers, start_method="spawn", name=name)
 
 
 def _write_dataset(
     root: Path,
     dataset_id: str,
-    config: IngestConfig,
     env: _EvalEnv,
-    robot: RobotDescription | Robot,
-    results: list[BagResult],
-    episodes: list[Episode],
+    fill: Callable[[Any], None],
+    metadata: dict[str, Any],
     report: QualityReport,
     overwrite: bool,
 ) -> None:
-    import minari  # heavy; only needed here
-    from minari.data_collector import EpisodeBuffer
+    """Write the Minari dataset ``dataset_id`` under ``root``, atomically; ``fill(storage)`` adds its episodes.
 
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".symgate-ingest-", dir=root))
+    Its metadata gets ``metadata`` (key ``symgate``), each episode its source span, and the folder the
+    quality report. The dataset is built in a staging folder and renamed into place (swapping out an
+    old one with ``overwrite``).
+    """
+    import minari  # heavy; only needed here
+
+    staging = Path(tempfile.mkdtemp(prefix=".symgate-ingest-", dir=root))  # root must exist (see _write_shard)
     try:
-        buffers = [
-            EpisodeBuffer(
-                id=index,
-                observations=episode.observations,
-                actions=episode.actions,
-                rewards=episode.rewards.tolist(),
-                terminations=episode.terminations.tolist(),
-                truncations=episode.truncations.tolist(),
-            )
-            for index, episode in enumerate(episodes)
-        ]
         with _datasets_path(staging), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # minari warns about optional metadata we do not use
             dataset = minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
-                buffer=buffers,
+                buffer=[],
                 eval_env=env.spec,
                 observation_space=env.observation_space,
                 action_space=env.action_space,
@@ -379,21 +424,23 @@ def _write_dataset(
                 author={"symgate"},
                 author_email={"symgate@localhost"},
                 code_permalink="https://symgate.invalid/ingest",
-                description=f"Ingested from {len(results)} ROS 2 bags by symgate {__version__}.",
+                description=f"Ingested from {len(report.bags)} ROS 2 bags by symgate {__version__}.",
                 data_format="hdf5",
             )
-            dataset.storage.update_metadata({"symgate": _metadata(config, env, robot, results, episodes)})
+            fill(dataset.storage)
+            dataset.storage.update_metadata({"symgate": metadata})
             dataset.storage.update_episode_metadata(
                 [
-                    {"source_bag": e.source_bag, "start_ns": e.start_ns, "end_ns": e.end_ns, "end_reason": e.end_reason}
-                    for e in episodes
+                    {key: e[key] for key in ("source_bag", "start_ns", "end_ns", "end_reason")}
+                    for e in metadata["episodes"]
                 ]
             )
         staged = staging / dataset_id
         atomic_write_json(staged / REPORT_JSON, report.model_dump(mode="json"))
         atomic_write_text(staged / REPORT_MD, report.markdown())
         final = root / dataset_id
-        final.parent.mkdir(parents=True, exist_ok=True)
+        for folder in reversed(Path(dataset_id).parents[:-1]):  # the namespace: inside root, never root itself
+            (root / folder).mkdir(exist_ok=True)
         namespace_meta = staged.parent / "namespace_metadata.json"
         if namespace_meta.exists() and not (final.parent / namespace_meta.name).exists():
             namespace_meta.replace(final.parent / namespace_meta.name)
@@ -411,3 +458,188 @@ def _write_dataset(
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- shards
+#: Above this many bytes of bag files, ``ingest(shards=None)`` (the command line's default) uses shard mode.
+SHARD_ABOVE_BYTES = 1 << 30
+#: The Minari id of the one-bag dataset inside every shard folder (shards merge into any id).
+SHARD_DATASET_ID = "symgate/shard-v0"
+#: A Minari HDF5 dataset's one data file (in its ``data`` folder).
+MAIN_DATA = "main_data.hdf5"
+
+
+def uses_shards(bags: Sequence[Path], shards: bool | None) -> bool:
+    """Whether ``ingest`` runs in shard mode.
+
+    ``shards`` when set; else whether the bags' files total more than :data:`SHARD_ABOVE_BYTES` (in
+    driver mode the driver holds every episode in memory at once).
+    """
+    if shards is not None:
+        return shards
+    files = [f for bag in bags for f in ([bag] if bag.is_file() else bag.iterdir()) if f.is_file()]
+    return sum(f.stat().st_size for f in files) > SHARD_ABOVE_BYTES
+
+
+def write_shard(bag: Path, config: IngestConfig, shard: Path, *, strict: bool = False) -> Path:
+    """Ingest one bag into a shard: the folder ``shard`` holding the one-bag dataset :data:`SHARD_DATASET_ID`.
+
+    The shard is the dataset that ``ingest`` would write of this bag alone (Minari/HDF5, with its
+    metadata and quality report), written atomically; a bag without usable episodes gives a shard with
+    none. :func:`merge_shards` joins shards into one dataset. Rewriting a shard replaces it.
+
+    Args:
+        bag: One rosbag2 folder or ``.mcap`` file.
+        config: The ingest mapping.
+        shard: The shard folder.
+        strict: Turn every repair into an error.
+
+    Returns:
+        The shard folder.
+
+    Raises:
+        IngestError: A bad bag; nothing was written.
+    """
+    env = _eval_env(config)
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    _write_shard(process_bag(bag, config, _robot(config), env.action_spec, strict), config, env, shard)
+    return shard
+
+
+def _shard_in_worker(item: tuple[str, str, _EvalEnv, bool, str]) -> None:
+    bag, config_json, env, strict, shard = item
+    config = IngestConfig.model_validate_json(config_json)
+    _write_shard(process_bag(Path(bag), config, _robot(config), env.action_spec, strict), config, env, Path(shard))
+
+
+def _write_shard(result: BagResult, config: IngestConfig, env: _EvalEnv, shard: Path) -> None:
+    report = QualityReport(
+        dataset_id=SHARD_DATASET_ID,
+        ingest_config_sha256=config.sha256(),
+        state_topics=sorted({m.topic for m in config.observations.values() if not m.latched}),
+        bags=[result.report],
+    )
+    metadata = _metadata(config, env, _robot(config), [result.report], [_episode_record(e) for e in result.episodes])
+    # Only the shard folder itself is created: a task still running after its ingest was abandoned (and
+    # its staging folder removed) fails here instead of leaving a stray shard behind.
+    shard.mkdir(exist_ok=True)
+    # overwrite: a task re-run after its worker died may find the shard its first attempt completed
+    _write_dataset(
+        shard,
+        SHARD_DATASET_ID,
+        env,
+        lambda storage: storage.update_episodes(_buffers(result.episodes)),
+        metadata,
+        report,
+        overwrite=True,
+    )
+
+
+@dataclass
+class _Shard:
+    """A shard as the merge sees it: its folder and data, its bag's report, its episodes' source spans."""
+
+    folder: Path
+    data: Path
+    report: BagReport
+    episodes: list[dict[str, Any]]
+    steps: int
+
+
+def _open_shard(shard: Path, config: IngestConfig, env: _EvalEnv) -> _Shard:
+    """Read a shard's report and metadata (not its arrays), checking it against ``config`` and ``env``."""
+    from minari.dataset.minari_storage import MinariStorage
+
+    folder = shard / SHARD_DATASET_ID
+
+    def bad(problem: str) -> IngestError:
+        return IngestError(shard, f"bad ingest shard: {problem}; nothing written")
+
+    if not (folder / REPORT_JSON).is_file():
+        raise bad(f"no {SHARD_DATASET_ID}/{REPORT_JSON} (not a shard, or its task never finished)")
+    try:
+        report = QualityReport.model_validate_json((folder / REPORT_JSON).read_text(encoding="utf-8"))
+        storage = MinariStorage.read(folder / "data")
+        metadata = storage.metadata["symgate"]
+        total_episodes, total_steps = storage.total_episodes, storage.total_steps
+    except (OSError, ValueError, KeyError) as error:
+        raise bad(f"unreadable ({type(error).__name__}: {error})") from error
+    if len(report.bags) != 1:
+        raise bad(f"{REPORT_JSON} reports {len(report.bags)} bags, a shard holds one")
+    if metadata.get("ingest_config_sha256") != config.sha256():
+        raise bad("ingested with another ingest config (ingest_config_sha256 differs)")
+    if storage.observation_space != env.observation_space or storage.action_space != env.action_space:
+        raise bad("its observation or action space is not the eval env's")
+    kept = [e for e in report.bags[0].episodes if e.kept]
+    steps = sum(e.steps for e in kept)
+    if not len(kept) == len(metadata["episodes"]) == total_episodes or steps != total_steps:
+        raise bad(f"holds {total_episodes} episodes / {total_steps} steps, its report says {len(kept)} / {steps}")
+    return _Shard(shard, folder / "data", report.bags[0], metadata["episodes"], total_steps)
+
+
+def _copy_episodes(storage: Any, shards: list[_Shard]) -> None:
+    """Copy every shard's episodes, in shard order, into the (empty) Minari ``storage``, numbered on.
+
+    Each episode is one HDF5 group (Minari's layout: ``episode_<id>`` holding its arrays); it is copied
+    as stored (HDF5 object copy, no decoding), so the arrays are the shard's, byte for byte.
+    """
+    import h5py
+
+    index = 0
+    with h5py.File(storage.data_path / MAIN_DATA, "a", track_order=True) as target:
+        for shard in shards:
+            try:
+                with h5py.File(shard.data / MAIN_DATA, "r") as source:
+                    for k in range(len(shard.episodes)):
+                        source.copy(source[f"episode_{k}"], target, name=f"episode_{index}")
+                        target[f"episode_{index}"].attrs["id"] = index
+                        index += 1
+            except (OSError, KeyError) as error:
+                raise IngestError(
+                    shard.folder,
+                    f"bad ingest shard: unreadable episode ({type(error).__name__}: {error}); nothing written",
+                ) from error
+    storage.update_metadata({"total_episodes": index, "total_steps": sum(shard.steps for shard in shards)})
+
+
+def merge_shards(
+    shards: Sequence[Path], config: IngestConfig, dataset_id: str, *, overwrite: bool = False
+) -> tuple[Path, QualityReport]:
+    """Merge shards (:func:`write_shard`) into the Minari dataset ``dataset_id``, atomically.
+
+    Episodes keep the shards' order, and within a shard the bag's order: shards of a fleet's bags in
+    ``find_bags`` order give exactly the dataset (arrays, metadata, quality report) that ``ingest``
+    writes in driver mode. Every shard is checked before any episode is copied, and the episodes are
+    copied one HDF5 group at a time (no decoding), so memory does not grow with the fleet.
+
+    Args:
+        shards: Shard folders, in the dataset's order.
+        config: The ingest mapping every shard was written with.
+        dataset_id: Minari id, ``namespace/name-vN``.
+        overwrite: Replace an existing dataset with the same id.
+
+    Returns:
+        The dataset folder and the merged quality report (also written into that folder).
+
+    Raises:
+        IngestError: A bad shard (missing, unreadable, of another config, inconsistent, a bag twice),
+            or no usable episode; nothing was written.
+        FileExistsError: The dataset exists and ``overwrite`` is false.
+    """
+    root = datasets_root()
+    final = root / dataset_id
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final}: dataset {dataset_id} already exists; refusing to overwrite it (--overwrite)")
+    env = _eval_env(config)
+    opened = [_open_shard(shard, config, env) for shard in shards]
+    seen: dict[str, Path] = {}
+    for shard, path in zip(opened, shards, strict=True):
+        if shard.report.bag in seen:
+            raise IngestError(path, f"bad ingest shard: bag {shard.report.bag} is also in {seen[shard.report.bag]}")
+        seen[shard.report.bag] = path
+    report = _quality_report(dataset_id, config, [shard.report for shard in opened])
+    episodes = [episode for shard in opened for episode in shard.episodes]
+    metadata = _metadata(config, env, _robot(config), report.bags, episodes)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_dataset(root, dataset_id, env, lambda storage: _copy_episodes(storage, opened), metadata, report, overwrite)
+    return final, report

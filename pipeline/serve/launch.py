@@ -89,17 +89,36 @@ class LifecycleClient(Node):
 
 
 @contextmanager
-def spinning(node: Node) -> Iterator[None]:
-    """Spin ``node`` in a background thread for the duration of the block."""
+def spinning(node: Node, period_s: float = 0.05, stop_timeout_s: float = 15.0) -> Iterator[None]:
+    """Run ``node``'s callbacks on a background thread for the duration of the block.
+
+    The thread calls ``spin_once`` until a stop flag is set, and is joined before the executor is
+    shut down. rclpy 7.1.6's ``Executor.shutdown`` from another thread does not wait for ``spin`` to
+    leave its wait, and destroys the guard condition that wait may still hold (ros2/rclpy#968).
+
+    Raises:
+        RuntimeError: the thread did not stop within ``stop_timeout_s``.
+    """
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=period_s)
+
+    thread = threading.Thread(target=run, name=f"spin {node.get_name()}", daemon=True)
     thread.start()
     try:
         yield
     finally:
+        stop.set()
+        thread.join(stop_timeout_s)
+        if thread.is_alive():
+            raise RuntimeError(
+                f"the executor thread of node {node.get_name()!r} did not stop within {stop_timeout_s} s"
+            )
         executor.shutdown()
-        thread.join(timeout=5)
 
 
 def rehearse(

@@ -59,6 +59,9 @@ class EvaluationConfig(BaseModel):
     train_episodes: int | None = Field(
         None, ge=1, description="Episodes on the training contexts instead of `episodes` (None: the same)."
     )
+    held_out: Literal["test", "validation"] = Field(
+        "test", description="Held-out contexts rolled out beside the training ones: test, or validation for tuning."
+    )
 
 
 class TrainConfig(BaseModel):

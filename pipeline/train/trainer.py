@@ -424,8 +424,10 @@ def _append_metrics(out: Path, record: dict[str, Any], writer: Any) -> None:
 def evaluate_agent(
     agent: Agent, data: OfflineData, config: TrainConfig, *, per_episode: bool = False
 ) -> dict[str, Any]:
-    """Roll the deterministic policy out on the train and held-out test contexts of the eval env.
+    """Roll the deterministic policy out on the train and held-out contexts of the eval env.
 
+    The held-out set is ``config.evaluation.held_out``: the test contexts, or the validation
+    contexts when tuning (then the test contexts are never rolled out).
     Each set gets ``config.evaluation.episodes`` episodes per member (the train set
     ``train_episodes`` when given): its first that many angles,
     cycled (with fresh start noise, the reset seed being ``seed + episode``) when the set is smaller,
@@ -438,13 +440,13 @@ def evaluate_agent(
         per_episode: Also return every episode's outcome, ``(E, episodes)``, and its context.
 
     Returns:
-        Per set (``train``, ``test``): ``success`` and ``discounted_return`` averaged per member; with
-        ``per_episode`` also ``context_deg`` and ``episodes`` (the unaveraged values).
+        Per set (``train``, and ``test`` or ``validation``): ``success`` and ``discounted_return``
+        averaged per member; with ``per_episode`` also ``context_deg`` and ``episodes`` (the unaveraged values).
     """
     spec = data.metadata["eval_env_spec"]
     results: dict[str, Any] = {}
     evaluation = config.evaluation
-    for name in ("train", "test"):
+    for name in ("train", evaluation.held_out):
         episodes = evaluation.train_episodes if name == "train" and evaluation.train_episodes else evaluation.episodes
         angles = evaluation_angles(spec, name, episodes)
         outcome = rollout(agent.act, spec, angles, config.seeds, config.gamma, config.seed, data.rewards.device)

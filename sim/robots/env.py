@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from sim.bullet import connect_direct, pybullet
 from sim.config import DomainRandomization
 from sim.contexts import ContextSets, wrap_angle
-from sim.reacher import PhysicsSample
+from sim.reacher import ArmSceneFacts, PhysicsSample
 from sim.robots.profile import DEFAULT_ROBOT, ActionInterfaceName, Robot, load_profile
 
 PhysicsListener = Callable[[PhysicsSample], None]
@@ -351,6 +351,15 @@ class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):
         """The current raw joint state (no noise), with zero effort; for loggers and tests."""
         position, velocity = self._joint_state()
         return PhysicsSample(self._physics_step, position, velocity, np.zeros(self.joint_count))
+
+    def scene(self) -> ArmSceneFacts:
+        """The reset arm for viewers, as its profile describes it."""
+        profile = self.profile
+        return ArmSceneFacts(
+            self._bullet, self._body, self.robot.urdf_path, profile.base_link, profile.joints,
+            dict(profile.held_joints), profile.task.end_effector, self.goal_position.copy(),
+            profile.task.success_radius,
+        )  # fmt: skip
 
     def end_effector_position(self) -> NDArray[np.float64]:
         """The end effector's link-frame position in the base frame, m (from the URDF chain)."""

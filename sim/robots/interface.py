@@ -3,7 +3,8 @@
 Every reach env symgate simulates exposes :class:`SimulatedArm`: the profile-like facts (joint
 names, which joints wrap, the action interface, the control and physics rates, the context sets,
 the base frame) and the driver-like calls (reset into a context, step one control period, listen
-to every physics step, read the raw joint state, the command that holds the robot idle). A stage
+to every physics step, read the raw joint state, the command that holds the robot idle, the command
+an action applies, the scene a viewer draws). A stage
 gets one with :func:`simulated_arm` from a robot profile name or path, or ``None`` for the paper's
 Rotational Reacher env, and never names an env class.
 """
@@ -20,10 +21,10 @@ from numpy.typing import NDArray
 
 from sim.behaviour import BehaviourConfig, BehaviourPolicy, RecipeName, recipe_policies
 from sim.contexts import ContextSets
-from sim.reacher import PhysicsSample
+from sim.reacher import ArmSceneFacts, PhysicsSample
 from sim.robots.profile import ActionInterfaceName
 
-__all__ = ["PhysicsSample", "SimulatedArm", "behaviour_policies", "simulated_arm"]
+__all__ = ["ArmSceneFacts", "PhysicsSample", "SimulatedArm", "behaviour_policies", "simulated_arm"]
 
 
 @runtime_checkable
@@ -92,6 +93,14 @@ class SimulatedArm(Protocol):
 
     def idle_command(self) -> NDArray[np.float64]:
         """The command that holds the robot idle (no torque, no motion, or stay where it is)."""
+        ...
+
+    def command(self, action: Any) -> NDArray[np.float64]:
+        """The joint command an action applies, clipped to the limits (a discrete index: its torques)."""
+        ...
+
+    def scene(self) -> ArmSceneFacts:
+        """The reset arm as a viewer needs it: its simulator and body, URDF, frames, joints and goal."""
         ...
 
     def add_physics_listener(self, listener: Callable[[PhysicsSample], None]) -> None:

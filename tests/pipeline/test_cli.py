@@ -25,7 +25,7 @@ def test_only_built_commands_are_listed() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--table", "9"], "--table 9: expected one of 2, 7, 2c, 1 or all"),
+        (["--table", "9"], "--table 9: expected one of 2, 7, 2c, 8, 1 or all"),
         (["--device", "tpu"], "--device tpu: expected auto, cpu or cuda"),
         (["--config", "missing.yaml"], "missing.yaml"),
     ],
@@ -34,6 +34,14 @@ def test_experiment_command_reports_bad_input_in_one_line(args: list[str], messa
     result = runner.invoke(app, ["experiment", "paper", "--out", str(tmp_path / "w"), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_experiment_stops_cleanly_when_its_time_budget_is_spent(tmp_path: Path) -> None:
+    args = ["--table", "2", "--quick", "--max-hours", "0", "--workers", "1", "--results", str(tmp_path / "r")]
+    result = runner.invoke(app, ["experiment", "paper", "--out", str(tmp_path / "w"), *args])
+    assert result.exit_code == 0, result.output
+    assert "Table 2: stopped by --max-hours with 9 dataset build(s) left" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_documented_fleet_yaml_is_the_default_config() -> None:

@@ -11,7 +11,6 @@ import pytest
 
 from models.symmetry import SymmetrySpec
 from pipeline.export import load_contract
-from pipeline.export.export import export_run
 from pipeline.fleet import FleetConfig, FleetManifest, record_fleet
 from pipeline.gate import GateConfig, run_gate
 from pipeline.ingest import IngestConfig, ingest
@@ -19,10 +18,10 @@ from pipeline.ingest.bag import IngestError
 from pipeline.ingest.config import config_for_robot
 from pipeline.io import sha256_json
 from pipeline.symmetry import check_symmetry
-from pipeline.train import TrainConfig, train
 from sim import ARM_ENV_ID
 from sim.robots.env import ArmReachEnv
 from sim.robots.profile import load_profile
+from tests.iiwa import IIWA_JOINTS, tiny_iiwa_model
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,7 @@ def iiwa_fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FleetMan
 def test_the_fleet_logs_the_profile_robot(iiwa_fleet: tuple[Path, FleetManifest]) -> None:
     _, manifest = iiwa_fleet
     session = manifest.sessions[0]
-    assert sorted(session.joint_order) == [f"lbr_iiwa_joint_{i}" for i in range(1, 8)]
+    assert sorted(session.joint_order) == list(IIWA_JOINTS)
     assert session.joint_order != sorted(session.joint_order)  # each driver lists joints in its own order
     experts = [e for e in session.episodes if e.controller == "expert"]
     assert experts and all(e.success and e.steps < 30 for e in experts)
@@ -81,32 +80,14 @@ def iiwa_model(
 ) -> Path:
     """fleet → ingest → canonical IQL → ONNX, CI size."""
     out, _ = iiwa_fleet
-    ingest([out], config_for_robot("kuka_iiwa"), "symgate/iiwa-model-v0", workers=1, overwrite=True)
-    config = TrainConfig.model_validate(
-        {
-            "robot": "kuka_iiwa",
-            "features": "reach",
-            "steps": 60,
-            "batch_size": 64,
-            "hidden": [64, 64],
-            "log_every": 30,
-            "checkpoint_every": 60,
-            "metric_states": 128,
-            "augmentation": {"strategy": "canonical"},
-        }
-    )
-    run = tmp_path_factory.mktemp("iiwa-run") / "run"
-    train(config, "symgate/iiwa-model-v0", run)
-    model = run.parent / "model"
-    export_run(run, model)
-    return model
+    return tiny_iiwa_model(out, "symgate/iiwa-model-v0", tmp_path_factory.mktemp("iiwa-run"))
 
 
 def test_the_iiwa_policy_exports_with_a_contract_naming_the_profile(iiwa_model: Path) -> None:
     contract = load_contract(iiwa_model)
     assert contract.robot == "kuka_iiwa"
     assert contract.action_interface == "velocity"
-    assert contract.joint_names == tuple(f"lbr_iiwa_joint_{i}" for i in range(1, 8))
+    assert contract.joint_names == IIWA_JOINTS
     assert contract.control_hz == 20.0
     assert contract.outputs[0].name == "joint_velocity_target"
     assert [spec.name for spec in contract.inputs] == ["joint_position", "joint_velocity", "goal_position"]

@@ -5,6 +5,7 @@ discovery and traffic stay on ``lo``. Outside one they refuse to run rather than
 """
 
 import contextlib
+import faulthandler
 import itertools
 import os
 import shutil
@@ -25,7 +26,6 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header
@@ -37,7 +37,7 @@ from pipeline.gate import GateConfig, run_gate
 from pipeline.gate.signing import init_keys
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.serve import OUTER_MOUNT_NAMESPACE
-from pipeline.serve.launch import ros_args
+from pipeline.serve.launch import ros_args, spinning
 from pipeline.train import TrainConfig, train
 from tests.policies import export_expert, replace_with_nan_graph
 
@@ -51,6 +51,9 @@ RELAXED_MAX_AGE_S = 2.0
 #: every wait returns as soon as its condition holds. No timing requirement of the node is tested with
 #: these waits; the node measures those on its own clock (see its diagnostics).
 HARNESS_TIMEOUT_S = 60.0
+#: A test (set-up and teardown included) that runs longer than this is hung, not slow: every thread's
+#: stack goes to stderr and the run ends with an error, instead of hanging CI until its time limit.
+TEST_DEADLINE_S = 600.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -140,6 +143,17 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
         root / name for name in ("certified", "certified_other", "uncertified", "tampered", "nan_output")
     )
     return Models(certified, other, uncertified, tampered, nan_output, signing_key, trusted_key)
+
+
+@pytest.fixture(autouse=True)
+def hang_deadline() -> Iterator[None]:
+    """End the run with every thread's stack if this test (and its teardown) passes ``TEST_DEADLINE_S``.
+
+    Autouse, so it is set up before and torn down after every other function fixture of the test.
+    """
+    faulthandler.dump_traceback_later(TEST_DEADLINE_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session")
@@ -271,7 +285,6 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     harness: Harness
-    executor: SingleThreadedExecutor
     sensor: Sensor
 
     def log_text(self) -> str:
@@ -293,7 +306,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> N
 def start_server(ros: None, models: Models, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start ``policy_server`` in its own process with the given parameters (``trusted_keys``: the test key).
 
-    Teardown stops every process, sensor, executor and harness even when one of them fails, so that a
+    Teardown stops every process, sensor, executor thread and harness even when one of them fails, so that a
     failed test cannot leave a node or a publisher running into the next one.
     """
     numbers = itertools.count()
@@ -309,12 +322,9 @@ def start_server(ros: None, models: Models, tmp_path: Path) -> Iterator[Callable
             stack.callback(stop_process, process)
             harness = Harness()
             stack.callback(harness.destroy_node)
-            executor = SingleThreadedExecutor()
-            executor.add_node(harness)
-            stack.callback(executor.shutdown)
-            threading.Thread(target=executor.spin, daemon=True).start()
+            stack.enter_context(spinning(harness))
             sensor = Sensor(harness)
             stack.callback(sensor.stop)
-            return Server(process, log, harness, executor, sensor)
+            return Server(process, log, harness, sensor)
 
         yield start

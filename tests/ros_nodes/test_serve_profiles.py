@@ -16,18 +16,14 @@ import pytest
 import yaml
 from lifecycle_msgs.msg import State, Transition
 
-from pipeline.export.export import export_run
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.gate import GateConfig, run_gate
-from pipeline.ingest import ingest
-from pipeline.ingest.config import config_for_robot
 from pipeline.serve.launch import rehearse
-from pipeline.train import TrainConfig, train
 from sim.robots.profile import load_profile
+from tests.iiwa import tiny_iiwa_model
 from tests.ros_nodes.conftest import Models, Server
 
 REPO = Path(__file__).resolve().parents[2]
-IIWA_JOINTS = tuple(f"lbr_iiwa_joint_{i}" for i in range(1, 8))
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +31,7 @@ def iiwa_model(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A signed, gate-certified iiwa model (CI size: the gate's test suite asks for no success)."""
     root = tmp_path_factory.mktemp("ros-iiwa")
     record_fleet(FleetConfig(robot="kuka_iiwa", robots=1, episodes=4, recipe="expert"), root / "fleet", workers=1)
-    ingest([root / "fleet"], config_for_robot("kuka_iiwa"), "symgate/ros-iiwa-v0", workers=1)
-    config = TrainConfig.model_validate(
-        {
-            "robot": "kuka_iiwa",
-            "features": "reach",
-            "steps": 40,
-            "batch_size": 64,
-            "hidden": [32, 32],
-            "log_every": 40,
-            "checkpoint_every": 40,
-            "metric_states": 32,
-            "augmentation": {"strategy": "canonical"},
-        }
-    )
-    train(config, "symgate/ros-iiwa-v0", root / "run")
-    model = root / "model"
-    export_run(root / "run", model)
+    model = tiny_iiwa_model(root / "fleet", "symgate/ros-iiwa-v0", root)
     gate = GateConfig.model_validate(
         {
             "suites": [

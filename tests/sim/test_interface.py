@@ -42,3 +42,30 @@ def test_the_idle_command_holds_a_velocity_controlled_arm_still() -> None:
         assert env.contexts.angles("test").size == load_profile("kuka_iiwa").profile.contexts.test_count
     finally:
         env.close()
+
+
+@pytest.mark.parametrize(("robot", "discrete"), [(None, False), (None, True), ("kuka_iiwa", False)])
+def test_the_scene_and_the_applied_command_come_from_the_env_itself(robot: str | None, discrete: bool) -> None:
+    env = simulated_arm(robot, discrete=discrete)
+    try:
+        env.reset(seed=0, options={"context": 0.4})
+        scene = env.scene()
+        links = [
+            scene.bullet.getJointInfo(scene.body, i)[12].decode() for i in range(scene.bullet.getNumJoints(scene.body))
+        ]
+        hand = scene.bullet.getLinkState(
+            scene.body, links.index(scene.end_effector_link), computeForwardKinematics=True
+        )
+        assert scene.urdf_path.is_file() and scene.joint_names == env.joint_names and scene.goal.shape == (3,)
+        if robot is None:  # the paper's planar arm: its goal lies in the hand's plane
+            np.testing.assert_allclose(scene.goal, [*env.goal_position, hand[4][2]])
+        else:
+            np.testing.assert_array_equal(scene.goal, env.goal_position)
+        high = env.action_bounds[1]
+        if discrete:  # an index applies its row of the torque table
+            assert env.discrete_actions is not None
+            np.testing.assert_array_equal(env.command(4), env.discrete_actions[4])
+        else:  # a command beyond the limits is clipped to them
+            np.testing.assert_array_equal(env.command(2.0 * high), high)
+    finally:
+        env.close()

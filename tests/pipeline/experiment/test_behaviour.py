@@ -10,7 +10,7 @@ import torch
 
 from pipeline.experiment import ExperimentConfig
 from pipeline.experiment.behaviour import behaviour_config, premise_check
-from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset
+from pipeline.experiment.data import C4_CONTEXTS, ONE_CONTEXT, DatasetSpec, build_dataset, reacher_preset
 from pipeline.experiment.distillation import dataset_specs, expert_action_values
 from pipeline.experiment.offline_rl import plan_training
 from pipeline.train.buffer import load_offline_data
@@ -37,7 +37,7 @@ def test_analytic_is_the_default_and_dqn_trains_once(tmp_path: Path) -> None:
     # Every discrete dataset of the tables uses it; the continuous table 2c keeps the analytic expert.
     assert {spec.behaviour for spec in dataset_specs(experiment, behaviour)} == {behaviour}
     for table, expected in (("2", behaviour), ("2c", BehaviourConfig())):
-        jobs = plan_training(table, experiment, tmp_path, "cpu", behaviour)  # type: ignore[arg-type]
+        jobs = plan_training(table, experiment, tmp_path, "cpu", behaviour=behaviour)  # type: ignore[arg-type]
         assert {spec.behaviour for job in jobs for spec in job.datasets} == {expected}
 
 
@@ -45,7 +45,7 @@ def test_a_dqn_dataset_goes_through_fleet_and_ingest(tmp_path: Path, monkeypatch
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
     experiment = ExperimentConfig.model_validate({"behaviour": "dqn", "dqn": TINY_DQN})
     behaviour = behaviour_config(experiment, ReacherConfig(), tmp_path)
-    spec = DatasetSpec("expert", True, 0, 2, ONE_CONTEXT, 3, behaviour)
+    spec = DatasetSpec("expert", True, 0, 2, ONE_CONTEXT, 3, behaviour=behaviour)
     analytic = DatasetSpec("expert", True, 0, 2, ONE_CONTEXT, 3)
     assert spec.dataset_id != analytic.dataset_id and behaviour.dqn_checkpoint is not None
     assert behaviour.dqn_checkpoint.name in spec.dataset_id
@@ -99,3 +99,20 @@ def test_action_values_follow_the_dqn_expert(tmp_path: Path) -> None:
                 break
             next_action = expert(next_observation, rng)
         assert q[action] == pytest.approx(value), action
+
+
+def test_the_dqn_collects_c4_poses_data_on_the_paper_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    experiment = ExperimentConfig.model_validate({"behaviour": "dqn", "dqn": TINY_DQN, "env": "paper"})
+    paper = reacher_preset("paper")
+    behaviour = behaviour_config(experiment, paper, tmp_path)  # trained on the 20 Hz preset, its own horizon
+    assert behaviour.dqn_checkpoint is not None
+    assert DQNExpert.load(behaviour.dqn_checkpoint).env_config.control_hz == paper.control_hz == 20
+    # c4-poses starts every session from another pose: the DQN acts there too (any state).
+    spec = DatasetSpec("expert", True, 0, 1, C4_CONTEXTS, 3, "paper", "c4-poses", behaviour)
+    load_offline_data(build_dataset(spec, tmp_path), torch.device("cpu"), 0.95)
+    # A DQN trained on the default 50 Hz reacher is refused for the 20 Hz preset's data.
+    default = behaviour_config(experiment, ReacherConfig(), tmp_path)
+    wrong = DatasetSpec("expert", True, 0, 1, ONE_CONTEXT, 3, "paper", behaviour=default)
+    with pytest.raises(ValueError, match="trained on another env"):
+        build_dataset(wrong, tmp_path)

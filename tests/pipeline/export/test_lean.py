@@ -1,7 +1,8 @@
-"""The lean float32 graph of reach-feature policies: same function as the float64 training modules, few nodes."""
+"""The lean float32 graph of link-point policies: same function as the float64 training modules, few nodes."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from pipeline.export import ONNX_FILE
 from pipeline.export.export import _feeds, _random_states, export_run, load_policy
 from pipeline.export.lean import LeanReachPolicy, lean_policy
 from pipeline.fleet import FleetConfig, record_fleet
-from pipeline.ingest import ingest
+from pipeline.ingest import IngestConfig, ingest
 from pipeline.ingest.config import config_for_robot
 from pipeline.train import TrainConfig, train
 
@@ -26,20 +27,25 @@ MAX_NODES = 30
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, datasets_root: Path) -> dict[tuple[str, str], Path]:
-    """A few IQL updates per robot profile and strategy, through fleet → ingest → train (CI size)."""
+    """A few IQL updates per robot profile and strategy, through fleet → ingest → train (CI size).
+
+    Keys ``(robot, strategy)`` for ``reach`` features; ``("paper", strategy)`` is the reacher with the
+    paper's ``reacher`` features (what ``make demo`` serves), trained without a profile as the demo is.
+    """
     out: dict[tuple[str, str], Path] = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MINARI_DATASETS_PATH", str(datasets_root))
-        for robot in ("reacher", "kuka_iiwa"):
-            fleet = tmp_path_factory.mktemp(f"lean-{robot}") / "fleet"
+        for key in ("reacher", "paper", "kuka_iiwa"):
+            robot = None if key == "paper" else key
+            fleet = tmp_path_factory.mktemp(f"lean-{key}") / "fleet"
             record_fleet(FleetConfig(robot=robot, robots=1, episodes=2, recipe="mixed"), fleet, workers=1)
-            dataset = f"symgate/lean-{robot}-v0"
-            ingest([fleet], config_for_robot(robot), dataset, workers=1, overwrite=True)
+            dataset = f"symgate/lean-{key}-v0"
+            ingest([fleet], config_for_robot(robot) if robot else IngestConfig(), dataset, workers=1, overwrite=True)
             for strategy in ("canonical", "dac-output"):
+                profile = {"robot": robot, "features": "reach"} if robot else {"features": "reacher"}
                 config = TrainConfig.model_validate(
                     {
-                        "robot": robot,
-                        "features": "reach",
+                        **profile,
                         "steps": 10,
                         "batch_size": 32,
                         "hidden": [64, 64],
@@ -49,13 +55,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory, datasets_root: Path) -> dict[
                         "augmentation": {"strategy": strategy},
                     }
                 )
-                run = tmp_path_factory.mktemp(f"lean-{robot}-{strategy}") / "run"
+                run = tmp_path_factory.mktemp(f"lean-{key}-{strategy}") / "run"
                 train(config, dataset, run)
-                out[(robot, strategy)] = run
+                out[(key, strategy)] = run
     return out
 
 
-CASES = [("reacher", "canonical"), ("reacher", "dac-output"), ("kuka_iiwa", "canonical"), ("kuka_iiwa", "dac-output")]
+CASES = list(itertools.product(("reacher", "paper", "kuka_iiwa"), ("canonical", "dac-output")))
+
+
+def _robot(key: str) -> str:
+    return "reacher" if key == "paper" else key
 
 
 @pytest.mark.parametrize(("robot", "strategy"), CASES)
@@ -71,7 +81,7 @@ def test_the_exported_graph_is_lean_float32_and_matches_the_float64_modules(
     assert contract.parity is not None and contract.parity.max_abs_diff <= 1e-5
     # Independently of the exporter's check: ORT against the float64 training modules on fresh random states.
     loaded = load_policy(runs[(robot, strategy)])
-    states = _random_states(loaded.data, 2000, np.random.default_rng(7), robot)
+    states = _random_states(loaded.data, 2000, np.random.default_rng(7), _robot(robot))
     feeds = _feeds(states, loaded.groups)
     session = ort.InferenceSession(str(tmp_path / "model" / ONNX_FILE), providers=["CPUExecutionProvider"])
     (onnx_actions,) = session.run(None, feeds)
@@ -81,7 +91,7 @@ def test_the_exported_graph_is_lean_float32_and_matches_the_float64_modules(
     np.testing.assert_allclose(onnx_actions, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("robot", ["reacher", "kuka_iiwa"])
+@pytest.mark.parametrize("robot", ["reacher", "paper", "kuka_iiwa"])
 def test_the_canonical_lean_graph_is_invariant_under_the_context_rotation(
     runs: dict[tuple[str, str], Path], datasets_root: Path, tmp_path: Path, robot: str
 ) -> None:
@@ -90,7 +100,7 @@ def test_the_canonical_lean_graph_is_invariant_under_the_context_rotation(
     loaded = load_policy(runs[(robot, "canonical")])
     lean = lean_policy(loaded.policy.actor, loaded.agent.symmetry, True, loaded.groups)
     assert isinstance(lean, LeanReachPolicy)
-    states = _random_states(loaded.data, 500, np.random.default_rng(3), robot)
+    states = _random_states(loaded.data, 500, np.random.default_rng(3), _robot(robot))
     angle = np.random.default_rng(4).uniform(-math.pi, math.pi, len(states))
     moved = loaded.agent.symmetry.act_observation_np(states, angle).astype(np.float32)
     with torch.no_grad():

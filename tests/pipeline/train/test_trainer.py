@@ -7,11 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.datasets import open_dataset
 from pipeline.train.config import TrainConfig, with_overrides
+from pipeline.train.evaluate import evaluation_angles
 from pipeline.train.trainer import METRICS_FILE, SUMMARY_FILE, RunDirError, TrainingDivergedError, train
 from tests.tolerances import MEMBER_TRAINING
 
@@ -191,6 +194,17 @@ def test_evaluation_cycles_small_context_sets_and_keeps_every_episode(dataset: s
         per_episode = result["episodes"]["success"]
         assert len(per_episode) == 2 and all(len(member) == episodes for member in per_episode)
         assert result["success"] == pytest.approx([sum(member) / episodes for member in per_episode])
+
+
+def test_tuning_evaluation_rolls_out_validation_contexts_and_never_test(dataset: str, tmp_path: Path) -> None:
+    evaluation = {"episodes": 3, "train_episodes": 1, "held_out": "validation"}
+    summary = train(small(steps=10, seeds=2, evaluation=evaluation), dataset, tmp_path / "r")
+    assert set(summary["evaluation"]) == {"train", "validation"}
+    dataset_env, _ = open_dataset(dataset)
+    spec = json.loads(dataset_env.storage.metadata["eval_env_spec"])
+    validation, test = evaluation_angles(spec, "validation", 3), evaluation_angles(spec, "test", 100)
+    assert summary["evaluation"]["validation"]["context_deg"] == pytest.approx(np.degrees(validation).tolist())
+    assert not np.isin(validation, test).any()
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "deploy/train").glob("*.yaml")))

@@ -1025,6 +1025,31 @@ def experiment_tune_lambda(
             console.print(f"Record: {record}", soft_wrap=True)
 
 
+@experiment_app.command("behaviour")
+def experiment_behaviour(
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment YAML: its dqn settings and gamma (default: the built-in defaults).")
+    ] = None,
+    env: Annotated[
+        Path | None, typer.Option(help="ReacherConfig YAML of the discrete reacher (default: ours).")
+    ] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="Greedy episodes per context.")] = 4,
+    out: Annotated[Path, typer.Option(help="Work folder: the DQN's checkpoint cache.")] = Path("experiments_out"),
+    results: Annotated[Path, typer.Option(help="premise.md / premise.json go here.")] = Path("results/behaviour"),
+) -> None:
+    """Is the behaviour expert greedy in its own action values? The analytic expert and the DQN side by side."""
+    from pipeline.experiment import ExperimentConfig
+    from pipeline.experiment.behaviour import write_premise_report
+    from sim.config import ReacherConfig
+
+    with _user_errors():
+        experiment = load_config(config, ExperimentConfig) if config else ExperimentConfig()
+        reacher = load_config(env, ReacherConfig) if env else ReacherConfig()
+        markdown = write_premise_report(experiment, reacher, out, results, episodes)
+        console.print(Markdown(markdown.read_text(encoding="utf-8")))
+        console.print(f"{markdown}", soft_wrap=True)
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,

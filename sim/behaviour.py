@@ -9,6 +9,10 @@ unchanged: π(g·o) = π(o) exactly.
 Recipes (paper, Section 5): ``expert`` (greedy), ``suboptimal`` (ε-random with ε = 0.6),
 ``mixed`` (half of each), and ``asymmetric``, an expert with a torque bias that depends on the
 absolute goal bearing, to produce non-symmetric coverage on purpose.
+
+``BehaviourConfig.expert: dqn`` swaps the analytic expert for the paper's kind of behaviour policy,
+a symmetric DQN trained online in one context (:mod:`sim.dqn_expert`, discrete actions only):
+greedy for ``expert``, ε-greedy for ``suboptimal``.
 """
 
 from __future__ import annotations
@@ -16,17 +20,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.contexts import wrap_angle
 from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv
 from sim.robot import RobotDescription
 
+if TYPE_CHECKING:
+    from sim.dqn_expert import DQNExpert
+
 RecipeName = Literal["expert", "suboptimal", "mixed", "asymmetric"]
+#: The expert behind the recipes: the analytic IK + PD law, or a trained symmetric DQN.
+ExpertKind = Literal["analytic", "dqn"]
 Action = NDArray[np.float64] | int
 
 
@@ -47,6 +57,18 @@ class BehaviourConfig(BaseModel):
     asymmetric_bias: float = Field(
         0.8, ge=0.0, description="Size of the asymmetric expert's bearing-dependent torque bias, N·m."
     )
+    expert: ExpertKind = Field(
+        "analytic", description="analytic: the IK + PD expert; dqn: the symmetric DQN of dqn_checkpoint (discrete)."
+    )
+    dqn_checkpoint: Path | None = Field(
+        None, description="Checkpoint folder of the DQN expert (sim.dqn_expert.trained_dqn), when expert is dqn."
+    )
+
+    @model_validator(mode="after")
+    def _dqn_needs_checkpoint(self) -> BehaviourConfig:
+        if self.expert == "dqn" and self.dqn_checkpoint is None:
+            raise ValueError("expert: dqn needs dqn_checkpoint (a folder written by sim.dqn_expert.trained_dqn)")
+        return self
 
 
 class BehaviourPolicy(Protocol):
@@ -185,6 +207,40 @@ def make_expert(env: RotationalReacherEnv, config: BehaviourConfig | None = None
     )
 
 
+def _load_dqn_expert(env: RotationalReacherEnv, config: BehaviourConfig) -> DQNExpert:
+    """The DQN expert of ``config.dqn_checkpoint``, checked against the env it is to act in."""
+    from sim.dqn_expert import DQNExpert  # torch: only when a DQN expert is asked for
+
+    assert config.dqn_checkpoint is not None  # the config's validator
+    if not isinstance(env, RotationalReacherDiscreteEnv):
+        raise ValueError(f"expert: dqn acts on discrete actions; {type(env).__name__} has continuous torques")
+    expert = DQNExpert.load(config.dqn_checkpoint)
+    # What may differ between training and data: the contexts and the start pose (c4-poses data start the
+    # arm anywhere; the DQN acts on any state, though it was trained from one start pose only).
+    ignore = {
+        "contexts",
+        "reset_context_set",
+        "randomization",
+        "start_mode",
+        "start_shoulder_offset_deg",
+        "start_elbow_deg",
+        "start_noise_deg",
+    }
+    trained, wanted = expert.env_config.model_dump(exclude=ignore), env.config.model_dump(exclude=ignore)
+    if trained != wanted:
+        changed = sorted(key for key in wanted if trained.get(key) != wanted[key])
+        raise ValueError(f"{config.dqn_checkpoint}: the DQN expert was trained on another env (differs in {changed})")
+    return expert
+
+
+def make_behaviour_expert(env: RotationalReacherEnv, config: BehaviourConfig | None = None) -> BehaviourPolicy:
+    """The greedy expert behind the recipes of ``config``: the analytic one, or the DQN (``expert: dqn``)."""
+    config = config or BehaviourConfig()
+    if config.expert == "dqn":
+        return _load_dqn_expert(env, config)
+    return make_expert(env, config)
+
+
 def recipe_policies(
     recipe: RecipeName, env: RotationalReacherEnv, episodes: int, config: BehaviourConfig | None = None
 ) -> list[BehaviourPolicy]:
@@ -192,17 +248,27 @@ def recipe_policies(
 
     Args:
         recipe: ``expert``, ``suboptimal``, ``mixed`` (first half expert, second half suboptimal)
-            or ``asymmetric``.
+            or ``asymmetric`` (analytic expert only).
         env: The env the data is collected in (unwrapped).
         episodes: Number of episodes.
-        config: Gains and noise levels.
+        config: Gains and noise levels, and which expert.
 
     Returns:
         One policy per episode.
     """
     config = config or BehaviourConfig()
-    expert = make_expert(env, config)
-    suboptimal = EpsilonRandomPolicy(expert, config)
+    expert: BehaviourPolicy
+    suboptimal: BehaviourPolicy
+    if config.expert == "dqn":
+        from sim.dqn_expert import EpsilonGreedyPolicy
+
+        if recipe == "asymmetric":
+            raise ValueError("the asymmetric recipe biases the analytic expert's torques; use expert: analytic")
+        dqn = _load_dqn_expert(env, config)
+        expert, suboptimal = dqn, EpsilonGreedyPolicy(dqn, config.epsilon)
+    else:
+        analytic = make_expert(env, config)
+        expert, suboptimal = analytic, EpsilonRandomPolicy(analytic, config)
     if recipe == "expert":
         return [expert] * episodes
     if recipe == "suboptimal":
@@ -211,7 +277,7 @@ def recipe_policies(
         half = (episodes + 1) // 2
         return [expert] * half + [suboptimal] * (episodes - half)
     if recipe == "asymmetric":
-        return [AsymmetricExpertPolicy(expert, config)] * episodes
+        return [AsymmetricExpertPolicy(make_expert(env, config), config)] * episodes
     raise ValueError(f"unknown recipe {recipe!r}; expected expert, suboptimal, mixed or asymmetric")
 
 

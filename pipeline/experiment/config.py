@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.train.config import Strategy
-from sim.behaviour import RecipeName
+from sim.behaviour import ExpertKind, RecipeName
+from sim.dqn_expert import DQNConfig
 
 #: The tables of arXiv 2607.02288 we reproduce; ``2c`` is Table 2 with continuous torques (not in the paper),
 #: ``8`` Table 2's IQL with the symmetry on the critic only (the paper's ablation).
@@ -103,5 +104,10 @@ class ExperimentConfig(BaseModel):
     train_episodes: int = Field(20, ge=1, description="Evaluation episodes on the training context(s).")
     gamma: float = Field(0.95, gt=0.0, le=1.0, description="Discount of the returns (the paper: 0.95).")
     env: EnvPreset = Field("default", description="The reacher: default, or paper (deploy/env/reacher-paper.yaml).")
+    behaviour: ExpertKind = Field(
+        "analytic",
+        description="Expert behind every dataset: analytic (IK + PD) or dqn (symmetric DQN, trained once, cached).",
+    )
+    dqn: DQNConfig = Field(default_factory=DQNConfig, description="How the dqn behaviour expert is trained.")
     offline_rl: OfflineRLSettings = Field(default_factory=OfflineRLSettings, description="Tables 2, 7 and 2c.")
     distillation: DistillationSettings = Field(default_factory=DistillationSettings, description="Table 1.")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from pipeline.ingest.config import EndMarkerSuccess, EpisodeRules, ReachReward
 from pipeline.io import atomic_write_text, load_config, sha256_json
 from pipeline.train.evaluate import rollout
 from sim import CONTINUOUS_ENV_ID, DISCRETE_ENV_ID
-from sim.behaviour import RecipeName, make_expert
+from sim.behaviour import BehaviourConfig, RecipeName, make_expert
 from sim.config import ReacherConfig
 from sim.contexts import ContextSets
 from sim.robot import load_robot_description
@@ -73,14 +73,19 @@ class DatasetSpec:
     test_contexts: int
     env_preset: EnvPreset = "default"
     protocol: DataProtocol = "one-context"
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
 
     @property
     def dataset_id(self) -> str:
-        """Minari id, e.g. ``paper/discrete-c1-expert-seed3-n10-v0`` or ``paper/discrete-paperenv-c4poses-...``."""
+        """Minari id, e.g. ``paper/discrete-c1-expert-seed3-n10-v0`` or ``paper/discrete-paperenv-c4poses-...``.
+
+        Data of the DQN expert get ``-dqn-<hash>`` before ``-v0``.
+        """
         kind = "discrete" if self.discrete else "continuous"
         env = "" if self.env_preset == "default" else f"-{self.env_preset}env"
         cover = "c4poses" if self.protocol == "c4-poses" else f"c{len(self.train_deg)}"
-        return f"paper/{kind}{env}-{cover}-{self.recipe}-seed{self.seed}-n{self.trajectories}-v0"
+        expert = f"-{self.behaviour.dqn_checkpoint.name}" if self.behaviour.dqn_checkpoint else ""
+        return f"paper/{kind}{env}-{cover}-{self.recipe}-seed{self.seed}-n{self.trajectories}{expert}-v0"
 
     def env(self) -> ReacherConfig:
         """The env the data is evaluated on (its start pose; train and held-out test sets)."""
@@ -110,6 +115,7 @@ class DatasetSpec:
                     discrete=self.discrete,
                     seed=self.seed,
                     env=env,
+                    behaviour=self.behaviour,
                 )
             ]
         fleets = []
@@ -128,7 +134,15 @@ class DatasetSpec:
                 )
                 seed = (self.seed * self.trajectories + index) * len(self.train_deg) + rotation
                 fleets.append(
-                    FleetConfig(robots=1, episodes=1, recipe=recipe, discrete=self.discrete, seed=seed, env=pose)
+                    FleetConfig(
+                        robots=1,
+                        episodes=1,
+                        recipe=recipe,
+                        discrete=self.discrete,
+                        seed=seed,
+                        env=pose,
+                        behaviour=self.behaviour,
+                    )
                 )
         return fleets
 

@@ -48,7 +48,7 @@ from pipeline.experiment.config import ExperimentConfig
 from pipeline.experiment.data import C4_CONTEXTS, DatasetSpec, expert_returns
 from pipeline.experiment.paper import eta_key
 from pipeline.train.evaluate import MAX_ENVS, evaluation_angles, rollout
-from sim.behaviour import make_expert
+from sim.behaviour import BehaviourConfig, make_behaviour_expert
 from sim.robot import load_robot_description
 
 TargetKind = Literal["symmetric", "asymmetric"]
@@ -103,13 +103,18 @@ def pessimism_amount(q: NDArray[np.float64], target: NDArray[np.float64]) -> flo
 
 
 def expert_action_values(
-    observations: NDArray[np.float32], names: Sequence[str], env_spec: dict[str, Any], gamma: float
+    observations: NDArray[np.float32],
+    names: Sequence[str],
+    env_spec: dict[str, Any],
+    gamma: float,
+    behaviour: BehaviourConfig | None = None,
 ) -> NDArray[np.float64]:
     """Q(s, a) of the greedy expert for every state and every discrete action, ``(N, A)``, by simulation.
 
     Each (state, action) episode starts from the state's exact joint positions and velocities in its
     context, takes the action for one control step and then follows the expert until the goal or
-    the time limit; ``MAX_ENVS`` such episodes run at once.
+    the time limit; ``MAX_ENVS`` such episodes run at once. The expert is ``behaviour``'s (the
+    analytic one by default, or the DQN: :func:`sim.behaviour.make_behaviour_expert`).
     """
     position = [names.index(n) for n in names if n.startswith("joint_position.")]
     velocity = [names.index(n) for n in names if n.startswith("joint_velocity.")]
@@ -117,7 +122,7 @@ def expert_action_values(
     contexts = np.arctan2(goal[:, 1], goal[:, 0])
     envs = [gym.make(env_spec["id"], **env_spec.get("kwargs", {})) for _ in range(MAX_ENVS)]
     n_actions = int(envs[0].action_space.n)  # type: ignore[attr-defined]
-    expert = make_expert(envs[0].unwrapped)  # type: ignore[arg-type]
+    expert = make_behaviour_expert(envs[0].unwrapped, behaviour)  # type: ignore[arg-type]
     rng = np.random.default_rng(0)  # unused by the greedy expert
     pairs = list(product(range(len(observations)), range(n_actions)))
     values = np.zeros(len(pairs))
@@ -186,11 +191,20 @@ class DistillationData:
     env_spec: dict[str, Any]
 
 
-def dataset_specs(experiment: ExperimentConfig) -> list[DatasetSpec]:
-    """One fresh expert dataset over the C4 contexts per seed."""
+def dataset_specs(experiment: ExperimentConfig, behaviour: BehaviourConfig | None = None) -> list[DatasetSpec]:
+    """One fresh expert dataset over the C4 contexts per seed (``behaviour``'s expert; default analytic)."""
     settings = experiment.distillation
     return [
-        DatasetSpec("expert", True, seed, settings.trajectories, C4_CONTEXTS, experiment.test_contexts, experiment.env)
+        DatasetSpec(
+            "expert",
+            True,
+            seed,
+            settings.trajectories,
+            C4_CONTEXTS,
+            experiment.test_contexts,
+            experiment.env,
+            behaviour=behaviour or BehaviourConfig(),
+        )
         for seed in range(experiment.distillation_seeds)
     ]
 
@@ -198,7 +212,9 @@ def dataset_specs(experiment: ExperimentConfig) -> list[DatasetSpec]:
 def load_distillation_data(
     specs: Sequence[DatasetSpec],
     gamma: float,
-    action_values: Callable[[list[tuple[NDArray[np.float32], Sequence[str], dict[str, Any], float]]], list[Any]],
+    action_values: Callable[
+        [list[tuple[NDArray[np.float32], Sequence[str], dict[str, Any], float, BehaviourConfig]]], list[Any]
+    ],
 ) -> DistillationData:
     """Every seed's states and expert actions (read back from Minari, one slice per seed) and their action values.
 
@@ -214,7 +230,8 @@ def load_distillation_data(
     observations = data.observations.numpy()
     env_spec: dict[str, Any] = data.metadata["eval_env_spec"]
     names = data.observation_names
-    parts = action_values([(observations[lo:hi], names, env_spec, gamma) for lo, hi in data.member_slices])
+    behaviour = specs[0].behaviour  # every seed's data comes from the same expert
+    parts = action_values([(observations[lo:hi], names, env_spec, gamma, behaviour) for lo, hi in data.member_slices])
     return DistillationData(
         observations=observations,
         q_values=np.concatenate(parts),

@@ -36,7 +36,7 @@ from pipeline.experiment.data import (
 )
 from pipeline.io import atomic_write_json, load_config, sha256_file, sha256_json
 from pipeline.train.config import AppliedTo, Strategy, TrainConfig
-from sim.behaviour import RecipeName
+from sim.behaviour import BehaviourConfig, RecipeName
 from sim.contexts import ContextSetName
 
 #: Where the paper presets live (``tune-lambda`` can write to a copy elsewhere).
@@ -85,8 +85,13 @@ def preset_path(table: OfflineTable, recipe: RecipeName, presets: Path = PRESETS
     return presets / f"paper-{algorithm_of(table)}-{recipe}.yaml"
 
 
-def datasets_of(table: OfflineTable, recipe: RecipeName, experiment: ExperimentConfig) -> tuple[DatasetSpec, ...]:
-    """One dataset per seed: the recipe's trajectories by the data protocol (continuous torques for 2c)."""
+def datasets_of(
+    table: OfflineTable, recipe: RecipeName, experiment: ExperimentConfig, behaviour: BehaviourConfig | None = None
+) -> tuple[DatasetSpec, ...]:
+    """One dataset per seed: the recipe's trajectories by the data protocol (continuous torques for 2c).
+
+    ``behaviour`` is the datasets' expert (default: analytic); 2c keeps the analytic one (the DQN is discrete).
+    """
     settings = experiment.offline_rl
     cover = ONE_CONTEXT if settings.data_protocol == "one-context" else C4_CONTEXTS
     return tuple(
@@ -99,6 +104,7 @@ def datasets_of(table: OfflineTable, recipe: RecipeName, experiment: ExperimentC
             experiment.test_contexts,
             experiment.env,
             settings.data_protocol,
+            (behaviour or BehaviourConfig()) if table != "2c" else BehaviourConfig(),
         )
         for seed in range(experiment.seeds)
     )
@@ -152,12 +158,17 @@ def job_config(
 
 
 def plan_training(
-    table: OfflineTable, experiment: ExperimentConfig, work: Path, device: str = "auto", presets: Path = PRESETS
+    table: OfflineTable,
+    experiment: ExperimentConfig,
+    work: Path,
+    device: str = "auto",
+    presets: Path = PRESETS,
+    behaviour: BehaviourConfig | None = None,
 ) -> list[TrainingJob]:
     """Every (recipe, strategy) job of an offline-RL table, seeds vectorised.
 
     Tables 2, 7 and 2c apply ``strategies`` to the actor; Table 8 applies ``critic_strategies`` to
-    the critic only, with Table 2's IQL presets.
+    the critic only, with Table 2's IQL presets. ``behaviour`` is the datasets' expert (default: analytic).
     """
     settings = experiment.offline_rl
     critic_only = table == "8"
@@ -165,7 +176,7 @@ def plan_training(
     jobs = []
     for recipe in settings.recipes:
         preset = load_config(preset_path(table, recipe, presets), TrainConfig)
-        datasets = datasets_of(table, recipe, experiment)
+        datasets = datasets_of(table, recipe, experiment, behaviour)
         for strategy in strategies:
             config = job_config(
                 preset, table, strategy, experiment, device, applied_to="critic" if critic_only else "actor"

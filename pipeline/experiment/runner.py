@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.executor import LOCAL, ONE_CPU, Executor, Resources, run_unordered
+from pipeline.experiment.behaviour import behaviour_config
 from pipeline.experiment.config import ExperimentConfig, OfflineTable, TableName
-from pipeline.experiment.data import DatasetSpec, build_dataset, dataset_is_built
+from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset, dataset_is_built
 from pipeline.experiment.distillation import (
     TARGET_KINDS,
     dataset_specs,
@@ -34,6 +35,7 @@ from pipeline.experiment.distillation import (
 from pipeline.experiment.offline_rl import PRESETS, TrainingJob, cached_result, plan_training, run_training
 from pipeline.experiment.report import build_report, write_report
 from pipeline.experiment.tuning import finish_tuning, plan_tuning
+from sim.behaviour import BehaviourConfig
 
 #: ``progress(description, total)`` → a context manager yielding ``advance()``.
 ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[..., None]]]
@@ -135,6 +137,11 @@ class Runner:
                 advance()
             return ordered
 
+    def _behaviour(self) -> BehaviourConfig:
+        """The datasets' expert (``experiment.behaviour``); the DQN is trained here once and then cached."""
+        env = DatasetSpec("expert", True, 0, 1, ONE_CONTEXT, self.experiment.test_contexts, self.experiment.env).env()
+        return behaviour_config(self.experiment, env, self.work)
+
     def _build_datasets(self, table: str, specs: Sequence[DatasetSpec]) -> None:
         """Build every dataset not already built from the same configs.
 
@@ -184,7 +191,7 @@ class Runner:
         if table == "1":
             results, protocol = self._distillation()
         else:
-            jobs = plan_training(table, self.experiment, self.work, self.device)
+            jobs = plan_training(table, self.experiment, self.work, self.device, behaviour=self._behaviour())
             results = self._train(table, f"table {table}: train + evaluate", jobs)
             protocol = {
                 "experiment": self.experiment.model_dump(mode="json"),
@@ -203,7 +210,7 @@ class Runner:
         Raises:
             TimeBudgetError: The time budget ran out before the last candidate (finished ones are saved).
         """
-        jobs = plan_tuning(table, self.experiment, self.work, self.device, presets)
+        jobs = plan_tuning(table, self.experiment, self.work, self.device, presets, self._behaviour())
         results = self._train(table, f"table {table}: tune λ on validation contexts", jobs)
         return finish_tuning(
             table, self.mode, jobs, results, self.experiment, self.results, presets=presets, write=write
@@ -214,7 +221,7 @@ class Runner:
 
         from pipeline.train.trainer import resolve_device
 
-        specs = dataset_specs(self.experiment)
+        specs = dataset_specs(self.experiment, self._behaviour())
         self._build_datasets("1", specs)
         if self.deadline is not None and time.time() > self.deadline:
             raise TimeBudgetError("1", "the distillation")
@@ -252,5 +259,5 @@ def _train_job(item: tuple[TrainingJob, float | None]) -> dict[str, Any] | None:
     return run_training(job)
 
 
-def _action_values(item: tuple[Any, Sequence[str], dict[str, Any], float]) -> Any:
+def _action_values(item: tuple[Any, Sequence[str], dict[str, Any], float, BehaviourConfig]) -> Any:
     return expert_action_values(*item)

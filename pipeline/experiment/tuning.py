@@ -27,7 +27,7 @@ from pipeline.experiment.offline_rl import PRESETS, TrainingJob, datasets_of, jo
 from pipeline.experiment.report import Cell
 from pipeline.io import ConfigError, atomic_write_json, atomic_write_text, load_config
 from pipeline.train.config import Strategy, TrainConfig
-from sim.behaviour import RecipeName
+from sim.behaviour import BehaviourConfig, RecipeName
 
 #: The tables whose presets hold a tunable DAC-Output λ (2c shares Table 2's IQL presets).
 TUNABLE: tuple[OfflineTable, ...] = ("2", "7")
@@ -43,7 +43,12 @@ def lambda_label(weight: float) -> str:
 
 
 def plan_tuning(
-    table: OfflineTable, experiment: ExperimentConfig, work: Path, device: str = "auto", presets: Path = PRESETS
+    table: OfflineTable,
+    experiment: ExperimentConfig,
+    work: Path,
+    device: str = "auto",
+    presets: Path = PRESETS,
+    behaviour: BehaviourConfig | None = None,
 ) -> list[TrainingJob]:
     """One DAC-Output job per (recipe, λ), evaluated on the validation contexts instead of the test ones.
 
@@ -55,7 +60,7 @@ def plan_tuning(
     jobs = []
     for recipe in experiment.offline_rl.recipes:
         preset = load_config(preset_path(table, recipe, presets), TrainConfig)
-        datasets = datasets_of(table, recipe, experiment)
+        datasets = datasets_of(table, recipe, experiment, behaviour)
         for weight in experiment.offline_rl.lambda_grid:
             config = job_config(
                 preset, table, TUNED_STRATEGY, experiment, device, consistency_weight=weight, held_out="validation"

@@ -29,7 +29,7 @@ from sim.dqn_expert import (
     trained_dqn,
 )
 from sim.reacher import RotationalReacherDiscreteEnv, RotationalReacherEnv
-from tests.sim.test_behaviour import rotate_observation
+from tests.sim.test_behaviour import observations, rotate_observation
 
 SPEC = load_config(REPO / "deploy" / "symmetry" / "reacher.yaml", SymmetrySpec)
 ENV = ReacherConfig()
@@ -84,15 +84,6 @@ def test_double_dqn_loss_by_hand() -> None:
     torch.testing.assert_close(online.weight.grad, torch.tensor([[-0.5], [-1.0]]))
     torch.testing.assert_close(online.bias.grad, torch.tensor([-0.5, -0.5]))
     assert target.weight.grad is None
-
-
-observations = st.tuples(
-    st.floats(-math.pi, math.pi),
-    st.floats(-2.5, 2.5),
-    st.floats(-10, 10),
-    st.floats(-10, 10),
-    st.floats(-math.pi, math.pi),
-).map(lambda v: np.array([v[0], v[1], v[2], v[3], 0.7 * math.cos(v[4]), 0.7 * math.sin(v[4])]))
 
 
 @settings(max_examples=200, deadline=None)

@@ -95,6 +95,9 @@ class ReacherFeatures(FeatureExtractor):
             and the goal's x and y, in that order.
     """
 
+    #: The arm points whose goal-relative ``(x, y)`` are the features, in feature order.
+    POINTS = ("shoulder", "elbow", "hand")
+
     def __init__(
         self,
         observation_names: Sequence[str],
@@ -143,7 +146,7 @@ class ReacherFeatures(FeatureExtractor):
             self._goal_y,
         ) = self.signal_indices
         self.feature_names = (
-            *(f"{point}_from_goal.{axis}" for point in ("shoulder", "elbow", "hand") for axis in ("x", "y")),
+            *(f"{point}_from_goal.{axis}" for point in self.POINTS for axis in ("x", "y")),
             f"joint_velocity.{shoulder}",
             f"joint_velocity.{elbow}",
         )

@@ -113,12 +113,12 @@ class _LinkPointLayout:
             shift = [np.eye(4) for _ in range(2)]
             shift[0][0, 3], shift[1][0, 3] = l1, l2
             steps = [_ChainStep(-1, np.eye(4), 0), _ChainStep(0, shift[0], 1), _ChainStep(1, shift[1], None)]
-            shoulder, elbow, shoulder_velocity, elbow_velocity = features.signal_indices[:4]
+            positions, velocities = features.signal_indices[:2], features.signal_indices[2:4]
             return cls(
                 features.observation_names,
-                LinkPoints(("shoulder", "elbow", "hand"), steps, (0, 1, 2), dtype=torch.float64),
-                [shoulder, elbow],
-                [shoulder_velocity, elbow_velocity],
+                LinkPoints(features.POINTS, steps, (0, 1, 2), dtype=torch.float64),
+                list(positions),
+                list(velocities),
                 torch.tensor([0, 1, 3, 4, 6, 7]),  # x and y of each point
             )
         return None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -54,6 +54,8 @@ app = typer.Typer(
 fleet_app = typer.Typer(help="Simulated robot fleet that logs ROS 2 bags.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 console = Console()
+#: A table name type (``TableName``, ``OfflineTable``) for the ``--table`` choice.
+_Table = TypeVar("_Table", bound=str)
 #: Help of every command's --robot option.
 ROBOT_HELP = "Robot profile: a name under deploy/robots/ or a robot.yaml path (default: the built-in reacher)."
 #: --executor and --ray-address, the same on ingest, gate and experiment.
@@ -902,6 +904,16 @@ def _experiment_runner(
     )
 
 
+def _chosen_tables(table: str, allowed: tuple[_Table, ...]) -> tuple[_Table, ...]:
+    """The tables ``--table`` names: one of ``allowed``, or ``all`` of them."""
+    if table == "all":
+        return allowed
+    for name in allowed:
+        if name == table:
+            return (name,)
+    raise ConfigError(f"--table {table}: expected one of {', '.join(allowed)} or all")
+
+
 def _stopped(stop: Any, runner: Any) -> None:
     console.print(
         f"Table {stop.table}: stopped by --max-hours with {stop.left} left ({len(runner.trained)} job(s) trained "
@@ -942,9 +954,7 @@ def experiment_paper(
     from pipeline.experiment.runner import TimeBudgetError
 
     with _user_errors():
-        chosen = TABLES if table == "all" else (table,)
-        if any(t not in TABLES for t in chosen):
-            raise ConfigError(f"--table {table}: expected one of {', '.join(TABLES)} or all")
+        chosen = _chosen_tables(table, TABLES)
         runner = _experiment_runner(
             quick, config, seeds, device, workers, out, results, executor, ray_address, max_hours
         )
@@ -1002,9 +1012,7 @@ def experiment_tune_lambda(
     from pipeline.experiment.tuning import TUNABLE
 
     with _user_errors():
-        chosen = TUNABLE if table == "all" else (table,)
-        if any(t not in TUNABLE for t in chosen):
-            raise ConfigError(f"--table {table}: expected one of {', '.join(TUNABLE)} or all")
+        chosen = _chosen_tables(table, TUNABLE)
         runner = _experiment_runner(
             quick, config, seeds, device, workers, out, results, executor, ray_address, max_hours
         )

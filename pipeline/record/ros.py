@@ -43,6 +43,7 @@ class TopicRecorder(Node):
         self.lock = threading.Lock()
         self.goal_changes: list[int] = []  # receive times (ns) of each new goal
         self._goal: tuple[float, float, float] | None = None
+        self._last_message = time.monotonic()
         for topic, (message_class, msgtype) in topics.items():
             self.create_subscription(
                 message_class, topic, lambda data, t=topic, m=msgtype: self._on_message(t, m, data), 1000, raw=True
@@ -50,6 +51,7 @@ class TopicRecorder(Node):
 
     def _on_message(self, topic: str, msgtype: str, data: bytes) -> None:
         received = time.time_ns()
+        self._last_message = time.monotonic()
         with self.lock:
             self.bag.raw(received, topic, msgtype, data)
             if msgtype == JOINT_STATE:
@@ -62,6 +64,19 @@ class TopicRecorder(Node):
                 if goal != self._goal:
                     self._goal = goal
                     self.goal_changes.append(received)
+
+    def wait_until_idle(self, quiet_s: float = 0.25, timeout_s: float = 30.0) -> bool:
+        """Wait until no message has been handled for ``quiet_s``: the backlog its subscriptions queued is recorded.
+
+        The callbacks (a TF tree per JointState) can fall behind the robot; call this once the robot has
+        stopped publishing, while the node still spins. Returns False if it was still busy after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if time.monotonic() - self._last_message >= quiet_s:
+                return True
+            time.sleep(0.02)
+        return False
 
     def write(self, path: Path, episodes: Sequence[Mapping[str, Any]], certificate_id: str | None) -> dict[str, int]:
         """Add a marker at each episode's first goal (its outcome and the served certificate), then write the MCAP.

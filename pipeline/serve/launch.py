@@ -198,6 +198,10 @@ def rehearse(
                 diagnostics = dict(client.diagnostics)  # the last report while the robot was running
                 client.transition(Transition.TRANSITION_DEACTIVATE)
                 client.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+                if recorder is not None and not recorder.wait_until_idle():
+                    recorder.get_logger().warning(
+                        "the recorder was still busy 30 s after the robot stopped: its recording is cut short"
+                    )
             if simulator.returncode != 0 or not result_file.exists():
                 raise RuntimeError(f"sim_robot did not finish (exit code {simulator.returncode})")
             outcome: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))

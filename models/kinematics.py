@@ -108,6 +108,11 @@ class LinkPoints(torch.nn.Module):
 
     def forward(self, joint_position: Tensor) -> Tensor:
         """Link positions, ``(..., L, 3)``, ordered as ``links``."""
+        frames = self.frames(joint_position)
+        return torch.stack([frames[i][1] for i in self.outputs], dim=-2)
+
+    def frames(self, joint_position: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """``(rotation (..., 3, 3), translation (..., 3))`` of every step's frame in the base frame, in step order."""
         batch = joint_position.shape[:-1]
         eye = torch.eye(3, dtype=joint_position.dtype, device=joint_position.device)
         base = (
@@ -128,7 +133,7 @@ class LinkPoints(torch.nn.Module):
                     k2: Tensor = getattr(self, f"_k2_{index}")
                     rotation = rotation @ (eye + torch.sin(q) * k + (1.0 - torch.cos(q)) * k2)
             frames.append((rotation, translation))
-        return torch.stack([frames[i][1] for i in self.outputs], dim=-2)
+        return frames
 
 
 class ReachFeatures(FeatureExtractor):

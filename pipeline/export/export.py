@@ -10,7 +10,7 @@ discrete actions) and ``onnx.checker`` must pass; the numbers go into the contra
 
 Link-point Gaussian policies (``features: reach`` of any robot profile, and the paper's
 ``features: reacher``) are exported as the lean float32 graph of :mod:`pipeline.export.lean`
-(~20-30 nodes, Gemms and a 4x4 MatMul per joint);
+(10-21 nodes: Gemms, one Sin of every joint-angle class and, for chains past one block, one MatMul);
 everything else traces :class:`ExportedPolicy`, the training modules in float64. The reference of
 the parity check is :class:`ExportedPolicy` in float64 either way.
 """

@@ -3,25 +3,36 @@ r"""The lean ONNX graph of a link-point Gaussian policy: float32, every linear p
 At batch 1 ONNX Runtime pays about a microsecond per node, and float64 gets no prepacked or fused
 kernels, so the graph the training modules trace (float64, ~140-225 nodes: gathers, the canonical
 frame's ``atan2``, one small matrix product per kinematic step, the normaliser) costs 6-20 bare
-MLPs. This module computes the *same function* in float32 with few nodes:
+MLPs. This module computes the *same function* in float32 with few nodes (7-11 besides the MLP's):
 
-1. **Joint transforms, all in one Gemm.** A revolute joint about unit axis :math:`a` (with
-   :math:`K = [a]_\times`) after the fixed transforms :math:`C` since the last joint is
-   :math:`H(q) = C\,[R(q)] = C\,[I + K^2] + \sin q\; C\,[K] - \cos q\; C\,[K^2]` (4x4), affine in
-   :math:`(\sin q, \cos q)`; so every joint's :math:`H_j` is one Gemm of ``[sin q, cos q]``.
-2. **The chain.** :math:`D_j = D_{\mathrm{parent}(j)} H_j`: one 4x4 MatMul per joint that an
-   output link depends on.
-3. **One Gemm for the rest of the features.** Link positions (:math:`D\,c` for constant
-   :math:`c`), the goal subtraction, the kept components, the joint velocities, the normaliser
-   :math:`(x - μ)/σ` and the actor's first layer are all affine in ``X = [D entries, joint
-   velocities, goal, r]``; their composition is evaluated once in float64 on a basis of ``X``
-   and becomes the first layer's Gemm.
+1. **Link positions are trig polynomials.** A revolute joint's 4x4 transform is affine in
+   :math:`(\sin q, \cos q)` (Rodrigues: :math:`I + \sin q\,K + (1 - \cos q)\,K^2`), so the frame
+   after joints :math:`j_1..j_k` has entries in the span of :math:`1` and :math:`\sin θ_f, \cos θ_f`,
+   :math:`θ_f = \sum_i f_i q_{j_i}`, :math:`f ∈ \{-1, 0, 1\}^k` (product to sum), one of each
+   :math:`±f`: :math:`(3^k - 1)/2` *angle classes*. One Gemm of the joint positions gives every
+   class's :math:`[θ, θ + π/2]` and one ``Sin`` their sines and cosines. The coefficients are
+   fitted (least squares, exact to ~1e-15, checked) on samples of the float64 chain
+   :meth:`~models.kinematics.LinkPoints.frames` itself.
+2. **Long chains: one pivot product.** A path of more joints than the split depth is the pivot
+   frame :math:`D = [R\,|\,t]` after its first ``depth`` joints times the point :math:`[v, 1]` in
+   that frame, each a trig polynomial of its own block of joints: one Gemm gives :math:`v_i`
+   (repeated per row) and :math:`D_{ki}`, one Mul their products, and the first layer's Gemm sums
+   them (:math:`p_k = \sum_i D_{ki} v_i` is linear in the products). The depth is the one with the
+   fewest first-layer columns (the iiwa's 7 joints: blocks of 3 and 4, 53 classes); no block may
+   span more than :data:`MAX_BLOCK` joints. Planar chains (the reacher) need no pivot at all.
+3. **One Gemm for the rest of the features.** Link positions, the goal subtraction, the kept
+   components, the joint velocities, the normaliser :math:`(x - μ)/σ` and the actor's first layer
+   are all affine in ``X = [sin/cos of the classes, (canonical: products), pivot products, joint
+   velocities, goal, (canonical: r)]``; their composition is evaluated once in float64 on a basis
+   of ``X`` and becomes the first layer's Gemm.
 4. **Canonical frame without atan2.** With :math:`(c_φ, s_φ) = g_{xy}/|g_{xy}|` the canonical
-   joint angle :math:`q' = q - φ` enters only as :math:`\sin q' = \sin q\,c_φ - \cos q\,s_φ`,
-   :math:`\cos q' = \cos q\,c_φ + \sin q\,s_φ` (products fed to the joint Gemm) and the canonical
-   goal is :math:`(|g_{xy}|, 0, g_z)` (fed to the first-layer Gemm). A zero :math:`g_{xy}` gives
-   :math:`(c_φ, s_φ) = (1, 0)`, as ``atan2(0, 0) = 0`` does.
-5. **Head.** The output layer keeps only the mean's columns; ``tanh``, the action box and the clamp.
+   joint angle :math:`q' = q - φ` shifts every class holding it (sign +1 by choice) to
+   :math:`θ' = θ - φ`, which enters only as :math:`\sin θ' = \sin θ\,c_φ - \cos θ\,s_φ`,
+   :math:`\cos θ' = \cos θ\,c_φ + \sin θ\,s_φ` (four products per class, fed to the Gemms that
+   read the classes); the canonical goal is :math:`(|g_{xy}|, 0, g_z)`. A zero :math:`g_{xy}`
+   gives :math:`(c_φ, s_φ) = (1, 0)`, as ``atan2(0, 0) = 0`` does.
+5. **Head.** The output layer keeps only the mean's columns (ORT fuses it with ``tanh``), times
+   the half range; an action box centred on 0 needs no clamp (``|tanh| ≤ 1``), others keep it.
 
 Both link-point feature kinds take this path: ``reach`` (:class:`~models.kinematics.ReachFeatures`,
 the URDF chain of any profile) and ``reacher`` (:class:`~models.features.ReacherFeatures`, the
@@ -29,13 +40,16 @@ paper's planar shoulder/elbow/hand points, whose chain is two z-axis joints ``l�
 ``l₂`` further; its goal is planar, so the goal's ``z`` is 0).
 
 :func:`lean_policy` returns ``None`` where these assumptions do not hold (other features, a mirror
-group, actions the rotation moves, prismatic joints, discrete actions); the exporter then traces
+group, actions the rotation moves, prismatic joints, a path longer than two blocks, discrete actions);
+the exporter then traces
 the training modules. Either way the exporter checks the graph against the float64 training
 modules (parity ≤ 1e-5) and measures its equivariance.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,8 +65,8 @@ from models.layers import EnsembleLinear
 from models.networks import GaussianTanhActor
 from models.symmetry import BoundSymmetry
 
-#: Added to the goal's x before its bearing is taken, and the floor of its norm: a zero goal gets φ = 0.
-_TINY = 1e-30
+#: Added to the goal's x before its bearing is taken: a zero goal gets φ = 0, and its square stays a normal float32.
+_TINY = 1e-18
 
 
 def _affine_matrix(tail: Callable[[Tensor], Tensor], width: int) -> tuple[Tensor, Tensor]:
@@ -61,15 +75,6 @@ def _affine_matrix(tail: Callable[[Tensor], Tensor], width: int) -> tuple[Tensor
     with torch.no_grad():
         values: Tensor = tail(inputs)
     return values[1:] - values[:1], values[0]
-
-
-def _homogeneous(rotation: NDArray[np.float64], translation: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
-    out = np.zeros((4, 4))
-    out[:3, :3] = rotation
-    if translation is not None:
-        out[:3, 3] = translation
-        out[3, 3] = 1.0
-    return out
 
 
 @dataclass(frozen=True)
@@ -125,27 +130,31 @@ class _LinkPointLayout:
 
 
 class LeanReachPolicy(nn.Module):
-    """Raw signal groups → clamped actions, the lean float32 graph of a reach-feature Gaussian actor.
+    """Raw signal groups → actions, the lean float32 graph of a reach-feature Gaussian actor.
 
     Build it with :func:`lean_policy`; ``forward`` takes the groups in the contract's input order.
     """
 
-    joint_weight: Tensor
-    joint_bias: Tensor
+    angle_weight: Tensor
+    phase: Tensor
+    pivot_weight: Tensor
+    pivot_bias: Tensor
     first_weight: Tensor
     first_bias: Tensor
     shift_gather: Tensor
     bearing_weight: Tensor
     bearing_bias: Tensor
+    half_range: Tensor
+    middle: Tensor
+    low: Tensor
+    high: Tensor
 
     def __init__(
         self,
         *,
         groups: list[tuple[str, list[int]]],
-        joint_weight: Tensor,
-        joint_bias: Tensor,
-        chain: list[tuple[int, int]],
-        anchors: list[int],
+        angle_weight: Tensor,
+        pivot: tuple[Tensor, Tensor] | None,
         first_weight: Tensor,
         first_bias: Tensor,
         layers: list[tuple[Tensor, Tensor]],
@@ -155,31 +164,29 @@ class LeanReachPolicy(nn.Module):
     ) -> None:
         super().__init__()
         self.group_names = tuple(name for name, _ in groups)
-        self.register_buffer("joint_weight", joint_weight.float())
-        self.register_buffer("joint_bias", joint_bias.float())
-        self.chain, self.anchors, self.joints = chain, anchors, len(chain)
+        classes = angle_weight.shape[1]
+        # [sin θ, cos θ] of every angle class as one Sin of [θ, θ + π/2].
+        self.register_buffer("angle_weight", torch.cat([angle_weight, angle_weight], dim=1).float())
+        self.register_buffer("phase", torch.cat([torch.zeros(classes), torch.full((classes,), math.pi / 2)]))
+        self.pivots = 0
+        if pivot is not None:
+            self.register_buffer("pivot_weight", pivot[0].float())
+            self.register_buffer("pivot_bias", pivot[1].float())
+            self.pivots = pivot[1].shape[0] // 24
         self.register_buffer("first_weight", first_weight.float())
         self.register_buffer("first_bias", first_bias.float())
         self.layers = nn.ParameterList()
         for weight, bias in layers:
             self.layers.append(nn.Parameter(weight.float(), requires_grad=False))
             self.layers.append(nn.Parameter(bias.float(), requires_grad=False))
-        self.half_range: Tensor
-        self.middle: Tensor
-        self.low: Tensor
-        self.high: Tensor
         self.register_buffer("half_range", (0.5 * (high - low)).float())
         self.register_buffer("middle", (0.5 * (high + low)).float())
         self.register_buffer("low", low.float())
         self.register_buffer("high", high.float())
+        # A box centred on 0 needs no clamp: |tanh| ≤ 1 in float32, so |tanh · high| ≤ high exactly.
+        self.centred = bool((high + low == 0).all())
         same = bool((low == low[0]).all() and (high == high[0]).all())
         self.uniform = (float(low[0]), float(high[0])) if same else None
-        self.centred = True if bool((high + low == 0).all()) else None
-        self.doubling: Tensor
-        self.phase: Tensor
-        joints = joint_weight.shape[0] // 2 - (2 if canonical is not None else 0)
-        self.register_buffer("doubling", torch.cat([torch.eye(joints), torch.eye(joints)], dim=1))
-        self.register_buffer("phase", torch.cat([torch.zeros(joints), torch.full((joints,), math.pi / 2)]))
         self.canonical = canonical is not None
         if canonical is not None:
             gather, weight, bias, self.goal_input = canonical
@@ -190,30 +197,32 @@ class LeanReachPolicy(nn.Module):
     def forward(self, *signals: Tensor) -> Tensor:
         """One batch of raw signal groups (float32, contract order) → ``(B, A)`` float32 actions."""
         named = dict(zip(self.group_names, signals, strict=True))
-        # [sin q, cos q] as one Sin of [q, q + π/2].
-        trig = torch.sin(torch.addmm(self.phase, named["joint_position"], self.doubling))
+        trig = torch.sin(torch.addmm(self.phase, named["joint_position"], self.angle_weight))
+        angular = [trig]
         extra: list[Tensor] = []
         if self.canonical:
-            goal = signals[self.goal_input]
-            # (x, y, x, y) + (tiny, 0, tiny, 0): |·| = √2 r; the constants absorb the √2.
-            bearing = torch.addmm(self.bearing_bias, goal, self.bearing_weight)
-            norm = torch.clamp_min(torch.linalg.vector_norm(bearing, dim=-1, keepdim=True), math.sqrt(2.0) * _TINY)
-            shifted = trig.index_select(-1, self.shift_gather)  # (sin q, cos q, cos q, sin q) of the shifted joint
-            trig = torch.cat([trig, shifted * (bearing / norm)], dim=-1)
+            # (x, y, x, y, …) + (tiny, 0, tiny, 0, …): |·| = √(2n) r; the weights absorb the √(2n).
+            bearing = torch.addmm(self.bearing_bias, signals[self.goal_input], self.bearing_weight)
+            norm = torch.linalg.vector_norm(bearing, dim=-1, keepdim=True)
+            # (sin θ, cos θ, cos θ, sin θ) of every class holding the shifted joint, times (c_φ, s_φ, c_φ, s_φ).
+            angular.append(trig.index_select(-1, self.shift_gather) * (bearing / norm))
             extra.append(norm)
-        transforms = torch.addmm(self.joint_bias, trig, self.joint_weight)
-        steps = torch.split(transforms.reshape(-1, self.joints, 4, 4), 1, dim=1)
-        frames: list[Tensor] = []
-        for step, (_, parent) in zip(steps, self.chain, strict=True):
-            frames.append(step if parent < 0 else frames[parent] @ step)
-        anchors = torch.cat([frames[i] for i in self.anchors], dim=1).reshape(-1, 16 * len(self.anchors))
-        x = torch.cat([anchors, named["joint_velocity"], named["goal_position"], *extra], dim=-1)
+        pivoted: list[Tensor] = []
+        if self.pivots:
+            base = angular[0] if len(angular) == 1 else torch.cat(angular, dim=-1)
+            angular = [base]
+            blocks = torch.addmm(self.pivot_bias, base, self.pivot_weight)
+            # Per pivoted point v_i (repeated for each row k) and D[k, i]; the first Gemm sums over i.
+            local, frame = torch.split(blocks, 12 * self.pivots, dim=-1)
+            pivoted.append(local * frame)
+        x = torch.cat([*angular, *pivoted, named["joint_velocity"], named["goal_position"], *extra], dim=-1)
         hidden = torch.addmm(self.first_bias, x, self.first_weight)
         for k in range(0, len(self.layers), 2):
             hidden = torch.addmm(self.layers[k + 1], torch.relu(hidden), self.layers[k])
         action = torch.tanh(hidden) * self.half_range
-        if self.centred is None:
-            action = action + self.middle
+        if self.centred:
+            return action
+        action = action + self.middle
         if self.uniform is not None:  # one Clip instead of Max and Min
             return torch.clamp(action, *self.uniform)
         return torch.clamp(action, self.low, self.high)
@@ -249,102 +258,182 @@ def lean_policy(
     return _build(actor, features, groups, canonical, symmetry)
 
 
+#: Most joints one trig-polynomial block may span: a block of k joints has (3^k - 1)/2 angle classes.
+MAX_BLOCK = 5
+#: Cost of the pivot's nodes (Gemm, Split, Mul) in first-layer input columns when choosing the split depth.
+_PIVOT_COST = 60
+#: Largest fit residual (m) of a trig-polynomial block before the lean graph is refused.
+_FIT_TOLERANCE = 1e-9
+
+
+def _classes(columns: list[int], width: int, shifted: int) -> list[tuple[int, ...]]:
+    """Angle classes ``f ∈ {-1, 0, 1}^columns``, ``f ≠ 0``, one of ``±f``: the shifted joint's, else the first, +1."""
+    out = []
+    for signs in itertools.product((-1, 0, 1), repeat=len(columns)):
+        f = [0] * width
+        for column, sign in zip(columns, signs, strict=True):
+            f[column] = sign
+        lead = f[shifted] if shifted >= 0 and f[shifted] else next((x for x in f if x), 0)
+        if lead == 1:
+            out.append(tuple(f))
+    return out
+
+
+@dataclass
+class _Plan:
+    """Which joints each output point's position depends on, split at ``depth`` joints into pivot frame and rest."""
+
+    direct: dict[int, list[int]]  # output index → joint columns, for paths of ≤ depth joints
+    pivoted: dict[int, tuple[int, list[int], list[int]]]  # output index → (pivot step, columns before, after)
+    classes: list[tuple[int, ...]]
+    shifted: list[int]  # classes holding the shifted joint (canonical policies), each rotated with 4 products
+
+    @property
+    def cost(self) -> int:
+        """First-layer input columns, plus the pivot's nodes as columns."""
+        return (
+            2 * len(self.classes)
+            + 4 * len(self.shifted)
+            + (_PIVOT_COST + 12 * len(self.pivoted) if self.pivoted else 0)
+        )
+
+
+def _plan(paths: list[list[tuple[int, int]]], depth: int, width: int, shifted: int) -> _Plan | None:
+    """Every path (``(step, column)`` per joint, root first) split at ``depth`` joints; ``None`` past MAX_BLOCK."""
+    direct, pivoted, blocks = {}, {}, set()
+    for output, path in enumerate(paths):
+        columns = [column for _, column in path]
+        if len(path) <= depth:
+            direct[output] = columns
+            blocks.add(tuple(sorted(columns)))
+        else:
+            pivoted[output] = (path[depth - 1][0], columns[:depth], columns[depth:])
+            blocks |= {tuple(sorted(columns[:depth])), tuple(sorted(columns[depth:]))}
+    if any(len(block) > MAX_BLOCK for block in blocks):
+        return None
+    classes = sorted({f for block in blocks for f in _classes(list(block), width, shifted)})
+    return _Plan(direct, pivoted, classes, [m for m, f in enumerate(classes) if shifted >= 0 and f[shifted] != 0])
+
+
+def _fit(
+    values: NDArray[np.float64], angles: NDArray[np.float64], classes: list[tuple[int, ...]], columns: list[int]
+) -> NDArray[np.float64] | None:
+    """Coefficients ``(1 + 2M, d)`` on ``[1, sin θ, cos θ]`` of the classes over ``columns``; ``None`` if not exact."""
+    used = [m for m, f in enumerate(classes) if all(f[c] == 0 for c in range(len(f)) if c not in columns)]
+    basis = np.concatenate([np.ones((len(angles), 1)), np.sin(angles[:, used]), np.cos(angles[:, used])], axis=1)
+    solution, *_ = np.linalg.lstsq(basis, values, rcond=None)
+    if np.abs(basis @ solution - values).max() > _FIT_TOLERANCE:
+        return None
+    out = np.zeros((1 + 2 * len(classes), values.shape[1]))
+    out[0] = solution[0]
+    out[1 + np.array(used)] = solution[1 : 1 + len(used)]
+    out[1 + len(classes) + np.array(used)] = solution[1 + len(used) :]
+    return out
+
+
 def _build(
     actor: GaussianTanhActor,
     features: _LinkPointLayout,
     groups: list[tuple[str, list[int]]],
     canonical: bool,
     symmetry: BoundSymmetry,
-) -> LeanReachPolicy:
-    points = features.points
+) -> LeanReachPolicy | None:
+    points = copy.deepcopy(features.points).double()
     index = dict(groups)
     position_cols, velocity_cols, goal_cols = index["joint_position"], index["joint_velocity"], index["goal_position"]
     joints_in = len(position_cols)
     names = features.observation_names
+    column_of = [position_cols.index(i) for i in features.position_index]  # tree joint → joint_position column
+    shift_column = position_cols.index(names.index(symmetry.observation_angle_names[0])) if canonical else -1
 
-    def buffer(name: str) -> NDArray[np.float64]:
-        return np.asarray(getattr(points, name).detach().cpu().double().numpy())
+    # Every output point's joints, root first, then the cheapest split depth.
+    paths: list[list[tuple[int, int]]] = []
+    for step in points.outputs:
+        path = []
+        while step >= 0:
+            parent, joint, _ = points._plan[step]
+            if joint is not None:
+                path.append((step, column_of[joint]))
+            step = parent
+        paths.append(path[::-1])
+    longest = max(len(path) for path in paths)
+    plans = [_plan(paths, depth, joints_in, shift_column) for depth in range(1, longest + 1)]
+    feasible = [plan for plan in plans if plan is not None]
+    if not feasible:
+        return None
+    plan = min(feasible, key=lambda p: p.cost)
+    classes = np.array(plan.classes, dtype=np.float64)  # (M, joints_in)
+    count = len(plan.classes)
 
-    # Per step: the anchor (last joint step on its path, -1: the base) and the fixed transform C since it.
-    anchor: list[int] = []
-    offset: list[NDArray[np.float64]] = []
-    linear: dict[int, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], int, int]] = {}
-    for i, (parent, joint, _) in enumerate(points._plan):
-        origin = _homogeneous(buffer(f"_r{i}"), buffer(f"_t{i}"))
-        before = (offset[parent] if parent >= 0 else np.eye(4)) @ origin
-        parent_anchor = anchor[parent] if parent >= 0 else -1
-        if joint is None:
-            anchor.append(parent_anchor)
-            offset.append(before)
-            continue
-        k, k2 = buffer(f"_k{i}"), buffer(f"_k2_{i}")
-        h0 = before @ (_homogeneous(np.eye(3) + k2) + np.diag([0.0, 0.0, 0.0, 1.0]))
-        column = position_cols.index(features.position_index[joint])
-        linear[i] = (h0, before @ _homogeneous(k), before @ _homogeneous(-k2), column, parent_anchor)
-        anchor.append(i)
-        offset.append(np.eye(4))
-    output_anchors = [anchor[step] for step in points.outputs]
-    needed: set[int] = set()
-    stack = [a for a in output_anchors if a >= 0]
-    while stack:
-        step = stack.pop()
-        if step not in needed:
-            needed.add(step)
-            if linear[step][4] >= 0:
-                stack.append(linear[step][4])
-    order = sorted(needed)  # parents come before children
-    chain = [(step, order.index(linear[step][4]) if linear[step][4] >= 0 else -1) for step in order]
-    anchor_list = sorted({a for a in output_anchors if a >= 0})
+    # Sample the float64 chain and fit every block's trig polynomial (exact: residual ~1e-15).
+    samples = 4 * (1 + 2 * count) + 64
+    q = np.random.default_rng(0).uniform(-math.pi, math.pi, (samples, joints_in))
+    with torch.no_grad():
+        frames = points.frames(torch.as_tensor(q[:, column_of]))
+    angles = q @ classes.T
+    direct: dict[int, NDArray[np.float64]] = {}
+    locals_fit: list[NDArray[np.float64]] = []
+    frames_fit: list[NDArray[np.float64]] = []
+    for output, columns in plan.direct.items():
+        fitted = _fit(frames[points.outputs[output]][1].numpy(), angles, plan.classes, columns)
+        if fitted is None:
+            return None
+        direct[output] = fitted
+    for output, (step, before, after) in sorted(plan.pivoted.items()):
+        rotation, translation = (t.numpy() for t in frames[step])
+        position = frames[points.outputs[output]][1].numpy()
+        local = np.einsum("nji,nj->ni", rotation, position - translation)  # Rᵀ (p - t)
+        frame = np.concatenate([rotation, translation[:, :, None]], axis=2)  # the pivot frame's rows [R | t]
+        homogeneous = np.concatenate([local, np.ones((samples, 1))], axis=1)
+        local_fit = _fit(homogeneous, angles, plan.classes, after)
+        frame_fit = _fit(frame.reshape(samples, 12), angles, plan.classes, before)
+        if local_fit is None or frame_fit is None:
+            return None
+        locals_fit.append(np.tile(local_fit, (1, 3)))  # v_i at 4k + i, beside D[k, i]
+        frames_fit.append(frame_fit)
 
-    # Joint Gemm: [sin q, cos q, (canonical: sin q·c, cos q·s, cos q·c, sin q·s)/√2·√2] → every H_j.
-    shift_column = -1
-    if canonical:
-        shift_column = position_cols.index(names.index(symmetry.observation_angle_names[0]))
-    trig_width = 2 * joints_in + (4 if canonical else 0)
-    joint_weight = np.zeros((trig_width, 16 * len(order)))
-    joint_bias = np.zeros(16 * len(order))
-    for m, step in enumerate(order):
-        h0, h_sin, h_cos, column, _ = linear[step]
-        block = slice(16 * m, 16 * (m + 1))
-        joint_bias[block] = h0.reshape(-1)
-        if column == shift_column:
-            # The products arrive as shifted·bearing/|bearing| = (s c_φ, c s_φ, c c_φ, s s_φ) / √2 ... times √2.
-            root2 = math.sqrt(2.0)
-            base = 2 * joints_in
-            joint_weight[base + 0, block] = root2 * h_sin.reshape(-1)  # sin q' = s c_φ - c s_φ
-            joint_weight[base + 1, block] = -root2 * h_sin.reshape(-1)
-            joint_weight[base + 2, block] = root2 * h_cos.reshape(-1)  # cos q' = c c_φ + s s_φ
-            joint_weight[base + 3, block] = root2 * h_cos.reshape(-1)
-        else:
-            joint_weight[column, block] = h_sin.reshape(-1)
-            joint_weight[joints_in + column, block] = h_cos.reshape(-1)
+    # The angular input: [sin θ, cos θ] (2M), then for canonical policies 4 products per shifted class.
+    shifted = plan.shifted
+    if canonical and not shifted:
+        return None  # the shifted joint moves no output point
+    angular_width = 2 * count + 4 * len(shifted)
+    # to_trig maps the angular input to [sin θ', cos θ'] of the canonical angles θ' = θ - φ (shifted classes).
+    to_trig = np.zeros((angular_width, 2 * count))
+    kept = [m for m in range(count) if m not in shifted]
+    to_trig[kept, kept] = to_trig[[count + m for m in kept], [count + m for m in kept]] = 1.0
+    scale = math.sqrt(2.0 * len(shifted)) if shifted else 1.0
+    for k, m in enumerate(shifted):
+        products = 2 * count + 4 * k  # (s c_φ, c s_φ, c c_φ, s s_φ) / scale
+        to_trig[products : products + 2, m] = scale, -scale  # sin θ' = s c_φ - c s_φ
+        to_trig[products + 2 : products + 4, count + m] = scale  # cos θ' = c c_φ + s s_φ
+    pivot = None
+    if locals_fit:
+        stacked = np.concatenate(locals_fit + frames_fit, axis=1)  # every point's [v, 1] (x3), then their frames
+        pivot = (torch.as_tensor(to_trig @ stacked[1:]), torch.as_tensor(stacked[0]))
 
-    # First-layer Gemm over X = [anchor frames (16 each), joint velocities, goal, (canonical: √2 r)].
-    width = 16 * len(anchor_list) + len(velocity_cols) + len(goal_cols) + (1 if canonical else 0)
-    goal_axis = {
-        names[i].split(".", 1)[1]: len(velocity_cols) + 16 * len(anchor_list) + k for k, i in enumerate(goal_cols)
-    }
-    velocity_at = {obs: 16 * len(anchor_list) + k for k, obs in enumerate(velocity_cols)}
+    # First-layer Gemm over X = [angular input, pivot products (12 each), joint velocities, goal, (canonical: √(2n) r)].
+    after_pivot = angular_width + 12 * len(plan.pivoted)
+    width = after_pivot + len(velocity_cols) + len(goal_cols) + (1 if canonical else 0)
+    goal_axis = {names[i].split(".", 1)[1]: after_pivot + len(velocity_cols) + k for k, i in enumerate(goal_cols)}
+    velocity_at = {obs: after_pivot + k for k, obs in enumerate(velocity_cols)}
+    pivot_at = {output: angular_width + 12 * k for k, output in enumerate(sorted(plan.pivoted))}
     first = actor.trunk.hidden_layers[0] if actor.trunk.hidden_layers else actor.trunk.output_layer
     assert isinstance(first, EnsembleLinear)
     normalizer = actor.encoder.normalizer
+    trig_map = torch.as_tensor(to_trig)
 
     def tail(x: Tensor) -> Tensor:
-        count = x.shape[0]
-        positions = []
-        for step in points.outputs:
-            c = torch.as_tensor(offset[step][:, 3], dtype=torch.float64)
-            a = anchor[step]
-            if a < 0:
-                positions.append(c[:3].expand(count, 3))
-            else:
-                start = 16 * anchor_list.index(a)
-                positions.append((x[:, start : start + 16].reshape(count, 4, 4) @ c)[:, :3])
-        zero = torch.zeros(count, dtype=torch.float64)
+        rows = x.shape[0]
+        trig = torch.cat([torch.ones(rows, 1, dtype=torch.float64), x[:, :angular_width] @ trig_map], dim=1)
+        positions = [
+            trig @ torch.as_tensor(direct[output])
+            if output in direct
+            else x[:, pivot_at[output] : pivot_at[output] + 12].reshape(rows, 3, 4).sum(-1)
+            for output in range(len(paths))
+        ]
+        zero = torch.zeros(rows, dtype=torch.float64)
         if canonical:
-            goal = torch.stack(
-                [x[:, -1] / math.sqrt(2.0), zero, x[:, goal_axis["z"]] if "z" in goal_axis else zero], -1
-            )
+            goal = torch.stack([x[:, -1] / scale, zero, x[:, goal_axis["z"]] if "z" in goal_axis else zero], -1)
         else:
             goal = torch.stack([x[:, goal_axis[axis]] if axis in goal_axis else zero for axis in "xyz"], dim=-1)
         relative = (torch.stack(positions, dim=1) - goal[:, None, :]).flatten(1).index_select(1, features.keep_index)
@@ -367,20 +456,19 @@ def _build(
         layers[-1] = (weight[:, :action_dim], bias[:action_dim])
     canonical_parts = None
     if canonical:
-        gather = [shift_column, joints_in + shift_column, joints_in + shift_column, shift_column]
+        gather = [i for m in shifted for i in (m, count + m, count + m, m)]
         x_at, y_at = goal_cols.index(names.index("goal_position.x")), goal_cols.index(names.index("goal_position.y"))
-        bearing_weight = torch.zeros(len(goal_cols), 4, dtype=torch.float64)
-        bearing_weight[x_at, 0] = bearing_weight[x_at, 2] = 1.0  # (x, y, x, y): c_φ pairs with sin q, s_φ with cos q
-        bearing_weight[y_at, 1] = bearing_weight[y_at, 3] = 1.0
-        bearing_bias = torch.tensor([_TINY, 0.0, _TINY, 0.0], dtype=torch.float64)
+        bearing_weight = torch.zeros(len(goal_cols), 4 * len(shifted), dtype=torch.float64)
+        bearing_weight[x_at, 0::2] = 1.0  # (x, y, x, y, …): c_φ pairs with sin θ, s_φ with cos θ
+        bearing_weight[y_at, 1::2] = 1.0
+        bearing_bias = torch.zeros(4 * len(shifted), dtype=torch.float64)
+        bearing_bias[0::2] = _TINY
         goal_input = [name for name, _ in groups].index("goal_position")
         canonical_parts = (gather, bearing_weight, bearing_bias, goal_input)
     lean = LeanReachPolicy(
         groups=groups,
-        joint_weight=torch.as_tensor(joint_weight),
-        joint_bias=torch.as_tensor(joint_bias),
-        chain=chain,
-        anchors=[order.index(a) for a in anchor_list],
+        angle_weight=torch.as_tensor(classes.T),
+        pivot=pivot,
         first_weight=first_weight,
         first_bias=first_bias,
         layers=layers,

@@ -15,14 +15,14 @@ import torch
 import pipeline.export.export
 from pipeline.export import ONNX_FILE
 from pipeline.export.export import _feeds, _random_states, export_run, load_policy
-from pipeline.export.lean import LeanReachPolicy, lean_policy
+from pipeline.export.lean import LeanReachPolicy, _classes, lean_policy
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.ingest.config import config_for_robot
 from pipeline.train import TrainConfig, train
 
-#: Node budget of the lean graph: 2 hidden layers, the FK chain of the iiwa (5 MatMuls), the canonical frame.
-MAX_NODES = 30
+#: Node budget of the lean graph: 2 hidden layers, the iiwa's pivot product (3 nodes), the canonical frame (6).
+MAX_NODES = 19
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,9 @@ def test_the_exported_graph_is_lean_float32_and_matches_the_float64_modules(
     model = onnx.load(str(tmp_path / "model" / ONNX_FILE))
     ops = [node.op_type for node in model.graph.node]
     assert len(ops) <= MAX_NODES and "Atan" not in ops and "Cast" not in ops
+    # One Sin for every joint-angle class, no MatMul; the 7-joint iiwa has one pivot (Gemm, Split, Mul).
+    assert ops.count("Sin") == 1 and "MatMul" not in ops and ops.count("Split") == (robot == "kuka_iiwa")
+    assert "Clip" not in ops  # both boxes are centred on 0: tanh keeps the actions inside
     doubles = [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.DOUBLE]
     assert doubles == []
     assert contract.parity is not None and contract.parity.max_abs_diff <= 1e-5
@@ -124,6 +127,14 @@ def test_a_zero_goal_takes_bearing_zero_as_atan2_does(
         # φ = 0: the canonical frame is the identity, so the policy is the actor on the raw observation.
         expected = loaded.policy.actor.deterministic(torch.as_tensor(states, dtype=torch.float64)[None])[0]
         torch.testing.assert_close(lean(*feeds), expected.float(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("joints", [1, 2, 3, 4])
+def test_a_block_of_k_joints_has_3_to_the_k_minus_1_over_2_angle_classes(joints: int) -> None:
+    classes = _classes(list(range(joints)), joints + 1, shifted=1 if joints > 1 else -1)
+    assert len(classes) == len(set(classes)) == (3**joints - 1) // 2
+    # One of each ±f: the shifted joint's sign is +1 where it takes part, else the first non-zero's.
+    assert all((f[1] == 1) if f[1] else (next(x for x in f if x) == 1) for f in classes)
 
 
 def test_policies_outside_the_lean_path_keep_the_traced_graph(

@@ -3,7 +3,8 @@ r"""The lean ONNX graph of a link-point Gaussian policy: float32, every linear p
 At batch 1 ONNX Runtime pays about a microsecond per node, and float64 gets no prepacked or fused
 kernels, so the graph the training modules trace (float64, ~140-225 nodes: gathers, the canonical
 frame's ``atan2``, one small matrix product per kinematic step, the normaliser) costs 6-20 bare
-MLPs. This module computes the *same function* in float32 with few nodes (7-11 besides the MLP's):
+MLPs. This module computes the *same function* in float32 with few nodes (10-19 in all, the MLP's
+five included):
 
 1. **Link positions are trig polynomials.** A revolute joint's 4x4 transform is affine in
    :math:`(\sin q, \cos q)` (Rodrigues: :math:`I + \sin q\,K + (1 - \cos q)\,K^2`), so the frame

@@ -270,9 +270,10 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
                 position, velocity = self._joint_state()
                 if swept:
                     hands.append(self.robot.forward_kinematics(position)[1])
-                sample = PhysicsSample(self._physics_step, position, velocity, applied.copy())
-                for listener in self._listeners:
-                    listener(sample)
+                if self._listeners:
+                    sample = PhysicsSample(self._physics_step, position, velocity, applied.copy())
+                    for listener in self._listeners:
+                        listener(sample)
         self._steps += 1
         previous = self._distance
         observation, info = self._read_out(applied, np.array(hands) if swept else None)

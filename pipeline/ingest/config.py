@@ -1,9 +1,10 @@
 """The ingest mapping: which bag topics and message fields become which named dataset fields.
 
 Everything is by name: a dataset field is a named group of components (``joint_position`` with
-components ``shoulder`` and ``elbow``), joints are selected from a message's ``name`` array by
+one component per joint, named as in the URDF), joints are selected from a message's ``name`` array by
 name, topics and message types are declared, and time is explicit (which clock, which
-resampling rule). ``deploy/ingest/reacher.yaml`` documents every field.
+resampling rule). The built-in defaults map the default env's robot, its joints read from its URDF;
+``deploy/ingest/reacher.yaml`` spells them out and documents every field.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pipeline.io import sha256_json
 from sim import ARM_ENV_ID, CONTINUOUS_ENV_ID
 from sim.config import ReacherConfig
+from sim.robot import load_robot_description
 from sim.robots.profile import load_profile
 
 TimeBase = Literal["header", "log", "header_shifted"]
@@ -119,12 +121,18 @@ class FieldMapping(BaseModel):
         return last if len(set(last)) == len(last) else tuple(path.replace(".", "_") for path in paths)
 
 
+def _default_joints() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The default env's joints and its continuous ones, read from its URDF (no joint is named here)."""
+    specs = load_robot_description(ReacherConfig().urdf).joints
+    return tuple(spec.name for spec in specs), tuple(spec.name for spec in specs if spec.continuous)
+
+
 def _default_observations() -> dict[str, FieldMapping]:
-    joints = ("shoulder", "elbow")
+    joints, continuous = _default_joints()
     state = {"topic": "/joint_states", "msgtype": "sensor_msgs/msg/JointState", "joints": joints, "resample": "linear"}
     return {
         "joint_position": FieldMapping.model_validate(
-            {**state, "path": "position", "unit": "rad", "wrap_joints": ("shoulder",)}
+            {**state, "path": "position", "unit": "rad", "wrap_joints": continuous}
         ),
         "joint_velocity": FieldMapping.model_validate(
             {**state, "path": "velocity", "unit": "rad/s", "resample": "causal_linear"}
@@ -146,7 +154,7 @@ def _default_action() -> dict[str, FieldMapping]:
             topic="/joint_commands",
             msgtype="std_msgs/msg/Float64MultiArray",
             path="data",
-            joints=("shoulder", "elbow"),
+            joints=_default_joints()[0],
             names_path=None,
             time_base="log",
             resample="last_value",

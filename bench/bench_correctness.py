@@ -374,7 +374,7 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
         for row in (r for r in rows if r["part"] == part):
             ours, theirs = row["symgate_seeds"], row["reference_seeds"]
             lines.append(
-                f"| {row['variant']} | {row['metric'].split(': ', 1)[1]} "
+                f"| {row['variant']} | {row['metric'].rsplit(': ', 1)[1]} "
                 f"| {np.mean(ours):.3f} ± {np.std(ours, ddof=1):.3f} "
                 f"| {np.mean(theirs):.3f} ± {np.std(theirs, ddof=1):.3f} | {'yes' if row['within_spread'] else 'no'} "
                 f"| {', '.join(f'{v:.3f}' for v in ours)} | {', '.join(f'{v:.3f}' for v in theirs)} |"

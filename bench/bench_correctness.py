@@ -1,23 +1,40 @@
-"""Correctness of discrete CQL: symgate's ``DiscreteCQL`` vs d3rlpy 2.8.1's ``DiscreteCQL``, same data, one run.
+"""Correctness of discrete CQL, IQL and continuous CQL: symgate vs d3rlpy 2.8.1, same data, one run.
 
-One expert dataset of the paper's protocol (10 trajectories from one context, discrete 9-action
-reacher) is built by the experiment's own path (simulated fleet → bag → Minari). Both learners get
-the paper's Table 7 expert setting (lr 1e-4, batch 128, α 5, γ 0.95, twin critics, a hard target
-update every 100 updates) but a smaller MLP (``HIDDEN``, to fit a few minutes on 2 CPU cores),
-``UPDATES`` updates, ``SEEDS`` seeds each, no augmentation. d3rlpy learns on symgate's encoded
-network inputs (the normalised FK features), so the two differ only in the algorithm. One
-difference remains by design: symgate applies the α-term to each twin head, d3rlpy to their mean,
-so per head d3rlpy's conservative gradient is half ours (equal with one critic). symgate trains
+Two expert datasets of the paper's protocol (10 trajectories from one context) are built by the
+experiment's own path (simulated fleet → bag → Minari): one on the discrete 9-action reacher, one
+on the continuous-torque reacher. Every learner gets the same hyper-parameters as its d3rlpy peer
+but a smaller MLP (``HIDDEN``, to fit a few minutes on 2 CPU cores), ``SEEDS`` seeds each, no
+augmentation. d3rlpy learns on symgate's encoded network inputs (the normalised FK features), on
+minibatches of the same transitions, so the two differ only in the algorithm. symgate trains
 through ``symgate train`` (its seeds one vectorised model); d3rlpy runs in ``.venv-bench``
 (``bench/d3rlpy_cql_runner.py``), concurrently.
+
+- **Discrete CQL** vs ``DiscreteCQL``: the paper's Table 7 expert setting (lr 1e-4, batch 128, α 5,
+  γ 0.95, twin critics, a hard target update every 100 updates), ``DISCRETE_UPDATES`` updates.
+  The two apply α differently over the twin heads: symgate adds CQL-DQN's α-term to each head's
+  loss (each head is trained by the published CQL-DQN loss), d3rlpy adds it once, on the mean of
+  the heads, whose gradient on each head is half as large. symgate is therefore run twice, with
+  the same seeds: as shipped, and with d3rlpy's convention (a bench-only switch,
+  :func:`head_mean_penalty`, patched over ``DiscreteCQL._conservative_penalty``); only the latter
+  compares like with like.
+- **IQL** vs ``IQL`` and **CQL** vs ``CQL``: the paper's expert settings (IQL: lr 1e-3, batch 64,
+  expectile 0.8, β 7, weight clip 100; CQL: lr 1e-4, batch 128, α 5, 10 sampled actions), γ 0.95,
+  Polyak target updates (τ = ``POLYAK`` every update: d3rlpy has no hard updates for continuous
+  algorithms), ``CONTINUOUS_UPDATES`` updates (CQL fewer: it costs 5x IQL's). CQL's entropy
+  weight is fixed at ``CQL_ENTROPY`` on both, and d3rlpy's target is its ``soft_q_backup``,
+  min Q̄(s′, a′) - η log π(a′|s′) with a′ ~ π, as symgate's (d3rlpy's default values s′ by the
+  mean action, without entropy). Differences that stay: d3rlpy's IQL actor is an unsquashed
+  Gaussian (symgate's: tanh-squashed); d3rlpy samples and scales actions in [-1, 1], symgate in
+  the torque box (the importance corrections differ by a constant, which leaves CQL's gradients
+  unchanged).
 
 Measured per seed, on both, with the same code:
 
 - ``E[Q − G]``: min of the twin Q at the data's action minus the discounted return-to-go G, over
   every transition of the dataset (G ∈ [0, 1]: the reward is 1 at the goal);
-- action match: how often the greedy action argmax_a mean_i Qᵢ(s, a) is the data's action;
+- discrete: action match, how often the greedy action argmax_a mean_i Qᵢ(s, a) is the data's action;
 - success and normalised return (÷ the expert's from the same start, as in the experiment) of the
-  greedy policy in the data's context (``TRAIN_EPISODES`` episodes) and on ``TEST_CONTEXTS``
+  deterministic policy in the data's context (``TRAIN_EPISODES`` episodes) and on ``TEST_CONTEXTS``
   held-out rotations, by symgate's own rollout.
 
 Ours is "within the peer's spread" when our seed mean lies within d3rlpy's seed mean ± 2 seed
@@ -27,13 +44,17 @@ standard deviations (or equals it, when every d3rlpy seed agrees). Writes
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -44,86 +65,115 @@ from torch import Tensor
 from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset, eval_env_spec, expert_returns
 from pipeline.export.export import load_policy
 from pipeline.io import load_config
+from pipeline.train.bc import BC
 from pipeline.train.buffer import OfflineData, load_offline_data
 from pipeline.train.config import TrainConfig
-from pipeline.train.cql import DiscreteCQL
+from pipeline.train.cql import DiscreteCQL, conservative_gap
 from pipeline.train.evaluate import evaluation_angles, rollout
 from pipeline.train.trainer import build_agent, member_generators, train
 from sim.contexts import ContextSetName
 
 SEEDS = 5
-UPDATES = 1200
+DISCRETE_UPDATES = 1200
+CONTINUOUS_UPDATES = {"iql": 1000, "cql": 600}  # d3rlpy's CQL: ~0.15 s per update on the shared VM
 TARGET_PERIOD = 100
+POLYAK = 0.005
+CQL_ENTROPY = 1e-3
 HIDDEN = (256, 256)  # the paper's [512, 256, 128] costs d3rlpy ~0.36 CPU-s per update and seed on the 2-core VM
 TRAIN_EPISODES = 10
 TEST_CONTEXTS = 10
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().with_name("d3rlpy_cql_runner.py")
 DEVICE = torch.device("cpu")
-QFn = Any  # (E, B, D) raw observations → (2, E, B, n) Q-values
+PolicyFn = Callable[[Tensor], Tensor]  # (E, B, D) raw observations → (E, B) action indices or (E, B, A) torques
 
 
-def paper_config() -> TrainConfig:
-    """The paper's Table 7 expert preset, no augmentation, ``UPDATES`` updates, ``SEEDS`` vectorised seeds."""
-    preset = load_config(ROOT / "deploy" / "train" / "paper-cql-expert.yaml", TrainConfig)
-    data = preset.model_dump(mode="json")
+def head_mean_penalty(self: DiscreteCQL, q_all: Tensor, q_data: Tensor) -> Tensor:
+    """d3rlpy's ``DiscreteCQL`` α-term: the CQL-DQN gap of the mean head ½(Q₁ + Q₂), once per member, ``(E,)``."""
+    return conservative_gap(q_all.mean(dim=0), q_data.mean(dim=0))
+
+
+def preset_config(preset: str, updates: int, seeds: int, **overrides: Any) -> TrainConfig:
+    """A paper expert preset, no augmentation, ``HIDDEN``, ``updates`` updates, ``seeds`` vectorised seeds."""
+    data = load_config(ROOT / "deploy" / "train" / preset, TrainConfig).model_dump(mode="json")
     data["augmentation"] |= {"strategy": "none", "spec": str(ROOT / data["augmentation"]["spec"])}
     data |= {
-        "steps": UPDATES,
+        "steps": updates,
         "hidden": list(HIDDEN),
-        "target_update_every": TARGET_PERIOD,
-        "seeds": SEEDS,
+        "seeds": seeds,
         "seed": 0,
         "device": DEVICE.type,
-        "log_every": UPDATES,
-        "checkpoint_every": UPDATES,
+        "log_every": updates,
+        "checkpoint_every": updates,
+        **overrides,
     }
     return TrainConfig.model_validate(data)
 
 
-def export_npz(data: OfflineData, config: TrainConfig, encode: Any, path: Path) -> None:
+def discrete_config(updates: int, seeds: int) -> TrainConfig:
+    """The paper's Table 7 expert preset (discrete CQL), a hard target update every ``TARGET_PERIOD``."""
+    return preset_config("paper-cql-expert.yaml", updates, seeds, target_update_every=TARGET_PERIOD)
+
+
+def continuous_config(algorithm: str, updates: int, seeds: int) -> TrainConfig:
+    """The paper's expert preset of ``algorithm`` (iql or cql), Polyak τ = ``POLYAK`` every update."""
+    overrides: dict[str, Any] = {"target_update_every": 1, "target_polyak": POLYAK}
+    if algorithm == "cql":
+        overrides["cql"] = {"alpha": 5.0, "sampled_actions": 10, "entropy": CQL_ENTROPY}
+    return preset_config(f"paper-{algorithm}-expert.yaml", updates, seeds, **overrides)
+
+
+def export_npz(data: OfflineData, config: TrainConfig, encode: Callable[[Tensor], Tensor], path: Path) -> None:
     """The transitions, encoded into symgate's network inputs, and the shared settings (no pickle)."""
-    assert data.discrete_torques is not None
-    np.savez(
-        path,
-        observations=encode(data.observations).numpy(),
-        actions=data.actions.numpy(),
-        rewards=data.rewards.numpy(),
-        next_observations=encode(data.next_observations).numpy(),
-        terminals=data.terminals.numpy(),
-        n_actions=np.int64(len(data.discrete_torques)),
-        seeds=np.int64(SEEDS),
-        updates=np.int64(UPDATES),
-        gamma=np.float64(config.gamma),
-        batch_size=np.int64(config.batch_size),
-        hidden=np.asarray(config.hidden, dtype=np.int64),
-        learning_rate=np.float64(config.critic_lr),
-        alpha=np.float64(config.cql.alpha),
-        target_update_interval=np.int64(TARGET_PERIOD),
-        n_critics=np.int64(2),
-    )
-
-
-def measure(q_fn: QFn, data: OfflineData, spec: dict[str, Any], config: TrainConfig) -> dict[str, list[float]]:
-    """Per-seed E[Q − G], action match, and success / normalised return in and out of the data's context."""
-    observations = data.observations[None].expand(SEEDS, *data.observations.shape)
-    with torch.no_grad():
-        q = q_fn(observations)  # (2, E, N, n)
-    actions = data.actions[None].expand(SEEDS, -1)
-    q_data = q.gather(-1, actions[None, ..., None].expand(2, *actions.shape, 1)).squeeze(-1).min(dim=0).values
-    metrics: dict[str, list[float]] = {
-        "q_minus_return_to_go": (q_data - data.returns_to_go).mean(dim=1).tolist(),
-        "action_match": (q.mean(dim=0).argmax(dim=-1) == actions).float().mean(dim=1).tolist(),
+    arrays: dict[str, Any] = {
+        "observations": encode(data.observations).numpy(),
+        "actions": data.actions.numpy(),
+        "rewards": data.rewards.numpy(),
+        "next_observations": encode(data.next_observations).numpy(),
+        "terminals": data.terminals.numpy(),
+        "seeds": np.int64(config.seeds),
+        "updates": np.int64(config.steps),
+        "gamma": np.float64(config.gamma),
+        "batch_size": np.int64(config.batch_size),
+        "hidden": np.asarray(config.hidden, dtype=np.int64),
     }
+    if data.discrete_torques is not None:
+        arrays |= {
+            "algo": np.str_("discrete_cql"),
+            "n_actions": np.int64(len(data.discrete_torques)),
+            "learning_rate": np.float64(config.critic_lr),
+            "alpha": np.float64(config.cql.alpha),
+            "target_update_interval": np.int64(config.target_update_every),
+            "n_critics": np.int64(2),
+        }
+    else:  # the keys of bench/d3rlpy_runner.py's algorithm_config
+        arrays |= {
+            "algo": np.str_(config.algorithm),
+            "action_low": data.action_low.cpu().numpy(),
+            "action_high": data.action_high.cpu().numpy(),
+            "polyak": np.float64(config.target_polyak),
+            "actor_lr": np.float64(config.actor_lr),
+            "critic_lr": np.float64(config.critic_lr),
+            "expectile": np.float64(config.iql.expectile),
+            "temperature": np.float64(config.iql.temperature),
+            "max_weight": np.float64(config.iql.max_weight),
+            "cql_alpha": np.float64(config.cql.alpha),
+            "cql_samples": np.int64(config.cql.sampled_actions),
+            "cql_entropy": np.float64(config.cql.entropy),
+            "cql_soft_q_backup": np.bool_(True),
+        }
+    np.savez(path, **arrays)
 
-    def policy(raw: Tensor) -> Tensor:
-        greedy: Tensor = q_fn(raw).mean(dim=0).argmax(dim=-1)
-        return greedy
 
+def measure(
+    q_data: Tensor, policy: PolicyFn, data: OfflineData, spec: dict[str, Any], config: TrainConfig
+) -> dict[str, list[float]]:
+    """Per-seed E[Q − G] (``q_data``: min twin Q at the data's (s, a), ``(E, N)``) and the rollout metrics."""
+    metrics: dict[str, list[float]] = {"q_minus_return_to_go": (q_data - data.returns_to_go).mean(dim=1).tolist()}
     sets: tuple[tuple[ContextSetName, int], ...] = (("train", TRAIN_EPISODES), ("test", TEST_CONTEXTS))
     for name, episodes in sets:
         angles = evaluation_angles(spec, name, episodes)
-        outcome = rollout(policy, spec, angles, SEEDS, config.gamma, config.seed, DEVICE)
+        outcome = rollout(policy, spec, angles, config.seeds, config.gamma, config.seed, DEVICE)
         normaliser = expert_returns(spec, angles, config.seed, config.gamma)
         metrics[f"{name}_success"] = outcome["success"].mean(axis=1).tolist()
         metrics[f"{name}_normalised_return"] = (outcome["discounted_return"] / normaliser).mean(axis=1).tolist()
@@ -146,99 +196,240 @@ METRICS = {
 }
 
 
-def markdown(rows: list[dict[str, Any]], info: dict[str, Any], seconds: dict[str, float]) -> str:
-    """The rows with every seed, and how they were measured."""
-    lines = [
-        f"# Discrete CQL: symgate vs d3rlpy {info['d3rlpy']} DiscreteCQL, {SEEDS} seeds each, one run",
-        "",
-        "Same expert dataset (10 trajectories, one context, discrete 9-action reacher), same inputs (symgate's "
-        f"encoded features), lr 1e-4, batch 128, α 5, γ 0.95, MLP {list(HIDDEN)}, 2 critics, hard target update "
-        f"every {TARGET_PERIOD}, {UPDATES} updates. Training wall time: symgate {seconds['symgate']:.0f} s "
-        f"({SEEDS} seeds vectorised), d3rlpy {seconds['d3rlpy']:.0f} s ({SEEDS} seeds in sequence), concurrently "
-        "on a shared 2-core VM.",
-        "",
-        "| metric | symgate mean ± sd | d3rlpy mean ± sd | within d3rlpy's spread | symgate seeds | d3rlpy seeds |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        ours, theirs = row["symgate_seeds"], row["reference_seeds"]
-        lines.append(
-            f"| {row['metric']} | {np.mean(ours):.3f} ± {np.std(ours, ddof=1):.3f} "
-            f"| {np.mean(theirs):.3f} ± {np.std(theirs, ddof=1):.3f} | {'yes' if row['within_spread'] else 'no'} "
-            f"| {', '.join(f'{v:.3f}' for v in ours)} | {', '.join(f'{v:.3f}' for v in theirs)} |"
+#: How the discrete CQL rows name symgate's two variants (the continuous ones have one, symgate as shipped).
+VARIANTS = {"per-head": " (symgate as shipped: α per head)", "head-mean": " (symgate with d3rlpy's α on the mean head)"}
+
+
+def encoder_of(config: TrainConfig, data: OfflineData) -> Callable[[Tensor], Tensor]:
+    """symgate's input encoding of raw observations ``(..., D)`` (fitted on the data, the same for every seed)."""
+    untrained = build_agent(config, data, member_generators(config), DEVICE).algorithm
+    assert not isinstance(untrained, BC)
+    encoder = untrained.critic.encoder
+
+    def encode(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            features: Tensor = encoder(x.reshape(-1, x.shape[-1])[None])[0]
+        return features.reshape(*x.shape[:-1], -1)
+
+    return encode
+
+
+def train_side_by_side(
+    python: Path, config: TrainConfig, dataset_id: str, work: Path, name: str, variants: dict[str, Any]
+) -> tuple[D3rlpyRunner, dict[str, Path], dict[str, float]]:
+    """d3rlpy trains its seeds in its own process while symgate trains each variant here, one after another.
+
+    Args:
+        variants: symgate's variants by name, each a context manager to train it in (``contextlib.nullcontext``).
+
+    Returns:
+        The ready runner, the run folder of each variant, and training seconds (each variant, ``d3rlpy``).
+    """
+    data = load_offline_data(dataset_id, DEVICE, config.gamma)
+    npz = work / f"{name}.npz"
+    export_npz(data, config, encoder_of(config, data), npz)
+    runs, seconds = {}, {}
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(D3rlpyRunner, python, npz, work / f"{name}-d3rlpy.log", RUNNER)
+        for variant, context in variants.items():
+            t0 = time.perf_counter()
+            runs[variant] = work / f"run-{name}-{variant}"
+            with context:
+                train(config, dataset_id, runs[variant])
+            seconds[variant] = time.perf_counter() - t0
+        runner = future.result()
+    seconds["d3rlpy"] = float(sum(runner.info["train_s"]))
+    print(f"{name}: trained " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()), flush=True)
+    return runner, runs, seconds
+
+
+def discrete_part(python: Path, work: Path, updates: int, seeds: int) -> dict[str, Any]:
+    """Discrete CQL: symgate as shipped and with d3rlpy's α convention, vs d3rlpy's ``DiscreteCQL``."""
+    dataset_id = build_dataset(DatasetSpec("expert", True, 0, 10, ONE_CONTEXT, TEST_CONTEXTS), work)
+    config = discrete_config(updates, seeds)
+    data = load_offline_data(dataset_id, DEVICE, config.gamma)
+    encode = encoder_of(config, data)
+    variants = {
+        "per-head": contextlib.nullcontext(),
+        "head-mean": mock.patch.object(DiscreteCQL, "_conservative_penalty", head_mean_penalty),
+    }
+    runner, runs, seconds = train_side_by_side(python, config, dataset_id, work, "discrete-cql", variants)
+    spec = eval_env_spec(dataset_id)
+    observations = data.observations[None].expand(seeds, *data.observations.shape)
+    actions = data.actions[None].expand(seeds, -1)
+    metrics: dict[str, dict[str, list[float]]] = {}
+
+    def record(name: str, q_fn: Callable[[Tensor], Tensor]) -> None:
+        with torch.no_grad():
+            q = q_fn(observations)  # (2, E, N, n)
+        index = actions[None, ..., None].expand(2, *actions.shape, 1)
+        q_data = q.gather(-1, index).squeeze(-1).min(dim=0).values
+
+        def policy(raw: Tensor) -> Tensor:
+            greedy: Tensor = q_fn(raw).mean(dim=0).argmax(dim=-1)
+            return greedy
+
+        metrics[name] = measure(q_data, policy, data, spec, config)
+        metrics[name]["action_match"] = (q.mean(dim=0).argmax(dim=-1) == actions).float().mean(dim=1).tolist()
+
+    with runner:
+        for variant, run in runs.items():
+            trained = load_policy(run).agent.algorithm
+            assert isinstance(trained, DiscreteCQL)
+            record(variant, trained.critic)
+
+        def theirs(raw: Tensor) -> Tensor:
+            reply = runner.send({"features": encode(raw).tolist()})
+            return torch.tensor(reply["q"], dtype=torch.float32).transpose(0, 1)  # (S, 2, B, n) → (2, S, B, n)
+
+        record("d3rlpy", theirs)
+        version = runner.info["d3rlpy"]
+    return {"metrics": metrics, "seconds": seconds, "d3rlpy": version, "updates": updates}
+
+
+def continuous_part(python: Path, work: Path, algorithm: str, updates: int, seeds: int) -> dict[str, Any]:
+    """IQL or CQL on continuous torques vs d3rlpy's ``IQL`` / ``CQL``."""
+    dataset_id = build_dataset(DatasetSpec("expert", False, 0, 10, ONE_CONTEXT, TEST_CONTEXTS), work)
+    config = continuous_config(algorithm, updates, seeds)
+    data = load_offline_data(dataset_id, DEVICE, config.gamma)
+    encode = encoder_of(config, data)
+    variants = {"symgate": contextlib.nullcontext()}
+    runner, runs, seconds = train_side_by_side(python, config, dataset_id, work, algorithm, variants)
+    spec = eval_env_spec(dataset_id)
+    observations = data.observations[None].expand(seeds, *data.observations.shape)
+    actions = data.actions[None].expand(seeds, *data.actions.shape)
+    metrics: dict[str, dict[str, list[float]]] = {}
+    with runner:
+        agent = load_policy(runs["symgate"]).agent
+        with torch.no_grad():
+            q_ours = agent.q(observations, actions)
+        metrics["symgate"] = measure(q_ours, agent.act, data, spec, config)
+
+        def ask(raw: Tensor, acts: Tensor | None = None) -> Tensor:
+            request: dict[str, Any] = {"features": encode(raw).tolist()}
+            if acts is not None:
+                request["actions"] = acts.tolist()
+            reply = runner.send(request)
+            return torch.tensor(reply["q" if acts is not None else "action"], dtype=torch.float32)
+
+        q_theirs = ask(observations, actions).min(dim=1).values  # (S, 2, N) → (S, N)
+        metrics["d3rlpy"] = measure(q_theirs, ask, data, spec, config)
+        version = runner.info["d3rlpy"]
+    return {"metrics": metrics, "seconds": seconds, "d3rlpy": version, "updates": updates}
+
+
+def rows_of(part: str, variant: str, peer: str, result: dict[str, Any], note: str) -> list[dict[str, Any]]:
+    """One row per metric: symgate's ``variant`` against d3rlpy's ``peer``."""
+    rows = []
+    for name, metric in METRICS.items():
+        if name not in result["metrics"][variant]:
+            continue
+        mine, theirs = result["metrics"][variant][name], result["metrics"]["d3rlpy"][name]
+        reference = float(np.mean(theirs))
+        rows.append(
+            {
+                "metric": f"{part}{VARIANTS.get(variant, '')}: {metric}",
+                "part": part,
+                "variant": variant,
+                "symgate": float(np.mean(mine)),
+                "reference": reference,
+                "reference_name": f"d3rlpy {result['d3rlpy']} {peer}, {note}",
+                "ratio": float(np.mean(mine)) / reference if reference else float("inf"),
+                "target": "within d3rlpy's seed mean ± 2 sd",
+                "within_spread": within(mine, theirs),
+                "symgate_seeds": mine,
+                "reference_seeds": theirs,
+            }
         )
-    lines += ["", "Within the spread: |symgate mean − d3rlpy mean| ≤ 2 × d3rlpy's seed standard deviation."]
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds: int) -> str:
+    """Every part's rows with every seed, and how they were measured."""
+    version = next(iter(parts.values()))["d3rlpy"]
+    lines = [
+        f"# Correctness: symgate vs d3rlpy {version}, {seeds} seeds each, one run",
+        "",
+        "Same expert datasets (10 trajectories, one context; built by the experiment's path), same inputs "
+        f"(symgate's encoded features), same minibatch size and hyper-parameters, MLP {list(HIDDEN)}, 2 critics, "
+        "no augmentation, on a shared 2-core VM (symgate's seeds one vectorised model, trained while d3rlpy "
+        "trains its seeds one after another in another process). Setup and the differences that remain: "
+        "`bench/bench_correctness.py`'s docstring.",
+        "",
+    ]
+    titles = {
+        "discrete CQL": f"DiscreteCQL, lr 1e-4, batch 128, α 5, γ 0.95, hard target update every {TARGET_PERIOD}",
+        "IQL": f"IQL, lr 1e-3, batch 64, expectile 0.8, β 7, weight clip 100, γ 0.95, Polyak τ {POLYAK}",
+        "CQL": f"CQL, lr 1e-4, batch 128, α 5, 10 sampled actions, η {CQL_ENTROPY} (soft target), γ 0.95, "
+        f"Polyak τ {POLYAK}",
+    }
+    for part, result in parts.items():
+        seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
+        lines += [f"## {part}: {titles[part]}, {result['updates']} updates", "", f"Training wall time: {seconds}.", ""]
+        lines += [
+            "| symgate variant | metric | symgate mean ± sd | d3rlpy mean ± sd | within d3rlpy's spread "
+            "| symgate seeds | d3rlpy seeds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in (r for r in rows if r["part"] == part):
+            ours, theirs = row["symgate_seeds"], row["reference_seeds"]
+            lines.append(
+                f"| {row['variant']} | {row['metric'].rsplit(': ', 1)[1]} "
+                f"| {np.mean(ours):.3f} ± {np.std(ours, ddof=1):.3f} "
+                f"| {np.mean(theirs):.3f} ± {np.std(theirs, ddof=1):.3f} | {'yes' if row['within_spread'] else 'no'} "
+                f"| {', '.join(f'{v:.3f}' for v in ours)} | {', '.join(f'{v:.3f}' for v in theirs)} |"
+            )
+        lines.append("")
+    lines += [
+        "Within the spread: |symgate mean − d3rlpy mean| ≤ 2 × d3rlpy's seed standard deviation. Discrete CQL's "
+        "`per-head` is symgate as shipped (α-term on each twin head, each head trained by the published CQL-DQN "
+        "loss); `head-mean` is symgate with d3rlpy's convention (α-term once on the mean head, half the gradient "
+        "per head): only `head-mean` compares like with like."
+    ]
     return "\n".join(lines) + "\n"
 
 
+def write(parts: dict[str, dict[str, Any]], seeds: int) -> None:
+    """The rows of the parts measured so far, as ``correctness-<date>-<host>.json`` and ``.md``."""
+    peers = {"discrete CQL": "DiscreteCQL", "IQL": "IQL", "CQL": "CQL"}
+    notes = {"discrete CQL": "n_critics 2", "IQL": "", "CQL": "soft_q_backup"}
+    rows = []
+    for part, result in parts.items():
+        note = ", ".join(n for n in (notes[part], "same data and inputs") if n)
+        for variant in (v for v in result["metrics"] if v != "d3rlpy"):
+            rows += rows_of(part, variant, peers[part], result, note)
+    samples = {f"{part} train_s {k}": [v] for part, result in parts.items() for k, v in result["seconds"].items()}
+    out = write_result("correctness", rows, samples)
+    out.with_suffix(".md").write_text(markdown(rows, parts, seeds))
+
+
 def main() -> None:
-    """Build the data, train both, measure both, write the result files."""
+    """Build the data, train every learner on both sides, measure them, write the result files."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="Seeds per learner (at least 2: a spread).")
+    parser.add_argument("--scale", type=float, default=1.0, help="Multiply every update count (a smoke run: 0.05).")
+    args = parser.parse_args()
     started = time.perf_counter()
     python = ensure_bench_venv()
     work = Path(tempfile.mkdtemp(prefix="symgate-bench-correctness-"))
     os.environ["MINARI_DATASETS_PATH"] = str(work / "datasets")
+    seeds = args.seeds
+
+    def scaled(updates: int) -> int:
+        return max(1, round(updates * float(args.scale)))
+
+    jobs: dict[str, Callable[[], dict[str, Any]]] = {
+        "discrete CQL": lambda: discrete_part(python, work, scaled(DISCRETE_UPDATES), seeds),
+        "IQL": lambda: continuous_part(python, work, "iql", scaled(CONTINUOUS_UPDATES["iql"]), seeds),
+        "CQL": lambda: continuous_part(python, work, "cql", scaled(CONTINUOUS_UPDATES["cql"]), seeds),
+    }
+    parts: dict[str, dict[str, Any]] = {}
     try:
-        spec_data = DatasetSpec("expert", True, 0, 10, ONE_CONTEXT, TEST_CONTEXTS)
-        dataset_id = build_dataset(spec_data, work)
-        config = paper_config()
-        data = load_offline_data(dataset_id, DEVICE, config.gamma)
-        untrained = build_agent(config, data, member_generators(config), DEVICE).algorithm
-        assert isinstance(untrained, DiscreteCQL)
-        encoder = untrained.critic.encoder
-
-        def encode(x: Tensor) -> Tensor:
-            with torch.no_grad():
-                features: Tensor = encoder(x[None])[0]
-            return features
-
-        export_npz(data, config, encode, work / "dataset.npz")
-        with ThreadPoolExecutor(1) as pool:  # d3rlpy trains in its own process while symgate trains here
-            t0 = time.perf_counter()
-            future = pool.submit(D3rlpyRunner, python, work / "dataset.npz", work / "d3rlpy.log", RUNNER)
-            train(config, dataset_id, work / "run")
-            ours_s = time.perf_counter() - t0
-            runner = future.result()
-        with runner:
-            print(f"trained: symgate {ours_s:.0f} s, d3rlpy {sum(runner.info['train_s']):.0f} s")
-            trained = load_policy(work / "run").agent.algorithm
-            assert isinstance(trained, DiscreteCQL)
-            critic = trained.critic
-
-            def ours(raw: Tensor) -> Tensor:
-                q: Tensor = critic(raw)
-                return q
-
-            def theirs(raw: Tensor) -> Tensor:
-                features = encode(raw.reshape(-1, raw.shape[-1])).reshape(*raw.shape[:-1], -1)
-                reply = runner.send({"features": features.tolist()})
-                return torch.tensor(reply["q"], dtype=torch.float32).transpose(0, 1)  # (S, 2, B, n) → (2, S, B, n)
-
-            spec = eval_env_spec(dataset_id)
-            ours_metrics = measure(ours, data, spec, config)
-            theirs_metrics = measure(theirs, data, spec, config)
-            info = runner.info
+        for part, job in jobs.items():  # the files are rewritten after every part: a long run keeps what it has
+            parts[part] = job()
+            write(parts, seeds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rows = []
-    for name, metric in METRICS.items():
-        mine, peer = ours_metrics[name], theirs_metrics[name]
-        reference = float(np.mean(peer))
-        rows.append(
-            {
-                "metric": metric,
-                "symgate": float(np.mean(mine)),
-                "reference": reference,
-                "reference_name": f"d3rlpy {info['d3rlpy']} DiscreteCQL, n_critics 2, same data and inputs",
-                "ratio": float(np.mean(mine)) / reference if reference else float("inf"),
-                "target": "within d3rlpy's seed mean ± 2 sd",
-                "within_spread": within(mine, peer),
-                "symgate_seeds": mine,
-                "reference_seeds": peer,
-            }
-        )
-    seconds = {"symgate": ours_s, "d3rlpy": float(sum(info["train_s"]))}
-    out = write_result("correctness", rows, {"train_s": [seconds["symgate"], seconds["d3rlpy"]]})
-    out.with_suffix(".md").write_text(markdown(rows, info, seconds))
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

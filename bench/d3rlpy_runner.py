@@ -51,12 +51,14 @@ def load_dataset(arrays: dict[str, np.ndarray]) -> Any:
     )
 
 
-def build_algorithm(name: str, arrays: dict[str, np.ndarray], dataset: Any) -> Any:
-    """IQL or CQL with symgate's sizes and hyperparameters, on the CPU, built on ``dataset``.
+def algorithm_config(name: str, arrays: dict[str, np.ndarray]) -> Any:
+    """IQL's or CQL's d3rlpy config with symgate's sizes and hyperparameters.
 
     Both use ``[hidden]`` MLP encoders for every network, batch ``batch_size`` and the dataset's
     action box scaled to [-1, 1] (``MinMaxActionScaler``). CQL's entropy and conservative weights
     are fixed (learning rates 0), as in symgate's CQL; symgate's η = 0 becomes d3rlpy's default 1.0.
+    An optional ``cql_soft_q_backup`` (default false) sets d3rlpy's ``soft_q_backup``: the target
+    min Q̄(s′, a′) - η log π(a′|s′) with a′ ~ π(·|s′), symgate's CQL target.
     """
     hidden = [int(h) for h in arrays["hidden"]]
     encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=hidden)
@@ -94,10 +96,16 @@ def build_algorithm(name: str, arrays: dict[str, np.ndarray], dataset: Any) -> A
             temp_learning_rate=0.0,
             initial_alpha=1.0,
             alpha_learning_rate=0.0,
+            soft_q_backup=bool(arrays["cql_soft_q_backup"]) if "cql_soft_q_backup" in arrays else False,
         )
     else:
         raise ValueError(f"unknown algorithm {name!r}: expected iql or cql")
-    algorithm = config.create(device="cpu:0")
+    return config
+
+
+def build_algorithm(name: str, arrays: dict[str, np.ndarray], dataset: Any) -> Any:
+    """IQL or CQL (:func:`algorithm_config`) on the CPU, built on ``dataset``."""
+    algorithm = algorithm_config(name, arrays).create(device="cpu:0")
     algorithm.build_with_dataset(dataset)
     return algorithm
 

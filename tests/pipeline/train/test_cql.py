@@ -64,6 +64,27 @@ def test_the_target_is_double_dqn_the_online_net_picks_and_the_target_heads_valu
     assert torch.allclose(algorithm._next_value(batch), expected)
 
 
+def test_the_alpha_term_is_each_heads_cql_dqn_gap_summed_not_the_gap_of_the_mean_head() -> None:
+    """Each head gets the published CQL-DQN α-term; d3rlpy's DiscreteCQL takes the gap of the mean head instead."""
+    config = TrainConfig.model_validate({"algorithm": "cql", "seeds": 2, "augmentation": {"strategy": "none"}})
+    algorithm = DiscreteCQL(config, critic(), None)
+    q_all = torch.randn(2, 2, 32, 3, requires_grad=True)
+    actions = torch.randint(3, (2, 32))
+    q_data = q_all.gather(-1, actions[None, ..., None].expand(2, 2, 32, 1)).squeeze(-1)
+    penalty = algorithm._conservative_penalty(q_all, q_data)
+    heads = [torch.logsumexp(q_all[i], dim=-1) - q_data[i] for i in range(2)]
+    assert torch.allclose(penalty, (heads[0] + heads[1]).mean(dim=-1))
+    mean_head = conservative_gap(q_all.mean(dim=0), q_data.mean(dim=0))
+    assert not torch.allclose(penalty, mean_head)
+    (gradient,) = torch.autograd.grad(penalty.sum(), q_all)
+    same = q_all.detach()[:1].expand(2, -1, -1, -1).clone().requires_grad_(True)  # heads that agree
+    same_data = same.gather(-1, actions[None, ..., None].expand(2, 2, 32, 1)).squeeze(-1)
+    (per_head,) = torch.autograd.grad(algorithm._conservative_penalty(same, same_data).sum(), same, retain_graph=True)
+    (of_mean,) = torch.autograd.grad(conservative_gap(same.mean(dim=0), same_data.mean(dim=0)).sum(), same)
+    assert torch.allclose(per_head, 2.0 * of_mean)  # the mean head's α-term pushes each head half as hard
+    assert torch.allclose(gradient[0], per_head[0])  # each head's gradient is its own gap's, whatever the other
+
+
 def test_greedy_policies_apply_every_strategy_but_dac_output_to_the_one_network() -> None:
     spec = REPO / "deploy/symmetry/reacher.yaml"
     for strategy in ("aug-d", "aug-d-online", "dac-latent", "canonical"):

@@ -18,6 +18,13 @@ Lifecycle contract (``ros2 lifecycle set /policy_server <transition>``):
   ``PointStamped`` goal, runs the model, clamps to the contract's torque limits, limits the
   change per tick (``max_torque_rate``) and publishes ``Float64MultiArray`` torques in contract
   joint order (ros2_control's JointGroupEffortController format).
+  Inner loop (``policy_hz`` > 0): the loop still ticks at the control rate (e.g. the sensor's
+  500 Hz), but the model runs only every ``round(control_hz / policy_hz)``-th tick (e.g. at the
+  contract's 50 Hz); the ticks in between send its last action again, through an optional
+  first-order low-pass (``action_cutoff_hz``), as ros2_control stacks run a fast loop around a
+  slow policy. Every tick, policy or not, runs the e-stop and watchdog checks and the torque clamp
+  and rate limit, so a stale JointState stops the arm on the next inner tick, not the next policy
+  tick. After any safe tick the next tick runs the model again (a held action never outlives a fault).
 - **deactivate**: stop the loop and publish the safe action once.
 - **cleanup** / **shutdown**: release the model, subscriptions, publishers and services.
 
@@ -79,7 +86,7 @@ from std_msgs.msg import Bool, Float64MultiArray, Header
 from std_srvs.srv import Trigger
 
 from symgate_ros.model import ModelError, PolicyModel, robot_mismatches, verify_certificate
-from symgate_ros.safety import SAFE_ACTIONS, ActionFilter, EStop, LoopMonitor, Watchdog, safe_action
+from symgate_ros.safety import SAFE_ACTIONS, ActionFilter, EStop, LoopMonitor, LowPass, Watchdog, safe_action
 from symgate_ros.signature import SignatureError, TrustedKey, load_trusted_keys
 
 #: Which JointState array feeds each joint input of the graph.
@@ -126,6 +133,16 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     ),
     "damping_gain": (0.5, "Damping gain of the safe action, N·m·s/rad."),
     "max_torque_rate": (200.0, "Largest torque change per second, N·m/s (0 = no limit)."),
+    "policy_hz": (
+        0.0,
+        "Inner loop: run the model every round(control_hz / policy_hz) ticks and send its last action on the "
+        "ticks in between (safety checks and limits every tick); 0 = the model runs every tick.",
+    ),
+    "action_cutoff_hz": (
+        0.0,
+        "Cutoff of a first-order low-pass on the policy action, applied every tick before the limits "
+        "(smooths a held action between policy ticks); 0 = no filter.",
+    ),
     "diagnostics_period_s": (1.0, "Period of /diagnostics."),
     "publish_trace": (
         False,
@@ -207,6 +224,11 @@ class PolicyServer(LifecycleNode):
                 raise ValueError(f"safe_action {mode!r} is not safe for {interface} targets: use one of {safe}")
             if self._param("tick_source") not in ("timer", "joint_state"):
                 raise ValueError(f"tick_source must be 'timer' or 'joint_state', got {self._param('tick_source')!r}")
+            hz = self._param("control_hz") or model.control_hz
+            if not 0.0 <= self._param("policy_hz") <= hz:
+                raise ValueError(f"policy_hz must be between 0 and the control rate {hz:g} Hz")
+            if self._param("action_cutoff_hz") < 0.0:
+                raise ValueError(f"action_cutoff_hz must be >= 0, got {self._param('action_cutoff_hz')}")
         except (ModelError, ValueError) as error:
             self.get_logger().error(f"configure refused: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -251,12 +273,18 @@ class PolicyServer(LifecycleNode):
         hz = self._param("control_hz") or self._model.control_hz
         rate = self._param("max_torque_rate")
         self._filter = ActionFilter(self._model.action_low, self._model.action_high, rate / hz if rate > 0 else np.inf)
+        self._lowpass = LowPass(self._param("action_cutoff_hz"), 1.0 / hz)
+        policy_hz = self._param("policy_hz")
+        self._policy_every = max(1, round(hz / policy_hz)) if policy_hz > 0 else 1
+        self._action: np.ndarray | None = None  # the policy's last action, held between policy ticks
+        self._ticks_to_policy = 0
         self.monitor = LoopMonitor(1.0 / hz)
         self._stop.clear()
         run = self._run_on_joint_states if self._param("tick_source") == "joint_state" else self._run
         self._loop = threading.Thread(target=run, args=(1.0 / hz,), name="control_loop", daemon=True)
         self._loop.start()
-        self.get_logger().info(f"active at {hz:g} Hz")
+        policy = f", the model every {self._policy_every} ticks ({hz / self._policy_every:g} Hz)"
+        self.get_logger().info(f"active at {hz:g} Hz{policy if self._policy_every > 1 else ''}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -395,7 +423,7 @@ class PolicyServer(LifecycleNode):
             reason = f"joint_states stale (age {self.joint_watchdog.age_s(start) * 1e3:.0f} ms)"
         elif not self.goal_watchdog.check(start) or goal is None:
             reason = "goal missing or stale"
-        else:
+        elif self._action is None or self._ticks_to_policy == 0:  # a policy tick
             feeds = self._feeds(model, state, goal)
             if not all(np.isfinite(v).all() for v in feeds.values()):
                 self.nan_inputs += 1
@@ -407,13 +435,19 @@ class PolicyServer(LifecycleNode):
                 if not np.isfinite(torque).all():
                     self.nan_outputs += 1
                     reason = "NaN/inf from the model"
+                else:
+                    self._action, self._ticks_to_policy = torque, self._policy_every
         if reason:
             command = self._safe(reason)
+            self._action = None  # the next tick runs the model again
+            self._lowpass.reset(command)
             self._filter.hold(command)
             self._publish(command, None)
         else:
+            assert self._action is not None
             self.last_safe_reason = ""
-            self._publish(self._filter(torque), state)
+            self._ticks_to_policy -= 1
+            self._publish(self._filter(self._lowpass(self._action)), state)
         self.monitor.tick(start, time.monotonic() - start)
 
     def _publish(self, command: np.ndarray, state: JointState | None) -> None:

@@ -6,6 +6,8 @@
 - :func:`safe_action`: zero torque (or velocity), viscous damping ``τ = -k·q̇`` from a fresh velocity,
   or, for position-controlled arms, holding the last measured joint positions.
 - :class:`ActionFilter`: clamps to the contract's torque limits and limits the change per tick.
+- :class:`LowPass`: a first-order low-pass on the policy action, for an inner loop that runs faster
+  than the policy.
 - :class:`LoopMonitor`: inference latency percentiles, loop period jitter, overruns (late ticks) and
   skipped (missed) ticks.
 """
@@ -158,6 +160,40 @@ class ActionFilter:
 
 
 @dataclass
+class LowPass:
+    """First-order low-pass ``y_k = y_{k-1} + α (u_k - y_{k-1})``, ``α = 1 - exp(-2π f_c Δt)``.
+
+    The discretisation of ``τ ẏ = u - y`` with ``τ = 1 / (2π f_c)`` for an input held over each tick
+    (exact for a piecewise-constant input): a step reaches ``1 - 1/e`` (63 %) of its height after
+    ``τ``. A cutoff of 0 passes the input through unchanged.
+
+    Attributes:
+        cutoff_hz: Cutoff frequency ``f_c``, Hz (0 = no filtering).
+        period_s: Tick period ``Δt``, s.
+        state: The last output (None before the first input, or after :meth:`reset` with None).
+    """
+
+    cutoff_hz: float
+    period_s: float
+    state: NDArray[np.float64] | None = None
+
+    @property
+    def alpha(self) -> float:
+        """The weight of the new input per tick (1 = no filtering)."""
+        return 1.0 if self.cutoff_hz <= 0 else float(1.0 - np.exp(-2.0 * np.pi * self.cutoff_hz * self.period_s))
+
+    def __call__(self, value: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Filter one tick's input (finite); the first input passes through."""
+        alpha = self.alpha
+        self.state = value if self.state is None or alpha >= 1.0 else self.state + alpha * (value - self.state)
+        return self.state
+
+    def reset(self, value: NDArray[np.float64] | None) -> None:
+        """Start again from ``value`` (a command sent outside the filter, e.g. the safe action)."""
+        self.state = value
+
+
+@dataclass
 class LoopMonitor:
     """Rolling statistics of the control loop (the last 2000 ticks) for diagnostics.
 
@@ -167,6 +203,7 @@ class LoopMonitor:
 
     period_s: float
     ticks: int = 0
+    policy_ticks: int = 0
     overruns: int = 0
     skipped: int = 0
     inference_s: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
@@ -193,11 +230,12 @@ class LoopMonitor:
         self.skipped += ticks
 
     def inference(self, seconds: float) -> None:
-        """Record one model call."""
+        """Record one model call (a policy tick)."""
+        self.policy_ticks += 1
         self.inference_s.append(seconds)
 
     def summary(self) -> dict[str, float]:
-        """Inference p50/p99, median period, period jitter (std, max deviation), all µs; ticks, overruns, skips."""
+        """Inference p50/p99, median period, period jitter (std, max deviation), all µs; tick counts."""
         latency = np.asarray(self.inference_s) * 1e6
         periods = np.asarray(self.periods_s)
         deviation = np.abs(periods - self.period_s) * 1e6 if len(periods) else np.zeros(1)
@@ -208,6 +246,7 @@ class LoopMonitor:
             "period_jitter_std_us": float(np.std(periods) * 1e6) if len(periods) else float("nan"),
             "period_jitter_max_us": float(deviation.max()),
             "ticks": float(self.ticks),
+            "policy_ticks": float(self.policy_ticks),
             "overruns": float(self.overruns),
             "skipped_ticks": float(self.skipped),
         }

@@ -95,6 +95,50 @@ def test_joint_state_ticks_follow_the_sensor(start_server: Callable[..., Server]
     assert server.harness.wait_for(lambda: any(c == [0.0, 0.0] for _, c in server.harness.commands_since(stopped)))
 
 
+def test_inner_loop_holds_the_policy_action_and_checks_safety_every_tick(
+    start_server: Callable[..., Server], models: Models
+) -> None:
+    """policy_hz: ticks at 200 Hz, the model at 20 Hz; the watchdog and the e-stop act on the next 200 Hz tick."""
+    inner_hz, policy_hz, max_age_s = 200.0, 20.0, 0.05
+    server = active(
+        start_server,
+        models.certified,
+        control_hz=inner_hz,
+        policy_hz=policy_hz,
+        action_cutoff_hz=10.0,
+        joint_state_max_age_s=max_age_s,
+    )
+    harness, sensor = server.harness, server.sensor
+    first = harness.wait_for(lambda: _value(harness, "ticks") != "")
+    ticks0, policy0 = float(_value(harness, "ticks")), float(_value(harness, "policy_ticks"))
+    assert first and harness.wait_for(lambda: float(_value(harness, "ticks")) > ticks0 + 200)
+    ticks, policy = float(_value(harness, "ticks")) - ticks0, float(_value(harness, "policy_ticks")) - policy0
+    assert policy / ticks == pytest.approx(policy_hz / inner_hz, abs=0.02)  # the model every 10th tick
+    # Constant inputs: the low-passed, held action settles on the policy's (limits applied every tick).
+    expected = expected_torque(models.certified, [2.0, 0.3], (0.7, 0.0))
+    settled = time.monotonic()
+    assert harness.wait_for(
+        lambda: any(np.allclose(c, expected, atol=1e-5) for _, c in harness.commands_since(settled))
+    ), harness.commands[-1]
+    sensor.running.clear()
+    stopped = time.monotonic()
+    assert harness.wait_for(lambda: any(c == [0.0, 0.0] for _, c in harness.commands_since(stopped)))
+    assert harness.wait_for(lambda: _value(harness, "joint_state_trip_age_ms") != "")
+    age_s, gap_s = (float(_value(harness, f"joint_state_{key}_ms")) / 1e3 for key in ("trip_age", "trip_tick_gap"))
+    assert max_age_s < age_s <= max_age_s + gap_s + 1e-6
+    # The tick that tripped came one inner period after the one before, not one policy period.
+    assert gap_s <= 1.5 / inner_hz or float(_value(harness, "overruns")) > 0
+    sensor.running.set()
+    resumed = time.monotonic()
+    assert harness.wait_for(lambda: any(c != [0.0, 0.0] for _, c in harness.commands_since(resumed)))
+    harness.estop.publish(Bool(data=True))
+    engaged = time.monotonic()
+    assert harness.wait_for(lambda: any(c == [0.0, 0.0] for _, c in harness.commands_since(engaged)))
+    time.sleep(0.3)
+    late = harness.commands_since(time.monotonic() - 0.2)
+    assert late and all(c == [0.0, 0.0] for _, c in late)  # no held policy action outlives the e-stop
+
+
 @pytest.mark.parametrize("which", ["uncertified", "tampered"])
 def test_uncertified_or_tampered_models_are_refused_at_configure(
     which: str, start_server: Callable[..., Server], models: Models

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from symgate_ros.safety import ActionFilter, EStop, LoopMonitor, Watchdog, safe_action
+from symgate_ros.safety import ActionFilter, EStop, LoopMonitor, LowPass, Watchdog, safe_action
 
 
 def test_watchdog_faults_on_stale_input_and_latches_until_a_newer_message() -> None:
@@ -110,6 +110,27 @@ def test_action_filter_limits_from_a_held_safe_action() -> None:
     assert action_filter(np.array([2.0])).tolist() == [0.5]
 
 
+@given(st.floats(0.5, 200.0), st.integers(1, 50))
+def test_low_pass_step_response_is_the_continuous_one(cutoff_hz: float, ticks: int) -> None:
+    """A held step: after n ticks of Δt, 1 - exp(-2π f_c n Δt) of the way (63 % after one time constant)."""
+    period_s = 0.002
+    low_pass = LowPass(cutoff_hz, period_s)
+    low_pass.reset(np.zeros(2))
+    for _ in range(ticks):
+        out = low_pass(np.array([1.0, -2.0]))
+    expected = 1.0 - np.exp(-2.0 * np.pi * cutoff_hz * ticks * period_s)
+    np.testing.assert_allclose(out, [expected, -2.0 * expected], rtol=1e-9, atol=1e-12)
+
+
+def test_low_pass_passes_the_first_input_and_a_zero_cutoff_through() -> None:
+    low_pass = LowPass(10.0, 0.002)
+    assert low_pass(np.array([3.0])).tolist() == [3.0]  # no state yet: nothing to smooth from
+    assert 0.0 < low_pass(np.array([0.0]))[0] < 3.0
+    unfiltered = LowPass(0.0, 0.002)
+    unfiltered.reset(np.array([5.0]))
+    assert unfiltered.alpha == 1.0 and unfiltered(np.array([1.0])).tolist() == [1.0]
+
+
 def test_loop_monitor_counts_overruns_and_reports_percentiles() -> None:
     monitor = LoopMonitor(period_s=0.02)
     for k, busy in enumerate([0.001, 0.001, 0.03, 0.001]):  # the third tick runs longer than a period
@@ -120,5 +141,6 @@ def test_loop_monitor_counts_overruns_and_reports_percentiles() -> None:
     monitor.skip(3)
     summary = monitor.summary()
     assert monitor.overruns == 2 and summary["ticks"] == 5.0 and summary["skipped_ticks"] == 3.0
+    assert summary["policy_ticks"] == 3.0  # one per model call
     assert summary["inference_p50_us"] == pytest.approx(60.0)
     assert summary["period_jitter_max_us"] == pytest.approx(30_000.0)  # a 50 ms gap is 30 ms off the 20 ms period

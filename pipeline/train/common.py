@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+from typing import TypeVar
+
 import torch
 from torch import Tensor, nn
 
-from models.networks import CategoricalActor, DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy, TwinQ
+from models.networks import CategoricalActor, DiscreteTwinQ, EnsembleNetwork, GaussianTanhActor, GreedyQPolicy, TwinQ
 
 Actor = GaussianTanhActor | CategoricalActor
 Critic = TwinQ | DiscreteTwinQ
 #: What an agent acts with: a trained actor, or the greedy policy of a discrete critic (discrete CQL).
 Policy = Actor | GreedyQPolicy
+NetworkT = TypeVar("NetworkT", bound=EnsembleNetwork)
 
 
 def twin_q(critic: Critic, observations: Tensor, actions: Tensor) -> Tensor:
@@ -25,6 +29,11 @@ def twin_q(critic: Critic, observations: Tensor, actions: Tensor) -> Tensor:
 def member_noise(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> Tensor:
     """Standard normal noise ``(E, *shape)``, member i from generator i."""
     return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+
+def target_copy(critic: NetworkT) -> NetworkT:
+    """A frozen copy of ``critic`` for its targets that shares its encoder (no parameters, so one encoding of s)."""
+    return copy.deepcopy(critic, {id(critic.encoder): critic.encoder}).requires_grad_(False)
 
 
 @torch.no_grad()

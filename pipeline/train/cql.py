@@ -73,7 +73,7 @@ from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy, Twi
 from models.symmetry import GroupElement
 from pipeline.train.augment import Augmenter, views, with_actor_consistency, with_critic_consistency
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Critic, gradient_step, member_noise, soft_update, twin_q
+from pipeline.train.common import Critic, gradient_step, member_noise, soft_update, target_copy, twin_q
 from pipeline.train.config import AugmentationConfig, TrainConfig
 
 
@@ -112,7 +112,7 @@ class CQL:
     ) -> None:
         self.config = config
         self.actor, self.critic = actor, critic
-        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        self.critic_target = target_copy(critic)
         self.augmenter = augmenter
         self.generators = generators
         self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, fused=True)
@@ -176,7 +176,14 @@ class CQL:
 
     # ------------------------------------------------------------------ update
     def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
-        """One gradient step on both Q heads and the actor; returns per-member losses ``(E,)``."""
+        """One gradient step on both Q heads and the actor; returns per-member losses ``(E,)``.
+
+        Every network shares one encoder, which encodes each of the update's observation tensors once.
+        """
+        with self.critic.encoder.reuse():
+            return self._update(batch, g, step)
+
+    def _update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
         aug = self.augmenter
         view = views(aug, batch, g)
         original, critic_batch, actor_batch, strategy = view.original, view.critic, view.actor, view.critic_strategy

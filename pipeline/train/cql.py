@@ -73,7 +73,7 @@ from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy, Twi
 from models.symmetry import GroupElement
 from pipeline.train.augment import Augmenter, views, with_actor_consistency, with_critic_consistency
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Critic, gradient_step, member_noise, soft_update, target_copy, twin_q
+from pipeline.train.common import Critic, frozen, gradient_step, member_noise, soft_update, target_copy, twin_q
 from pipeline.train.config import AugmentationConfig, TrainConfig
 
 
@@ -172,7 +172,12 @@ class CQL:
         """Per-sample SAC-style actor loss, ``(E, B)``."""
         eta = self.config.cql.entropy
         action, log_prob = self._sample(observations)
-        return eta * log_prob - twin_q(self.critic, observations, action).min(dim=0).values
+        return eta * log_prob - self._actor_q(observations, action)
+
+    def _actor_q(self, observations: Tensor, actions: Tensor) -> Tensor:
+        """The twin min Q(s, ã) for the actor's loss: a gradient for ã, none for the critic's weights."""
+        with frozen(self.critic):
+            return twin_q(self.critic, observations, actions).min(dim=0).values
 
     # ------------------------------------------------------------------ update
     def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
@@ -230,7 +235,7 @@ class CQL:
         eta = self.config.cql.entropy
         action, log_prob = self._sample(moved)
         back = self.augmenter.act_actions(action, sym.invert(g))
-        return eta * log_prob - twin_q(self.critic, observations, back).min(dim=0).values
+        return eta * log_prob - self._actor_q(observations, back)
 
 
 def shared_network_augmentation(config: AugmentationConfig) -> AugmentationConfig:

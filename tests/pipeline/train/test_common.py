@@ -7,6 +7,7 @@ import torch
 
 from models.features import GenericFeatures, Normalizer, ObservationEncoder
 from models.networks import GaussianTanhActor, TwinQ, ValueNet
+from pipeline.train import cql
 from pipeline.train.buffer import Batch
 from pipeline.train.config import TrainConfig
 from pipeline.train.cql import CQL
@@ -105,3 +106,27 @@ def test_an_update_encodes_s_and_s_next_once_and_equals_encoding_every_time(
         expected = dict(every_time.modules[module_name].named_parameters())
         for parameter_name, parameter in module.named_parameters():
             torch.testing.assert_close(parameter, expected[parameter_name], **MEMBER_FORWARD)
+
+
+def test_the_cql_actor_step_gives_the_critic_no_gradient_and_the_same_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    minibatch = batch()
+    agent = algorithm("cql")
+    assert isinstance(agent, CQL)
+    agent.update(minibatch, None, step=1)
+    critic_gradients = {name: p.grad for name, p in agent.critic.named_parameters() if p.grad is not None}
+    assert all(p.requires_grad for p in agent.critic.parameters())  # restored after the actor step
+
+    def not_frozen(module: torch.nn.Module) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(cql, "frozen", not_frozen)
+    reference = algorithm("cql")
+    reference.update(minibatch, None, step=1)
+    for module_name, module in agent.modules.items():
+        expected = dict(reference.modules[module_name].named_parameters())
+        for parameter_name, parameter in module.named_parameters():
+            torch.testing.assert_close(parameter, expected[parameter_name], **MEMBER_FORWARD)
+    # The critic's gradients are its own loss's alone; unfrozen, the actor's loss added to them.
+    reference_gradients = {name: p.grad for name, p in reference.critic.named_parameters() if p.grad is not None}
+    assert critic_gradients.keys() == reference_gradients.keys() and critic_gradients
+    assert any(not torch.allclose(critic_gradients[name], reference_gradients[name]) for name in critic_gradients)

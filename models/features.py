@@ -13,7 +13,8 @@ ensemble).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -361,13 +362,17 @@ class Normalizer(nn.Module):
 class ObservationEncoder(nn.Module):
     """Raw observation → normalised features: ``normalizer(features(observation))``.
 
-    One encoder is shared by all networks of a run (actor, critics, value); it has no trainable
-    parameters, only the normaliser's buffers, which every network's ``state_dict`` carries.
+    One encoder is shared by all networks of a run (actor, critics, their targets, value); it has no
+    trainable parameters, only the normaliser's buffers, which every network's ``state_dict`` carries.
+    Within :meth:`reuse` it encodes each observation tensor once however many networks read it.
 
     Attributes:
         features: The feature module, raw ``(..., D)`` → ``(..., F)``.
         normalizer: The normaliser of the F features.
     """
+
+    #: ``(observation, its version, its features)`` of the tensors encoded within :meth:`reuse`, else None.
+    _reused: list[tuple[Tensor, int, Tensor]] | None = None
 
     def __init__(self, features: nn.Module, normalizer: Normalizer) -> None:
         """Combine a feature module with its normaliser.
@@ -423,6 +428,21 @@ class ObservationEncoder(nn.Module):
             features: Tensor = self.features(raw_observations)
         self.normalizer.fit(features, self.feature_names)
 
+    @contextmanager
+    def reuse(self) -> Iterator[None]:
+        """Within the block, encode each observation tensor once (a training update's s and s′).
+
+        A tensor is recognised by identity and its in-place version counter, so a tensor modified in
+        place is encoded again. Observations that require grad are never reused (their features
+        carry a graph). The encoder has no trainable parameters, so a reused encoding equals a
+        fresh one.
+        """
+        previous, self._reused = self._reused, []
+        try:
+            yield
+        finally:
+            self._reused = previous
+
     def forward(self, observation: Tensor) -> Tensor:
         """Encode.
 
@@ -432,6 +452,17 @@ class ObservationEncoder(nn.Module):
         Returns:
             Normalised features of shape ``(..., F)``.
         """
+        reused = self._reused
+        if reused is None or observation.requires_grad:
+            return self._encode(observation)
+        for seen, version, encoded in reused:
+            if seen is observation and seen._version == version:
+                return encoded
+        encoded = self._encode(observation)
+        reused.append((observation, observation._version, encoded))
+        return encoded
+
+    def _encode(self, observation: Tensor) -> Tensor:
         features: Tensor = self.features(observation)
         normalized: Tensor = self.normalizer(features)
         return normalized

@@ -88,7 +88,7 @@ from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy, Twi
 from models.symmetry import GroupElement
 from pipeline.train.augment import Augmenter, views, with_actor_consistency, with_critic_consistency
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Critic, gradient_step, member_noise, soft_update, twin_q
+from pipeline.train.common import Critic, frozen, gradient_step, member_noise, soft_update, target_copy, twin_q
 from pipeline.train.config import AugmentationConfig, TrainConfig
 
 
@@ -127,7 +127,7 @@ class CQL:
     ) -> None:
         self.config = config
         self.actor, self.critic = actor, critic
-        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        self.critic_target = target_copy(critic)
         self.augmenter = augmenter
         self.generators = generators
         self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, fused=True)
@@ -187,11 +187,23 @@ class CQL:
         """Per-sample SAC-style actor loss, ``(E, B)``."""
         eta = self.config.cql.entropy
         action, log_prob = self._sample(observations)
-        return eta * log_prob - twin_q(self.critic, observations, action).min(dim=0).values
+        return eta * log_prob - self._actor_q(observations, action)
+
+    def _actor_q(self, observations: Tensor, actions: Tensor) -> Tensor:
+        """The twin min Q(s, ã) for the actor's loss: a gradient for ã, none for the critic's weights."""
+        with frozen(self.critic):
+            return twin_q(self.critic, observations, actions).min(dim=0).values
 
     # ------------------------------------------------------------------ update
     def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
-        """One gradient step on both Q heads and the actor; returns per-member losses ``(E,)``."""
+        """One gradient step on both Q heads and the actor; returns per-member losses ``(E,)``.
+
+        Every network shares one encoder, which encodes each of the update's observation tensors once.
+        """
+        with self.critic.encoder.reuse():
+            return self._update(batch, g, step)
+
+    def _update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
         aug = self.augmenter
         view = views(aug, batch, g)
         original, critic_batch, actor_batch, strategy = view.original, view.critic, view.actor, view.critic_strategy
@@ -238,7 +250,7 @@ class CQL:
         eta = self.config.cql.entropy
         action, log_prob = self._sample(moved)
         back = self.augmenter.act_actions(action, sym.invert(g))
-        return eta * log_prob - twin_q(self.critic, observations, back).min(dim=0).values
+        return eta * log_prob - self._actor_q(observations, back)
 
 
 def shared_network_augmentation(config: AugmentationConfig) -> AugmentationConfig:

@@ -14,8 +14,6 @@ critic losses. Every loss is computed per ensemble member and summed, so members
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor, nn
 
@@ -23,7 +21,7 @@ from models.networks import ValueNet
 from models.symmetry import GroupElement
 from pipeline.train.augment import Augmenter, views, with_actor_consistency, with_critic_consistency
 from pipeline.train.buffer import Batch
-from pipeline.train.common import Actor, Critic, gradient_step, soft_update, twin_q
+from pipeline.train.common import Actor, Critic, gradient_step, soft_update, target_copy, twin_q
 from pipeline.train.config import TrainConfig
 
 
@@ -54,7 +52,7 @@ class IQL:
     ) -> None:
         self.config = config
         self.actor, self.critic, self.value = actor, critic, value
-        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        self.critic_target = target_copy(critic)
         self.augmenter = augmenter
         self.actor_optimizer = torch.optim.Adam(actor.parameters(), lr=config.actor_lr, fused=True)
         critic_parameters = [*critic.parameters(), *value.parameters()]
@@ -71,7 +69,14 @@ class IQL:
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
 
     def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
-        """One gradient step on V, both Q heads and the actor; returns per-member losses ``(E,)``."""
+        """One gradient step on V, both Q heads and the actor; returns per-member losses ``(E,)``.
+
+        Every network shares one encoder, which encodes each of the update's observation tensors once.
+        """
+        with self.critic.encoder.reuse():
+            return self._update(batch, g, step)
+
+    def _update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:
         cfg, aug = self.config.iql, self.augmenter
         view = views(aug, batch, g)
         original, critic_batch, actor_batch, strategy = view.original, view.critic, view.actor, view.critic_strategy

@@ -14,9 +14,8 @@ through ``symgate train`` (its seeds one vectorised model); d3rlpy runs in ``.ve
   The two apply α differently over the twin heads: symgate adds CQL-DQN's α-term to each head's
   loss (each head is trained by the published CQL-DQN loss), d3rlpy adds it once, on the mean of
   the heads, whose gradient on each head is half as large. symgate is therefore run twice, with
-  the same seeds: as shipped, and with d3rlpy's convention (a bench-only switch,
-  :func:`head_mean_penalty`, patched over ``DiscreteCQL._conservative_penalty``); only the latter
-  compares like with like.
+  the same seeds: as shipped, and with d3rlpy's convention (``cql.penalised_heads: mean``); only
+  the latter compares like with like.
 - **IQL** vs ``IQL`` and **CQL** vs ``CQL``: the paper's expert settings (IQL: lr 1e-3, batch 64,
   expectile 0.8, β 7, weight clip 100; CQL: lr 1e-4, batch 128, α 5, 10 sampled actions), γ 0.95,
   Polyak target updates (τ = ``POLYAK`` every update: d3rlpy has no hard updates for continuous
@@ -45,7 +44,6 @@ standard deviations (or equals it, when every d3rlpy seed agrees). Writes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import tempfile
@@ -54,7 +52,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
@@ -68,7 +65,7 @@ from pipeline.io import load_config
 from pipeline.train.bc import BC
 from pipeline.train.buffer import OfflineData, load_offline_data
 from pipeline.train.config import TrainConfig
-from pipeline.train.cql import DiscreteCQL, conservative_gap
+from pipeline.train.cql import DiscreteCQL
 from pipeline.train.evaluate import evaluation_angles, rollout
 from pipeline.train.trainer import build_agent, member_generators, train
 from sim.contexts import ContextSetName
@@ -86,11 +83,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().with_name("d3rlpy_cql_runner.py")
 DEVICE = torch.device("cpu")
 PolicyFn = Callable[[Tensor], Tensor]  # (E, B, D) raw observations → (E, B) action indices or (E, B, A) torques
-
-
-def head_mean_penalty(self: DiscreteCQL, q_all: Tensor, q_data: Tensor) -> Tensor:
-    """d3rlpy's ``DiscreteCQL`` α-term: the CQL-DQN gap of the mean head ½(Q₁ + Q₂), once per member, ``(E,)``."""
-    return conservative_gap(q_all.mean(dim=0), q_data.mean(dim=0))
 
 
 def preset_config(preset: str, updates: int, seeds: int, **overrides: Any) -> TrainConfig:
@@ -215,12 +207,13 @@ def encoder_of(config: TrainConfig, data: OfflineData) -> Callable[[Tensor], Ten
 
 
 def train_side_by_side(
-    python: Path, config: TrainConfig, dataset_id: str, work: Path, name: str, variants: dict[str, Any]
+    python: Path, config: TrainConfig, dataset_id: str, work: Path, name: str, variants: dict[str, TrainConfig]
 ) -> tuple[D3rlpyRunner, dict[str, Path], dict[str, float]]:
     """d3rlpy trains its seeds in its own process while symgate trains each variant here, one after another.
 
     Args:
-        variants: symgate's variants by name, each a context manager to train it in (``contextlib.nullcontext``).
+        config: The shared settings (d3rlpy's side, the exported data).
+        variants: symgate's variants by name, each its training config (``config`` or a variant of it).
 
     Returns:
         The ready runner, the run folder of each variant, and training seconds (each variant, ``d3rlpy``).
@@ -231,11 +224,10 @@ def train_side_by_side(
     runs, seconds = {}, {}
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(D3rlpyRunner, python, npz, work / f"{name}-d3rlpy.log", RUNNER)
-        for variant, context in variants.items():
+        for variant, variant_config in variants.items():
             t0 = time.perf_counter()
             runs[variant] = work / f"run-{name}-{variant}"
-            with context:
-                train(config, dataset_id, runs[variant])
+            train(variant_config, dataset_id, runs[variant])
             seconds[variant] = time.perf_counter() - t0
         runner = future.result()
     seconds["d3rlpy"] = float(sum(runner.info["train_s"]))
@@ -249,10 +241,8 @@ def discrete_part(python: Path, work: Path, updates: int, seeds: int) -> dict[st
     config = discrete_config(updates, seeds)
     data = load_offline_data(dataset_id, DEVICE, config.gamma)
     encode = encoder_of(config, data)
-    variants = {
-        "per-head": contextlib.nullcontext(),
-        "head-mean": mock.patch.object(DiscreteCQL, "_conservative_penalty", head_mean_penalty),
-    }
+    head_mean = config.model_copy(update={"cql": config.cql.model_copy(update={"penalised_heads": "mean"})})
+    variants = {"per-head": config, "head-mean": head_mean}
     runner, runs, seconds = train_side_by_side(python, config, dataset_id, work, "discrete-cql", variants)
     spec = eval_env_spec(dataset_id)
     observations = data.observations[None].expand(seeds, *data.observations.shape)
@@ -293,7 +283,7 @@ def continuous_part(python: Path, work: Path, algorithm: str, updates: int, seed
     config = continuous_config(algorithm, updates, seeds)
     data = load_offline_data(dataset_id, DEVICE, config.gamma)
     encode = encoder_of(config, data)
-    variants = {"symgate": contextlib.nullcontext()}
+    variants = {"symgate": config}
     runner, runs, seconds = train_side_by_side(python, config, dataset_id, work, algorithm, variants)
     spec = eval_env_spec(dataset_id)
     observations = data.observations[None].expand(seeds, *data.observations.shape)

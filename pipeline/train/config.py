@@ -34,6 +34,11 @@ class CQLConfig(BaseModel):
     alpha: float = Field(5.0, ge=0.0, description="Weight α of the conservative penalty.")
     sampled_actions: int = Field(10, gt=0, description="Actions sampled per state for the continuous logsumexp.")
     entropy: float = Field(0.0, ge=0.0, description="Fixed entropy coefficient of the SAC-style actor.")
+    penalised_heads: Literal["each", "mean"] = Field(
+        "each",
+        description="Discrete CQL: the α-term on each twin head (CQL-DQN's loss per head) or once on their mean "
+        "(d3rlpy's DiscreteCQL: half the push on each head).",
+    )
 
 
 class AugmentationConfig(BaseModel):

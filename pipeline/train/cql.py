@@ -40,7 +40,8 @@ sample against a Huber gradient of at most 1, so the data's action settles above
 about that much, and bootstrapping compounds the excess over ~1/(1 - γ) steps: twice the per-head
 weight gives about twice d3rlpy's E[Q - G] on expert data. ``bench/bench_correctness.py`` runs
 this class both ways against d3rlpy on the same data (5 seeds, 1200 updates): E[Q - G] 1.36 ± 0.02
-as shipped, 0.76 ± 0.03 with d3rlpy's convention, d3rlpy 0.76 ± 0.03; policies alike either way.
+as shipped, 0.76 ± 0.03 with d3rlpy's convention (``cql.penalised_heads: mean``), d3rlpy
+0.76 ± 0.03; policies alike either way.
 
 Why no actor. An earlier version trained a categorical actor on E_π[-min Q] (entropy 0) and bootstrapped
 y = r + γ E_π[min Q̄(s′, ·)]. The softmax saturated (max-probability 0.99999) on whichever action led
@@ -308,10 +309,14 @@ class DiscreteCQL:
     def _conservative_penalty(self, q_all: Tensor, q_data: Tensor) -> Tensor:
         """The α-term per member, ``(E,)``: CQL-DQN's gap on each head, summed over the heads.
 
+        With ``cql.penalised_heads: mean``, d3rlpy's convention instead: the gap of the mean head ½(Q₁ + Q₂).
+
         Args:
             q_all: Every head's Q of every action, ``(2, E, B, n)``.
             q_data: Every head's Q of the dataset actions, ``(2, E, B)``.
         """
+        if self.config.cql.penalised_heads == "mean":
+            return conservative_gap(q_all.mean(dim=0), q_data.mean(dim=0))
         return conservative_gap(q_all, q_data).sum(dim=0)
 
     def update(self, batch: Batch, g: GroupElement | None, step: int) -> dict[str, Tensor]:

@@ -83,6 +83,9 @@ def test_the_alpha_term_is_each_heads_cql_dqn_gap_summed_not_the_gap_of_the_mean
     (of_mean,) = torch.autograd.grad(conservative_gap(same.mean(dim=0), same_data.mean(dim=0)).sum(), same)
     assert torch.allclose(per_head, 2.0 * of_mean)  # the mean head's α-term pushes each head half as hard
     assert torch.allclose(gradient[0], per_head[0])  # each head's gradient is its own gap's, whatever the other
+    d3rlpy_config = config.model_copy(update={"cql": config.cql.model_copy(update={"penalised_heads": "mean"})})
+    d3rlpy_way = DiscreteCQL(d3rlpy_config, critic(), None)._conservative_penalty(q_all, q_data)
+    assert torch.allclose(d3rlpy_way, mean_head)  # cql.penalised_heads: mean is d3rlpy's convention
 
 
 def test_greedy_policies_apply_every_strategy_but_dac_output_to_the_one_network() -> None:

@@ -152,8 +152,9 @@ def finish_tuning(
                 f"{c['lambda']:g}: {c['validation_return']['mean']:.2f}" for c in entry["candidates"].values()
             )
             note = (
-                f"λ = {entry['chosen']:g} chosen on {n} validation contexts, {experiment.seeds} seeds, "
-                f"{experiment.offline_rl.steps_of(table)} updates (validation return {scores}); "
+                f"λ = {entry['chosen']:g} chosen on {n} validation contexts, env: {experiment.env}, "
+                f"{experiment.seeds} seeds, {experiment.offline_rl.steps_of(table)} updates "
+                f"(validation return {scores}); "
                 f"{record_path.name} ({mode})"
             )
             write_lambda(preset, entry["chosen"], note)

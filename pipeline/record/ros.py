@@ -44,6 +44,7 @@ class TopicRecorder(Node):
         self.goal_changes: list[int] = []  # receive times (ns) of each new goal
         self._goal: tuple[float, float, float] | None = None
         self._last_message = time.monotonic()
+        self.recorded_topics = tuple(topics)
         for topic, (message_class, msgtype) in topics.items():
             self.create_subscription(
                 message_class, topic, lambda data, t=topic, m=msgtype: self._on_message(t, m, data), 1000, raw=True
@@ -64,6 +65,20 @@ class TopicRecorder(Node):
                 if goal != self._goal:
                     self._goal = goal
                     self.goal_changes.append(received)
+
+    def wait_for_publishers(self, timeout_s: float = 15.0) -> bool:
+        """Wait until DDS discovery has matched every recorded topic with a publisher.
+
+        A subscription created early still records nothing until discovery links it to the publisher,
+        which can take seconds on a loaded machine; call this before the robot starts moving. Returns
+        False if some topic still had no publisher after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(self.count_publishers(topic) > 0 for topic in self.recorded_topics):
+                return True
+            time.sleep(0.02)
+        return False
 
     def wait_until_idle(self, quiet_s: float = 0.25, timeout_s: float = 30.0) -> bool:
         """Wait until no message has been handled for ``quiet_s``: the backlog its subscriptions queued is recorded.

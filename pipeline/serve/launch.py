@@ -187,6 +187,8 @@ def rehearse(
             with spinning(client), spinning(recorder) if recorder else nullcontext():
                 if not client.transition(Transition.TRANSITION_CONFIGURE):
                     raise RuntimeError(f"{SERVER} refused to configure {model_dir} (see its log above)")
+                if recorder is not None and not recorder.wait_for_publishers():  # before the arm moves
+                    recorder.get_logger().warning("a recorded topic has no publisher yet: its recording starts late")
                 if not client.transition(Transition.TRANSITION_ACTIVATE):
                     raise RuntimeError(f"{SERVER} refused to activate")
                 started = time.monotonic()

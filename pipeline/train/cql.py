@@ -78,7 +78,6 @@ compares action distributions, its critic term dataset-action values.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -284,7 +283,7 @@ class DiscreteCQL:
         self.config = config
         self.critic = critic
         self.actor = GreedyQPolicy(critic)  # the critic's argmax: no weights of its own
-        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        self.critic_target = target_copy(critic)
         self.augmenter = augmenter
         self.critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_lr, fused=True)
 

@@ -5,7 +5,9 @@ the floor any bag-based ingestion pays. symgate ingest also maps fields by name,
 resamples them, checks every array's length, recovers the tick grid from the commands, applies the
 reward rule and writes the Minari dataset (standard JointState topics are decoded in bulk, see
 pipeline/ingest/decode.py). Reported: the ratio at one worker (target >= 0.8x the raw decode rate)
-and the speed-up from one to two workers.
+and the speed-up from one to two workers. The driver writes each bag's episodes while the workers
+read later bags; the workers fork from one forkserver per driver process, which imports the ingest
+modules once, in the first 2-worker repeat (the other repeats reuse it, like a long-lived driver).
 """
 
 from __future__ import annotations

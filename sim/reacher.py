@@ -163,8 +163,9 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
 
     def torque(self, action: Any) -> NDArray[np.float64]:
         """The joint torques (N·m) an action commands, clipped to the torque limits."""
-        torque: NDArray[np.float64] = np.clip(
-            np.asarray(action, dtype=np.float64).reshape(2), -self.tau_max, self.tau_max
+        # np.clip's own loop is minimum(maximum(x, low), high); its Python wrapper costs more than the maths here.
+        torque: NDArray[np.float64] = np.minimum(
+            np.maximum(np.asarray(action, dtype=np.float64).reshape(2), -self.tau_max), self.tau_max
         )
         return torque
 
@@ -262,8 +263,9 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         applied = self._pending.popleft()
         swept = self.config.success_rule == "swept_path"
         hands = [self._hand]
+        forces = applied.tolist()  # the same doubles; PyBullet reads a list faster than an array
         for _ in range(self.config.action_repeat):
-            self._set_torques(self._body, self._joint_ids, pybullet.TORQUE_CONTROL, forces=applied)
+            self._set_torques(self._body, self._joint_ids, pybullet.TORQUE_CONTROL, forces=forces)
             self._step_simulation()
             self._physics_step += 1
             if self._listeners or swept:
@@ -402,7 +404,8 @@ class RotationalReacherEnv(gym.Env[NDArray[np.float32], Any]):
         position, velocity = self._joint_state()
         elbow, hand = self.robot.forward_kinematics(position)
         self._hand = hand
-        self._distance = float(np.linalg.norm(hand - self.goal_position))
+        offset = hand - self.goal_position
+        self._distance = math.sqrt(offset.dot(offset))  # np.linalg.norm's own formula for a vector, without its wrapper
         reach = self._distance if hands is None else min(self._distance, path_distance(self.goal_position, hands))
         info = {
             "context": self.context,

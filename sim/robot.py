@@ -98,6 +98,11 @@ class RobotDescription:
         if q.shape[-1:] != (2,):
             raise ValueError(f"joint_position must have shape (..., 2), got {q.shape}")
         l1, l2 = self.link_lengths
+        if q.ndim == 1:  # one arm, the simulator's every step: the same ufuncs on scalars, without array bookkeeping
+            q1, q2 = q.tolist()
+            q12 = q1 + q2
+            ex, ey = l1 * np.cos(q1), l1 * np.sin(q1)
+            return np.array([ex, ey]), np.array([ex + l2 * np.cos(q12), ey + l2 * np.sin(q12)])
         q1, q12 = q[..., 0], q[..., 0] + q[..., 1]
         elbow, hand = np.empty(q.shape), np.empty(q.shape)  # filled in place: np.stack dominates for one arm
         elbow[..., 0], elbow[..., 1] = l1 * np.cos(q1), l1 * np.sin(q1)

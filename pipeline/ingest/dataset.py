@@ -361,52 +361,70 @@ def ingest(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     robot = _robot(config)
-    by_bag: dict[int, BagResult] = {}
     items = [(str(b), config.model_dump_json(), env.action_spec, strict) for b in bag_paths]
-    for index, result in _run(_process_bag_in_worker, items, executor, workers, "symgate-ingest"):
-        by_bag[index] = result
+    results: list[BagResult] = []
+
+    def bag_episodes() -> Iterator[Episode]:
+        for result in _in_order(_run(_process_bag_in_worker, items, executor, workers, "symgate-ingest"), on_bag):
+            results.append(result)
+            yield from result.episodes
+
+    def fill(storage: Any) -> tuple[dict[str, Any], QualityReport]:
+        # Each bag's episodes go into the open HDF5 file, in bag order, as soon as the bags before it are
+        # done, while the workers read the later bags: the driver's write overlaps the reading.
+        storage.update_episodes(_buffers(bag_episodes()))
+        report = _quality_report(dataset_id, config, [r.report for r in results])  # raising here writes nothing
+        episodes = [_episode_record(e) for result in results for e in result.episodes]
+        return _metadata(config, env, robot, report.bags, episodes), report
+
+    root.mkdir(parents=True, exist_ok=True)
+    return final, _write_dataset(root, dataset_id, env, len(bags), fill, overwrite)
+
+
+def _in_order(finished: Iterable[tuple[int, R]], on_bag: Callable[[], None] | None) -> Iterator[R]:
+    """The results of ``(index, result)`` pairs arriving in any order, in index order, each as early as it can be."""
+    waiting: dict[int, R] = {}
+    following = 0
+    for index, result in finished:
+        waiting[index] = result
         if on_bag:
             on_bag()
-    results = [by_bag[index] for index in range(len(bags))]  # bag order, whichever finished first
-    report = _quality_report(dataset_id, config, [r.report for r in results])
-    episodes = [episode for result in results for episode in result.episodes]
-    root.mkdir(parents=True, exist_ok=True)
-    _write_dataset(
-        root,
-        dataset_id,
-        env,
-        lambda storage: storage.update_episodes(_buffers(episodes)),  # one by one into the open HDF5 file
-        _metadata(config, env, robot, report.bags, [_episode_record(e) for e in episodes]),
-        report,
-        overwrite,
-    )
-    return final, report
+        while following in waiting:
+            yield waiting.pop(following)
+            following += 1
 
 
 def _run(
     function: Callable[[T], R], items: list[T], executor: Executor, workers: int, name: str
 ) -> Iterator[tuple[int, R]]:
-    """One task per bag: inline with one local worker, else on the executor (``(index, result)`` as they finish)."""
+    """One task per bag: inline with one local worker, else on the executor (``(index, result)`` as they finish).
+
+    Local workers fork from a forkserver that has imported this module once: with spawn each worker
+    re-imported it (about a second of CPU each, paid by both workers at once on a 2-core machine).
+    """
     if workers == 1 and executor.kind == "local":
         yield from ((index, function(item)) for index, item in enumerate(items))
     else:
-        yield from run_unordered(function, items, executor=executor, workers=workers, start_method="spawn", name=name)
+        yield from run_unordered(
+            function, items, executor=executor, workers=workers, preload=("pipeline.ingest.dataset",), name=name
+        )
 
 
 def _write_dataset(
     root: Path,
     dataset_id: str,
     env: _EvalEnv,
-    fill: Callable[[Any], None],
-    metadata: dict[str, Any],
-    report: QualityReport,
+    bags: int,
+    fill: Callable[[Any], tuple[dict[str, Any], QualityReport]],
     overwrite: bool,
-) -> None:
-    """Write the Minari dataset ``dataset_id`` under ``root``, atomically; ``fill(storage)`` adds its episodes.
+) -> QualityReport:
+    """Write the Minari dataset ``dataset_id`` under ``root``, atomically; returns its quality report.
 
-    Its metadata gets ``metadata`` (key ``symgate``), each episode its source span, and the folder the
-    quality report. The dataset is built in a staging folder and renamed into place (swapping out an
-    old one with ``overwrite``).
+    ``bags``: how many bags the episodes come from (for the description). ``fill(storage)`` adds the
+    episodes and returns the metadata and the quality report. The metadata goes under the key
+    ``symgate``, each episode gets its source span, and the folder the quality report. The dataset is
+    built in a staging folder and renamed into place (swapping out an old one with ``overwrite``); if
+    ``fill`` raises, nothing is written.
     """
     import minari  # heavy; only needed here
 
@@ -424,10 +442,10 @@ def _write_dataset(
                 author={"symgate"},
                 author_email={"symgate@localhost"},
                 code_permalink="https://symgate.invalid/ingest",
-                description=f"Ingested from {len(report.bags)} ROS 2 bags by symgate {__version__}.",
+                description=f"Ingested from {bags} ROS 2 bags by symgate {__version__}.",
                 data_format="hdf5",
             )
-            fill(dataset.storage)
+            metadata, report = fill(dataset.storage)
             dataset.storage.update_metadata({"symgate": metadata})
             dataset.storage.update_episode_metadata(
                 [
@@ -458,6 +476,7 @@ def _write_dataset(
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return report
 
 
 # ------------------------------------------------------------------------------------------- shards
@@ -523,16 +542,13 @@ def _write_shard(result: BagResult, config: IngestConfig, env: _EvalEnv, shard: 
     # Only the shard folder itself is created: a task still running after its ingest was abandoned (and
     # its staging folder removed) fails here instead of leaving a stray shard behind.
     shard.mkdir(exist_ok=True)
+
+    def fill(storage: Any) -> tuple[dict[str, Any], QualityReport]:
+        storage.update_episodes(_buffers(result.episodes))
+        return metadata, report
+
     # overwrite: a task re-run after its worker died may find the shard its first attempt completed
-    _write_dataset(
-        shard,
-        SHARD_DATASET_ID,
-        env,
-        lambda storage: storage.update_episodes(_buffers(result.episodes)),
-        metadata,
-        report,
-        overwrite=True,
-    )
+    _write_dataset(shard, SHARD_DATASET_ID, env, 1, fill, overwrite=True)
 
 
 @dataclass
@@ -641,5 +657,9 @@ def merge_shards(
     episodes = [episode for shard in opened for episode in shard.episodes]
     metadata = _metadata(config, env, _robot(config), report.bags, episodes)
     root.mkdir(parents=True, exist_ok=True)
-    _write_dataset(root, dataset_id, env, lambda storage: _copy_episodes(storage, opened), metadata, report, overwrite)
-    return final, report
+
+    def fill(storage: Any) -> tuple[dict[str, Any], QualityReport]:
+        _copy_episodes(storage, opened)
+        return metadata, report
+
+    return final, _write_dataset(root, dataset_id, env, len(opened), fill, overwrite)

@@ -394,7 +394,8 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
         f"# Correctness: symgate vs d3rlpy {version}, {seeds} seeds each, one run",
         "",
         "Same datasets (10 trajectories, one context; built by the experiment's path), same inputs "
-        f"(symgate's encoded features), same minibatch size and hyper-parameters, MLP {list(HIDDEN)}, 2 critics, "
+        f"(symgate's encoded features), same minibatch size and hyper-parameters, MLP {list(HIDDEN)} (unless a part "
+        "names another), 2 critics, "
         "no augmentation, on a shared 2-core VM (symgate's seeds one vectorised model, trained while d3rlpy "
         "trains its seeds one after another in another process). Setup and the differences that remain: "
         "`bench/bench_correctness.py`'s docstring.",

@@ -11,6 +11,11 @@ through ``symgate train`` (its seeds one vectorised model); d3rlpy runs in ``.ve
 
 - **Discrete CQL** vs ``DiscreteCQL``: the paper's Table 7 expert setting (lr 1e-4, batch 128, α 5,
   γ 0.95, twin critics, a hard target update every 100 updates), ``DISCRETE_UPDATES`` updates.
+  ``--recipes mixed suboptimal`` runs it on those datasets instead (the paper's settings of each
+  recipe: α 10 / 5, lr 1e-4 / 5e-4), ``--env paper`` on the paper preset's reacher, and
+  ``--target-period 6`` with Table 7 quick's 200 hard target updates in 1200 (``--parts discrete``
+  skips the continuous parts, ``--variants head-mean`` symgate's as-shipped variant). Such a run
+  writes ``correctness_<recipes>-<date>-<host>.*``, beside the expert run's files.
   The two apply α differently over the twin heads: symgate adds CQL-DQN's α-term to each head's
   loss (each head is trained by the published CQL-DQN loss), d3rlpy adds it once, on the mean of
   the heads, whose gradient on each head is half as large. symgate is therefore run twice, with
@@ -50,6 +55,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +66,7 @@ from bench_train import D3rlpyRunner, ensure_bench_venv
 from common import write_result
 from torch import Tensor
 
+from pipeline.experiment.config import EnvPreset
 from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset, eval_env_spec, expert_returns
 from pipeline.export.export import load_policy
 from pipeline.io import load_config
@@ -68,6 +76,7 @@ from pipeline.train.config import TrainConfig
 from pipeline.train.cql import DiscreteCQL
 from pipeline.train.evaluate import evaluation_angles, rollout
 from pipeline.train.trainer import build_agent, member_generators, train
+from sim.behaviour import RecipeName
 from sim.contexts import ContextSetName
 
 SEEDS = 5
@@ -102,9 +111,25 @@ def preset_config(preset: str, updates: int, seeds: int, **overrides: Any) -> Tr
     return TrainConfig.model_validate(data)
 
 
-def discrete_config(updates: int, seeds: int) -> TrainConfig:
-    """The paper's Table 7 expert preset (discrete CQL), a hard target update every ``TARGET_PERIOD``."""
-    return preset_config("paper-cql-expert.yaml", updates, seeds, target_update_every=TARGET_PERIOD)
+@dataclass(frozen=True)
+class DiscreteSetting:
+    """How the discrete CQL part runs: the reacher preset, the hard target period, symgate's variants, the MLP."""
+
+    env: EnvPreset = "default"
+    target_period: int = TARGET_PERIOD
+    variants: tuple[str, ...] = ("per-head", "head-mean")
+    hidden: tuple[int, ...] = HIDDEN
+
+
+def discrete_config(updates: int, seeds: int, recipe: RecipeName, setting: DiscreteSetting) -> TrainConfig:
+    """The paper's Table 7 preset of ``recipe`` (discrete CQL), with ``setting``'s target period and MLP."""
+    return preset_config(
+        f"paper-cql-{recipe}.yaml",
+        updates,
+        seeds,
+        target_update_every=setting.target_period,
+        hidden=list(setting.hidden),
+    )
 
 
 def continuous_config(algorithm: str, updates: int, seeds: int) -> TrainConfig:
@@ -180,6 +205,7 @@ def within(ours: list[float], theirs: list[float]) -> bool:
 
 METRICS = {
     "q_minus_return_to_go": "E[Q - G] on the expert data's (s, a) (G in [0, 1])",
+    "q_max": "max Q on the data's (s, a)",
     "action_match": "greedy action = data's action, fraction of expert states",
     "train_success": f"success in the data's context ({TRAIN_EPISODES} episodes)",
     "train_normalised_return": "normalised return in the data's context",
@@ -235,16 +261,20 @@ def train_side_by_side(
     return runner, runs, seconds
 
 
-def discrete_part(python: Path, work: Path, updates: int, seeds: int) -> dict[str, Any]:
-    """Discrete CQL: symgate as shipped and with d3rlpy's α convention, vs d3rlpy's ``DiscreteCQL``."""
-    dataset_id = build_dataset(DatasetSpec("expert", True, 0, 10, ONE_CONTEXT, TEST_CONTEXTS), work)
-    config = discrete_config(updates, seeds)
+def discrete_part(
+    python: Path, work: Path, updates: int, seeds: int, setting: DiscreteSetting, recipe: RecipeName
+) -> dict[str, Any]:
+    """Discrete CQL on ``recipe``'s data: symgate as shipped and/or with d3rlpy's α convention, vs ``DiscreteCQL``."""
+    spec = DatasetSpec(recipe, True, 0, 10, ONE_CONTEXT, TEST_CONTEXTS, env_preset=setting.env)
+    dataset_id = build_dataset(spec, work)
+    config = discrete_config(updates, seeds, recipe, setting)
     data = load_offline_data(dataset_id, DEVICE, config.gamma)
     encode = encoder_of(config, data)
     head_mean = config.model_copy(update={"cql": config.cql.model_copy(update={"penalised_heads": "mean"})})
-    variants = {"per-head": config, "head-mean": head_mean}
-    runner, runs, seconds = train_side_by_side(python, config, dataset_id, work, "discrete-cql", variants)
-    spec = eval_env_spec(dataset_id)
+    variants = {name: c for name, c in (("per-head", config), ("head-mean", head_mean)) if name in setting.variants}
+    name = f"discrete-cql-{recipe}"
+    runner, runs, seconds = train_side_by_side(python, config, dataset_id, work, name, variants)
+    env_spec = eval_env_spec(dataset_id)
     observations = data.observations[None].expand(seeds, *data.observations.shape)
     actions = data.actions[None].expand(seeds, -1)
     metrics: dict[str, dict[str, list[float]]] = {}
@@ -259,8 +289,9 @@ def discrete_part(python: Path, work: Path, updates: int, seeds: int) -> dict[st
             greedy: Tensor = q_fn(raw).mean(dim=0).argmax(dim=-1)
             return greedy
 
-        metrics[name] = measure(q_data, policy, data, spec, config)
+        metrics[name] = measure(q_data, policy, data, env_spec, config)
         metrics[name]["action_match"] = (q.mean(dim=0).argmax(dim=-1) == actions).float().mean(dim=1).tolist()
+        metrics[name]["q_max"] = q_data.max(dim=1).values.tolist()
 
     with runner:
         for variant, run in runs.items():
@@ -274,7 +305,28 @@ def discrete_part(python: Path, work: Path, updates: int, seeds: int) -> dict[st
 
         record("d3rlpy", theirs)
         version = runner.info["d3rlpy"]
-    return {"metrics": metrics, "seconds": seconds, "d3rlpy": version, "updates": updates}
+    rtg = data.returns_to_go
+    title = (
+        f"DiscreteCQL on {recipe} data ({setting.env} reacher), MLP {list(config.hidden)}, lr {config.critic_lr:g}, "
+        f"batch {config.batch_size}, "
+        f"α {config.cql.alpha:g}, γ {config.gamma:g}, hard target update every {config.target_update_every}"
+    )
+    data_note = (
+        f"The data's G (behaviour's discounted return-to-go): mean {rtg.mean():.3f}, max {rtg.max():.3f}, "
+        f"{(rtg == 0).float().mean():.0%} of transitions 0 (the episode never reaches the goal); rewards are 1 at "
+        f"the goal, so any Q ≤ 1 and a calibrated Q — even the greedy (optimal) policy's, which beats the "
+        f"behaviour's — has E[Q - G] ≤ E[1 - G] = {1 - rtg.mean():.3f}."
+    )
+    return {
+        "metrics": metrics,
+        "seconds": seconds,
+        "d3rlpy": version,
+        "updates": updates,
+        "title": title,
+        "algorithm": "discrete CQL",
+        "recipe": recipe,
+        "note": data_note,
+    }
 
 
 def continuous_part(python: Path, work: Path, algorithm: str, updates: int, seeds: int) -> dict[str, Any]:
@@ -316,9 +368,10 @@ def rows_of(part: str, variant: str, peer: str, result: dict[str, Any], note: st
             continue
         mine, theirs = result["metrics"][variant][name], result["metrics"]["d3rlpy"][name]
         reference = float(np.mean(theirs))
+        label = metric.replace("expert", result.get("recipe", "expert"))
         rows.append(
             {
-                "metric": f"{part}{VARIANTS.get(variant, '')}: {metric}",
+                "metric": f"{part}{VARIANTS.get(variant, '')}: {label}",
                 "part": part,
                 "variant": variant,
                 "symgate": float(np.mean(mine)),
@@ -340,22 +393,24 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
     lines = [
         f"# Correctness: symgate vs d3rlpy {version}, {seeds} seeds each, one run",
         "",
-        "Same expert datasets (10 trajectories, one context; built by the experiment's path), same inputs "
-        f"(symgate's encoded features), same minibatch size and hyper-parameters, MLP {list(HIDDEN)}, 2 critics, "
+        "Same datasets (10 trajectories, one context; built by the experiment's path), same inputs "
+        f"(symgate's encoded features), same minibatch size and hyper-parameters, MLP {list(HIDDEN)} (unless a part "
+        "names another), 2 critics, "
         "no augmentation, on a shared 2-core VM (symgate's seeds one vectorised model, trained while d3rlpy "
         "trains its seeds one after another in another process). Setup and the differences that remain: "
         "`bench/bench_correctness.py`'s docstring.",
         "",
     ]
     titles = {
-        "discrete CQL": f"DiscreteCQL, lr 1e-4, batch 128, α 5, γ 0.95, hard target update every {TARGET_PERIOD}",
         "IQL": f"IQL, lr 1e-3, batch 64, expectile 0.8, β 7, weight clip 100, γ 0.95, Polyak τ {POLYAK}",
         "CQL": f"CQL, lr 1e-4, batch 128, α 5, 10 sampled actions, η {CQL_ENTROPY} (soft target), γ 0.95, "
         f"Polyak τ {POLYAK}",
     }
     for part, result in parts.items():
         seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
-        lines += [f"## {part}: {titles[part]}, {result['updates']} updates", "", f"Training wall time: {seconds}.", ""]
+        title = result.get("title") or titles[part]
+        lines += [f"## {part}: {title}, {result['updates']} updates", "", f"Training wall time: {seconds}.", ""]
+        lines += [result["note"], ""] if "note" in result else []
         lines += [
             "| symgate variant | metric | symgate mean ± sd | d3rlpy mean ± sd | within d3rlpy's spread "
             "| symgate seeds | d3rlpy seeds |",
@@ -379,17 +434,18 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
     return "\n".join(lines) + "\n"
 
 
-def write(parts: dict[str, dict[str, Any]], seeds: int) -> None:
-    """The rows of the parts measured so far, as ``correctness-<date>-<host>.json`` and ``.md``."""
+def write(parts: dict[str, dict[str, Any]], seeds: int, name: str) -> None:
+    """The rows of the parts measured so far, as ``<name>-<date>-<host>.json`` and ``.md``."""
     peers = {"discrete CQL": "DiscreteCQL", "IQL": "IQL", "CQL": "CQL"}
     notes = {"discrete CQL": "n_critics 2", "IQL": "", "CQL": "soft_q_backup"}
     rows = []
     for part, result in parts.items():
-        note = ", ".join(n for n in (notes[part], "same data and inputs") if n)
+        algorithm = result.get("algorithm", part)
+        note = ", ".join(n for n in (notes[algorithm], "same data and inputs") if n)
         for variant in (v for v in result["metrics"] if v != "d3rlpy"):
-            rows += rows_of(part, variant, peers[part], result, note)
+            rows += rows_of(part, variant, peers[algorithm], result, note)
     samples = {f"{part} train_s {k}": [v] for part, result in parts.items() for k, v in result["seconds"].items()}
-    out = write_result("correctness", rows, samples)
+    out = write_result(name, rows, samples)
     out.with_suffix(".md").write_text(markdown(rows, parts, seeds))
 
 
@@ -398,7 +454,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seeds", type=int, default=SEEDS, help="Seeds per learner (at least 2: a spread).")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply every update count (a smoke run: 0.05).")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("discrete", "iql", "cql"),
+        default=["discrete", "iql", "cql"],
+        help="Parts to run.",
+    )
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        choices=("expert", "mixed", "suboptimal"),
+        default=["expert"],
+        help="Discrete CQL's datasets, each with the paper's preset of its recipe.",
+    )
+    parser.add_argument("--env", choices=("default", "paper"), default="default", help="Discrete CQL's reacher preset.")
+    parser.add_argument("--target-period", type=int, default=TARGET_PERIOD, help="Discrete CQL's hard target period.")
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(HIDDEN), help="Discrete CQL's MLP, both sides.")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=tuple(VARIANTS),
+        default=list(VARIANTS),
+        help="symgate's discrete CQL variants.",
+    )
     args = parser.parse_args()
+    setting = DiscreteSetting(args.env, args.target_period, tuple(args.variants), tuple(args.hidden))
+    name = "correctness" if args.recipes == ["expert"] else "_".join(["correctness", *args.recipes])
     started = time.perf_counter()
     python = ensure_bench_venv()
     work = Path(tempfile.mkdtemp(prefix="symgate-bench-correctness-"))
@@ -408,16 +490,20 @@ def main() -> None:
     def scaled(updates: int) -> int:
         return max(1, round(updates * float(args.scale)))
 
-    jobs: dict[str, Callable[[], dict[str, Any]]] = {
-        "discrete CQL": lambda: discrete_part(python, work, scaled(DISCRETE_UPDATES), seeds),
-        "IQL": lambda: continuous_part(python, work, "iql", scaled(CONTINUOUS_UPDATES["iql"]), seeds),
-        "CQL": lambda: continuous_part(python, work, "cql", scaled(CONTINUOUS_UPDATES["cql"]), seeds),
-    }
+    jobs: dict[str, Callable[[], dict[str, Any]]] = {}
+    if "discrete" in args.parts:
+        for recipe in args.recipes:
+            part = "discrete CQL" if recipe == "expert" else f"discrete CQL on {recipe} data"
+            jobs[part] = partial(discrete_part, python, work, scaled(DISCRETE_UPDATES), seeds, setting, recipe)
+    for algorithm, part in (("iql", "IQL"), ("cql", "CQL")):
+        if algorithm in args.parts:
+            steps = scaled(CONTINUOUS_UPDATES[algorithm])
+            jobs[part] = partial(continuous_part, python, work, algorithm, steps, seeds)
     parts: dict[str, dict[str, Any]] = {}
     try:
         for part, job in jobs.items():  # the files are rewritten after every part: a long run keeps what it has
             parts[part] = job()
-            write(parts, seeds)
+            write(parts, seeds, name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -43,6 +43,24 @@ this class both ways against d3rlpy on the same data (5 seeds, 1200 updates): E[
 as shipped, 0.76 ± 0.03 with d3rlpy's convention (``cql.penalised_heads: mean``), d3rlpy
 0.76 ± 0.03; policies alike either way.
 
+Values on mixed and suboptimal data. With μ(a|s) the data's action frequencies at s, p = softmax
+Q(s, ·) and y_a the TD target of (s, a), the loss's fixed point in a table is
+
+    μ_a · clip(Q(s, a) - y_a, -1, 1) = α (μ_a - p_a),   i.e.   Q(s, a) - y_a = α (1 - p_a / μ_a)
+
+inside Huber's quadratic zone (``tests/pipeline/train/test_cql.py`` checks it). Kumar et al.'s
+pessimism is the softmax mean, Σ_a p_a (Q(s, a) - y_a) = α(1 - Σ_a p_a²/μ_a) ≤ 0; pointwise, every
+data action the softmax weighs less than the data do sits *above* its target. On expert data μ is
+one action per state, p → 1 on it and the excess vanishes. On ε-greedy data (ε = 0.6, 9 actions:
+μ = 0.47 on the expert's action, 0.067 on each other) the softmax cannot give the greedy action μ's
+weight without lifting it: with y = 0.6 on it and 0.5 on the others, Q - y = +0.82 (α 5) and +0.89
+(α 10) on the greedy action, -0.72 / -0.78 on the others; α = 1 still gives +0.47, α = 0.1 +0.07.
+The greedy target then bootstraps the lifted action, so the excess compounds over ~1/(1 - γ) = 20
+steps: Table 7's E[Q - G] of +2.5 to +5.3 on those recipes is CQL(H)'s fixed point at the paper's
+α. d3rlpy's ``DiscreteCQL`` on the same suboptimal data (``bench_correctness.py --recipes``, 5 seeds,
+``penalised_heads: mean``) has E[Q - G] +7.15 ± 0.22 against our +7.45 ± 0.11, on mixed data +0.77
+against +0.76: the excess is CQL's, not this class's.
+
 Why no actor. An earlier version trained a categorical actor on E_π[-min Q] (entropy 0) and bootstrapped
 y = r + γ E_π[min Q̄(s′, ·)]. The softmax saturated (max-probability 0.99999) on whichever action led
 Q early — the data's most frequent one — and a saturated softmax has a vanishing gradient

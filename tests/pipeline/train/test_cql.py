@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.features import GenericFeatures, Normalizer, ObservationEncoder
 from models.networks import DiscreteTwinQ, GaussianTanhActor, GreedyQPolicy, TwinQ
@@ -86,6 +88,63 @@ def test_the_alpha_term_is_each_heads_cql_dqn_gap_summed_not_the_gap_of_the_mean
     d3rlpy_config = config.model_copy(update={"cql": config.cql.model_copy(update={"penalised_heads": "mean"})})
     d3rlpy_way = DiscreteCQL(d3rlpy_config, critic(), None)._conservative_penalty(q_all, q_data)
     assert torch.allclose(d3rlpy_way, mean_head)  # cql.penalised_heads: mean is d3rlpy's convention
+
+
+def tabular_fixed_point(counts: list[int], targets: list[float], alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One state, action a in the data ``counts[a]`` times, frozen TD targets y: argmin_Q of CQL-DQN's loss.
+
+    The loss is :class:`DiscreteCQL`'s, from its own pieces: the batch mean of huber(Q(s, a) - y_a)
+    over the data plus α times the CQL(H) gap. Returns Q and the data's action frequencies μ.
+    """
+    actions = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    y = torch.tensor(targets, dtype=torch.float64)
+    q = torch.zeros(len(counts), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [q], max_iter=1000, tolerance_grad=1e-13, tolerance_change=1e-16, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        q_all = q[None].expand(len(actions), -1)  # (B, n): the one state, once per sample
+        loss = huber(q[actions] - y[actions]).mean() + alpha * conservative_gap(q_all, q[actions])
+        torch.autograd.backward(loss)
+        return loss
+
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    return q.detach(), torch.tensor(counts, dtype=torch.float64) / sum(counts)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.lists(st.integers(1, 20), min_size=2, max_size=9).flatmap(
+        lambda counts: st.tuples(
+            st.just(counts), st.lists(st.floats(0.0, 1.0), min_size=len(counts), max_size=len(counts))
+        )
+    ),
+    st.floats(0.1, 10.0),
+)
+def test_cql_h_fixed_point_puts_each_data_action_alpha_one_minus_softmax_over_mu_above_its_target(
+    data: tuple[list[int], list[float]], alpha: float
+) -> None:
+    """Tabular CQL(H) with a Huber TD loss: μ_a·clip(Q_a - y_a, ±1) = α(μ_a - softmax(Q)_a) at the fixed point.
+
+    ∂/∂Q_a of E_a~μ[huber(Q_a - y_a)] + α(logsumexp Q - E_μ Q) is μ_a·clip(Q_a - y_a) + α(p_a - μ_a),
+    p = softmax Q. Inside Huber's quadratic zone Q_a - y_a = α(1 - p_a/μ_a): every data action the
+    softmax weighs less than the data do sits *above* its target (by up to α), and only the
+    softmax-weighted mean is pessimistic, Σ_a p_a(Q_a - y_a) = α(1 - Σ_a p_a²/μ_a) ≤ 0 (Cauchy-Schwarz).
+    This is the law behind Table 7's E[Q - G] > 0 on mixed and suboptimal data (README, Table 7).
+    """
+    counts, targets = data
+    q, mu = tabular_fixed_point(counts, targets, alpha)
+    y = torch.tensor(targets, dtype=torch.float64)
+    p, u = torch.softmax(q, dim=0), q - torch.tensor(targets, dtype=torch.float64)
+    torch.testing.assert_close(mu * u.clamp(-1.0, 1.0), alpha * (mu - p), atol=1e-7, rtol=0.0)
+    inside = u.abs() <= 1.0
+    torch.testing.assert_close(u[inside], alpha * (1.0 - p / mu)[inside], atol=1e-6, rtol=0.0)
+    assert bool((u[p < mu - 1e-9] > 0).all())  # under-weighted data actions: above their targets
+    if bool(inside.all()):
+        assert float((p * u).sum()) <= 1e-9
+        torch.testing.assert_close((p * (q - y)).sum(), alpha * (1.0 - (p**2 / mu).sum()), atol=1e-6, rtol=0.0)
 
 
 def test_greedy_policies_apply_every_strategy_but_dac_output_to_the_one_network() -> None:

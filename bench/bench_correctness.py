@@ -22,10 +22,12 @@ through ``symgate train`` (its seeds one vectorised model); d3rlpy runs in ``.ve
   algorithms), ``CONTINUOUS_UPDATES`` updates (CQL fewer: it costs 5x IQL's). CQL's entropy
   weight is fixed at ``CQL_ENTROPY`` on both, and d3rlpy's target is its ``soft_q_backup``,
   min Q̄(s′, a′) - η log π(a′|s′) with a′ ~ π, as symgate's (d3rlpy's default values s′ by the
-  mean action, without entropy). Differences that stay: d3rlpy's IQL actor is an unsquashed
-  Gaussian (symgate's: tanh-squashed); d3rlpy samples and scales actions in [-1, 1], symgate in
-  the torque box (the importance corrections differ by a constant, which leaves CQL's gradients
-  unchanged).
+  mean action, without entropy). Both IQL actors score the data's actions by a Gaussian around
+  the tanh-squashed mean (symgate's ``actor_likelihood: tanh-mean``, its default; its CQL actor
+  samples the tanh-squashed Gaussian, as d3rlpy's). Differences that stay: d3rlpy's IQL log-std
+  is one state-independent parameter (symgate's: a head of the actor); d3rlpy samples and scales
+  actions in [-1, 1], symgate in the torque box (the importance corrections differ by a constant,
+  which leaves CQL's gradients unchanged).
 
 Measured per seed, on both, with the same code:
 
@@ -38,13 +40,16 @@ Measured per seed, on both, with the same code:
 
 Ours is "within the peer's spread" when our seed mean lies within d3rlpy's seed mean ± 2 seed
 standard deviations (or equals it, when every d3rlpy seed agrees). Writes
-``bench/results/correctness-<date>-<host>.json`` (rows + every seed) and a ``.md`` beside it.
+``bench/results/correctness-<date>-<host>.json`` (rows + every seed) and a ``.md`` beside it;
+``--parts`` runs some parts only and keeps the others' rows from this host's newest result.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -56,7 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 from bench_train import D3rlpyRunner, ensure_bench_venv
-from common import write_result
+from common import RESULTS, write_result
 from torch import Tensor
 
 from pipeline.experiment.data import ONE_CONTEXT, DatasetSpec, build_dataset, eval_env_spec, expert_returns
@@ -327,6 +332,7 @@ def rows_of(part: str, variant: str, peer: str, result: dict[str, Any], note: st
                 "ratio": float(np.mean(mine)) / reference if reference else float("inf"),
                 "target": "within d3rlpy's seed mean ± 2 sd",
                 "within_spread": within(mine, theirs),
+                "updates": result["updates"],
                 "symgate_seeds": mine,
                 "reference_seeds": theirs,
             }
@@ -338,7 +344,7 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
     """Every part's rows with every seed, and how they were measured."""
     version = next(iter(parts.values()))["d3rlpy"]
     lines = [
-        f"# Correctness: symgate vs d3rlpy {version}, {seeds} seeds each, one run",
+        f"# Correctness: symgate vs d3rlpy {version}, {seeds} seeds each, each part side by side in one run",
         "",
         "Same expert datasets (10 trajectories, one context; built by the experiment's path), same inputs "
         f"(symgate's encoded features), same minibatch size and hyper-parameters, MLP {list(HIDDEN)}, 2 critics, "
@@ -356,6 +362,8 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
     for part, result in parts.items():
         seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
         lines += [f"## {part}: {titles[part]}, {result['updates']} updates", "", f"Training wall time: {seconds}.", ""]
+        if "carried_from" in result:
+            lines += [f"Not rerun: measured by the run of {result['carried_from']} (`--parts` left it out).", ""]
         lines += [
             "| symgate variant | metric | symgate mean ± sd | d3rlpy mean ± sd | within d3rlpy's spread "
             "| symgate seeds | d3rlpy seeds |",
@@ -379,6 +387,46 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
     return "\n".join(lines) + "\n"
 
 
+#: ``--parts`` names of the parts, in the order they run and are written.
+PART_NAMES = {"discrete": "discrete CQL", "iql": "IQL", "cql": "CQL"}
+
+
+def carried_parts(measured: set[str]) -> dict[str, dict[str, Any]]:
+    """The parts of this host's newest correctness result that this run does not measure, rebuilt from its rows.
+
+    A run of some ``--parts`` then rewrites a complete result (``bench/summary.py`` reads the newest file only).
+    A part's update count is its rows' (files before rows carried it: the default of its part).
+    """
+    found = sorted(RESULTS.glob(f"correctness-*-{platform.node()}.json"))
+    if not found:
+        return {}
+    previous = json.loads(found[-1].read_text())
+    metric_names = {description: name for name, description in METRICS.items()}
+    defaults = {"discrete CQL": DISCRETE_UPDATES, "IQL": CONTINUOUS_UPDATES["iql"], "CQL": CONTINUOUS_UPDATES["cql"]}
+    parts: dict[str, dict[str, Any]] = {}
+    for row in previous["rows"]:
+        if row["part"] in measured:
+            continue
+        part = parts.setdefault(
+            row["part"],
+            {
+                "metrics": {},
+                "d3rlpy": row["reference_name"].split()[1],
+                "updates": row.get("updates", defaults[row["part"]]),
+                "carried_from": previous["date"],
+                "seconds": {
+                    key.split(" train_s ", 1)[1]: values[0]
+                    for key, values in previous["samples"].items()
+                    if key.startswith(f"{row['part']} train_s ")
+                },
+            },
+        )
+        name = metric_names[row["metric"].rsplit(": ", 1)[1]]
+        part["metrics"].setdefault(row["variant"], {})[name] = row["symgate_seeds"]
+        part["metrics"].setdefault("d3rlpy", {})[name] = row["reference_seeds"]
+    return parts
+
+
 def write(parts: dict[str, dict[str, Any]], seeds: int) -> None:
     """The rows of the parts measured so far, as ``correctness-<date>-<host>.json`` and ``.md``."""
     peers = {"discrete CQL": "DiscreteCQL", "IQL": "IQL", "CQL": "CQL"}
@@ -398,6 +446,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seeds", type=int, default=SEEDS, help="Seeds per learner (at least 2: a spread).")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply every update count (a smoke run: 0.05).")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=list(PART_NAMES),
+        default=list(PART_NAMES),
+        help="Parts to run; the others' rows are kept from this host's newest correctness result.",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     python = ensure_bench_venv()
@@ -413,11 +468,16 @@ def main() -> None:
         "IQL": lambda: continuous_part(python, work, "iql", scaled(CONTINUOUS_UPDATES["iql"]), seeds),
         "CQL": lambda: continuous_part(python, work, "cql", scaled(CONTINUOUS_UPDATES["cql"]), seeds),
     }
+    measured = {PART_NAMES[name] for name in args.parts}
+    carried = carried_parts(measured)
     parts: dict[str, dict[str, Any]] = {}
     try:
         for part, job in jobs.items():  # the files are rewritten after every part: a long run keeps what it has
+            if part not in measured:
+                continue
             parts[part] = job()
-            write(parts, seeds)
+            everything = parts | carried
+            write({name: everything[name] for name in jobs if name in everything}, seeds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -27,10 +27,12 @@ through ``symgate train`` (its seeds one vectorised model); d3rlpy runs in ``.ve
   algorithms), ``CONTINUOUS_UPDATES`` updates (CQL fewer: it costs 5x IQL's). CQL's entropy
   weight is fixed at ``CQL_ENTROPY`` on both, and d3rlpy's target is its ``soft_q_backup``,
   min Q̄(s′, a′) - η log π(a′|s′) with a′ ~ π, as symgate's (d3rlpy's default values s′ by the
-  mean action, without entropy). Differences that stay: d3rlpy's IQL actor is an unsquashed
-  Gaussian (symgate's: tanh-squashed); d3rlpy samples and scales actions in [-1, 1], symgate in
-  the torque box (the importance corrections differ by a constant, which leaves CQL's gradients
-  unchanged).
+  mean action, without entropy). Both IQL actors score the data's actions by a Gaussian around
+  the tanh-squashed mean (symgate's ``actor_likelihood: tanh-mean``, its default; its CQL actor
+  samples the tanh-squashed Gaussian, as d3rlpy's). Differences that stay: d3rlpy's IQL log-std
+  is one state-independent parameter (symgate's: a head of the actor); d3rlpy samples and scales
+  actions in [-1, 1], symgate in the torque box (the importance corrections differ by a constant,
+  which leaves CQL's gradients unchanged).
 
 Measured per seed, on both, with the same code:
 
@@ -43,13 +45,16 @@ Measured per seed, on both, with the same code:
 
 Ours is "within the peer's spread" when our seed mean lies within d3rlpy's seed mean ± 2 seed
 standard deviations (or equals it, when every d3rlpy seed agrees). Writes
-``bench/results/correctness-<date>-<host>.json`` (rows + every seed) and a ``.md`` beside it.
+``bench/results/correctness-<date>-<host>.json`` (rows + every seed) and a ``.md`` beside it;
+``--parts`` runs some parts only and keeps the others' rows from this host's newest result.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -63,7 +68,7 @@ from typing import Any
 import numpy as np
 import torch
 from bench_train import D3rlpyRunner, ensure_bench_venv
-from common import write_result
+from common import RESULTS, write_result
 from torch import Tensor
 
 from pipeline.experiment.config import EnvPreset
@@ -360,6 +365,10 @@ def continuous_part(python: Path, work: Path, algorithm: str, updates: int, seed
     return {"metrics": metrics, "seconds": seconds, "d3rlpy": version, "updates": updates}
 
 
+#: A part's own fields that each of its rows carries as ``part_<field>`` (so a later run can carry the part over).
+PART_FIELDS = ("title", "note", "algorithm", "recipe", "carried_from")
+
+
 def rows_of(part: str, variant: str, peer: str, result: dict[str, Any], note: str) -> list[dict[str, Any]]:
     """One row per metric: symgate's ``variant`` against d3rlpy's ``peer``."""
     rows = []
@@ -380,6 +389,9 @@ def rows_of(part: str, variant: str, peer: str, result: dict[str, Any], note: st
                 "ratio": float(np.mean(mine)) / reference if reference else float("inf"),
                 "target": "within d3rlpy's seed mean ± 2 sd",
                 "within_spread": within(mine, theirs),
+                "updates": result["updates"],
+                "metric_key": name,
+                **{f"part_{key}": result[key] for key in PART_FIELDS if key in result},
                 "symgate_seeds": mine,
                 "reference_seeds": theirs,
             }
@@ -391,7 +403,7 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
     """Every part's rows with every seed, and how they were measured."""
     version = next(iter(parts.values()))["d3rlpy"]
     lines = [
-        f"# Correctness: symgate vs d3rlpy {version}, {seeds} seeds each, one run",
+        f"# Correctness: symgate vs d3rlpy {version}, {seeds} seeds each, each part side by side in one run",
         "",
         "Same datasets (10 trajectories, one context; built by the experiment's path), same inputs "
         f"(symgate's encoded features), same minibatch size and hyper-parameters, MLP {list(HIDDEN)} (unless a part "
@@ -408,9 +420,11 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
     }
     for part, result in parts.items():
         seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
-        title = result.get("title") or titles[part]
+        title = result.get("title") or titles.get(part, part)
         lines += [f"## {part}: {title}, {result['updates']} updates", "", f"Training wall time: {seconds}.", ""]
         lines += [result["note"], ""] if "note" in result else []
+        if "carried_from" in result:
+            lines += [f"Not rerun: measured by the run of {result['carried_from']} (`--parts` left it out).", ""]
         lines += [
             "| symgate variant | metric | symgate mean ± sd | d3rlpy mean ± sd | within d3rlpy's spread "
             "| symgate seeds | d3rlpy seeds |",
@@ -432,6 +446,45 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
         "per head): only `head-mean` compares like with like."
     ]
     return "\n".join(lines) + "\n"
+
+
+#: ``--parts`` names of the parts, in the order they run and are written.
+PART_NAMES = {"discrete": "discrete CQL", "iql": "IQL", "cql": "CQL"}
+
+
+def carried_parts(name: str, measured: set[str]) -> dict[str, dict[str, Any]]:
+    """The parts of this host's newest ``name`` result that this run does not measure, rebuilt from its rows.
+
+    A run of some ``--parts`` then rewrites a complete result (``bench/summary.py`` reads the newest file
+    only). Every row carries its part's update count, title, note, algorithm, recipe and, for a part that run
+    carried over itself, the date of the run that measured it (:func:`rows_of`).
+    """
+    found = sorted(RESULTS.glob(f"{name}-*-{platform.node()}.json"))
+    if not found:
+        return {}
+    previous = json.loads(found[-1].read_text())
+    parts: dict[str, dict[str, Any]] = {}
+    for row in previous["rows"]:
+        if row["part"] in measured:
+            continue
+        part = parts.setdefault(
+            row["part"],
+            {
+                "metrics": {},
+                "d3rlpy": row["reference_name"].split()[1],
+                "updates": row["updates"],
+                "carried_from": previous["date"],
+                "seconds": {
+                    key.split(" train_s ", 1)[1]: values[0]
+                    for key, values in previous["samples"].items()
+                    if key.startswith(f"{row['part']} train_s ")
+                },
+            }
+            | {key: row[f"part_{key}"] for key in PART_FIELDS if f"part_{key}" in row},
+        )
+        part["metrics"].setdefault(row["variant"], {})[row["metric_key"]] = row["symgate_seeds"]
+        part["metrics"].setdefault("d3rlpy", {})[row["metric_key"]] = row["reference_seeds"]
+    return parts
 
 
 def write(parts: dict[str, dict[str, Any]], seeds: int, name: str) -> None:
@@ -457,9 +510,9 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=("discrete", "iql", "cql"),
-        default=["discrete", "iql", "cql"],
-        help="Parts to run.",
+        choices=list(PART_NAMES),
+        default=list(PART_NAMES),
+        help="Parts to run; the others' rows are kept from this host's newest result of the same recipes.",
     )
     parser.add_argument(
         "--recipes",
@@ -499,11 +552,18 @@ def main() -> None:
         if algorithm in args.parts:
             steps = scaled(CONTINUOUS_UPDATES[algorithm])
             jobs[part] = partial(continuous_part, python, work, algorithm, steps, seeds)
+    carried = carried_parts(name, set(jobs))
     parts: dict[str, dict[str, Any]] = {}
     try:
         for part, job in jobs.items():  # the files are rewritten after every part: a long run keeps what it has
             parts[part] = job()
-            write(parts, seeds, name)
+            everything = carried | parts
+            order = list(PART_NAMES.values())
+            write(
+                {p: everything[p] for p in sorted(everything, key=lambda p: order.index(p) if p in order else -1)},
+                seeds,
+                name,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"total {time.perf_counter() - started:.0f} s")

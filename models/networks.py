@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Self
+from typing import Literal, Self
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
@@ -31,6 +31,8 @@ PAPER_HIDDEN: tuple[int, ...] = (512, 256, 128)
 #: Dataset actions are clamped this far (as a fraction of the half range) inside the action box
 #: before ``atanh``, so that actions on the bounds have a finite log-probability.
 ACTION_EPSILON = 1e-6
+#: How :meth:`GaussianTanhActor.log_prob` scores given actions (see its docstring).
+ActionLikelihood = Literal["tanh-mean", "squashed"]
 _LOG_2 = math.log(2.0)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -118,12 +120,33 @@ class GaussianTanhActor(EnsembleNetwork):
             - 2(\log 2 - u - \mathrm{softplus}(-2u)),
 
     using the stable identity :math:`\log(1 - \tanh^2 u) = 2(\log 2 - u - \mathrm{softplus}(-2u))`.
+    :meth:`act` and :meth:`act_many` sample this density (CQL's actor and entropy).
+
+    :meth:`log_prob` scores *given* actions (IQL's advantage-weighted regression, behaviour
+    cloning). With ``likelihood="tanh-mean"`` (the default) it is the Gaussian of the normalised
+    action :math:`y = 2(a - \mathrm{low})/(\mathrm{high} - \mathrm{low}) - 1` around the squashed
+    mean, as in the IQL authors' learner (``tanh_squash_distribution=False``) and d3rlpy's IQL:
+
+    .. math::
+
+        \log π(a|o) = \log \mathcal N(y; \tanh μ, σ) - \log\frac{\mathrm{high} - \mathrm{low}}{2}.
+
+    Every action of the box, its bounds included, has a finite log-probability without a clamp,
+    and the weighted maximum-likelihood mean is the weighted mean of the data's ``y``, inside the
+    box, so :meth:`deterministic` can reach it. ``likelihood="squashed"`` scores with the squashed
+    density above instead, at :math:`u = \operatorname{atanh} y`: a bang-bang action on a bound
+    becomes :math:`u = ±\operatorname{atanh}(1 - ε)` (±7.25 for ε = 1e-6), an outlier that the
+    Gaussian term fits first by inflating σ towards its upper bound, where the tanh-bounded log-std
+    saturates and the mean's gradient :math:`(u - μ)/σ^2` is small: on bang-bang expert data the
+    deterministic action then learns slowly or not at all (``bench/bench_correctness.py``).
 
     Attributes:
         action_low: Buffer ``(A,)``, lower action bound (saved with the weights).
         action_high: Buffer ``(A,)``, upper action bound.
         log_std_bounds: ``(l, h)`` bounds of the log-std.
-        action_epsilon: Clamp margin of :meth:`log_prob` (fraction of the half range).
+        action_epsilon: Clamp margin of :meth:`log_prob` with ``likelihood="squashed"`` (fraction of
+            the half range).
+        likelihood: How :meth:`log_prob` scores given actions: ``tanh-mean`` or ``squashed``.
         trunk: Ensemble MLP, features → ``2A`` (mean, unbounded log-std).
     """
 
@@ -141,6 +164,7 @@ class GaussianTanhActor(EnsembleNetwork):
         log_std_bounds: tuple[float, float] = (-5.0, 2.0),
         *,
         action_epsilon: float = ACTION_EPSILON,
+        likelihood: ActionLikelihood = "tanh-mean",
     ) -> None:
         """Build the actor.
 
@@ -152,7 +176,8 @@ class GaussianTanhActor(EnsembleNetwork):
             hidden: Hidden widths of the trunk.
             generators: One generator per member, or ``None`` for the global RNG.
             log_std_bounds: ``(min, max)`` of the log-std.
-            action_epsilon: Clamp margin of :meth:`log_prob`, in ``(0, 1)``.
+            action_epsilon: Clamp margin of :meth:`log_prob` (``squashed``), in ``(0, 1)``.
+            likelihood: How :meth:`log_prob` scores given actions (see the class docstring).
 
         Raises:
             ValueError: On inconsistent bounds.
@@ -168,11 +193,14 @@ class GaussianTanhActor(EnsembleNetwork):
             raise ValueError(f"log_std_bounds must be (min, max) with min < max, got {log_std_bounds}")
         if not 0 < action_epsilon < 1:
             raise ValueError(f"action_epsilon must be in (0, 1), got {action_epsilon}")
+        if likelihood not in ("tanh-mean", "squashed"):
+            raise ValueError(f"likelihood must be tanh-mean or squashed, got {likelihood!r}")
         self.register_buffer("action_low", low)
         self.register_buffer("action_high", high)
         self.action_dim = low.numel()
         self.log_std_bounds = (float(log_std_bounds[0]), float(log_std_bounds[1]))
         self.action_epsilon = action_epsilon
+        self.likelihood: ActionLikelihood = likelihood
         self.trunk = EnsembleMLP(members, encoder.out_features, hidden, 2 * self.action_dim, generators)
 
     def forward(self, observation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -239,9 +267,11 @@ class GaussianTanhActor(EnsembleNetwork):
     def log_prob(self, observation: Tensor, action: Tensor) -> Tensor:
         """Log-probability of given (dataset) actions, e.g. for the AWR actor loss of IQL.
 
-        The action is mapped to ``y = 2(a − low)/(high − low) − 1``, clamped to
-        ``[−1 + ε, 1 − ε]`` so that actions on the bounds stay finite, and un-squashed with
-        ``u = atanh y``.
+        The action is mapped to ``y = 2(a − low)/(high − low) − 1``. ``tanh-mean``: the Gaussian
+        log-density of ``y`` around ``tanh μ``, finite on the whole box. ``squashed``: ``y`` is
+        clamped to ``[−1 + ε, 1 − ε]`` so that actions on the bounds stay finite, un-squashed with
+        ``u = atanh y`` and scored by the squashed density. Both include the box's scale
+        ``−log((high − low)/2)`` per dimension (see the class docstring).
 
         Args:
             observation: Raw observations ``(E, *batch, D)``.
@@ -252,6 +282,10 @@ class GaussianTanhActor(EnsembleNetwork):
         """
         mean, log_std, _ = self.forward(observation)
         y = 2.0 * (action - self.action_low) / (self.action_high - self.action_low) - 1.0
+        if self.likelihood == "tanh-mean":
+            standardized = (y - torch.tanh(mean)) * torch.exp(-log_std)
+            gaussian = -0.5 * standardized.square() - log_std - _HALF_LOG_2PI
+            return (gaussian - torch.log(0.5 * (self.action_high - self.action_low))).sum(dim=-1)
         u = torch.atanh(y.clamp(-1.0 + self.action_epsilon, 1.0 - self.action_epsilon))
         return self._log_prob(u, (u - mean) * torch.exp(-log_std), log_std)
 

@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.networks import ActionLikelihood
 from pipeline.io import sha256_json
 
 Algorithm = Literal["iql", "cql", "bc"]
@@ -92,6 +93,12 @@ class TrainConfig(BaseModel):
         None,
         description="Robot profile the dataset was recorded with (name or path): it must match the dataset's, "
         "and its symmetry spec replaces augmentation.spec.",
+    )
+    actor_likelihood: ActionLikelihood = Field(
+        "tanh-mean",
+        description="How the continuous actor scores dataset actions (IQL's AWR, BC): tanh-mean, a Gaussian "
+        "around the squashed mean, finite on the action bounds (the IQL authors' and d3rlpy's); squashed, the "
+        "tanh-squashed density, whose bang-bang bound actions sit at atanh(1 - 1e-6) (see GaussianTanhActor).",
     )
     actor_lr: float = Field(3e-4, gt=0.0, description="Actor learning rate.")
     critic_lr: float = Field(3e-4, gt=0.0, description="Critic (and value) learning rate.")

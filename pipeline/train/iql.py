@@ -7,7 +7,12 @@ With twin target critics Q̄ = min(Q̄₁, Q̄₂), expectile τ, inverse temper
     L_π(φ)  = -E_(s,a)~D [ min(exp(β (Q̄(s,a) - V_ψ(s))), w_max) · log π_φ(a|s) ]
 
 V is pessimistic through the expectile: it never queries actions outside the data. The actor is
-extracted by advantage-weighted regression on dataset actions; the paper's data-augmentation
+extracted by advantage-weighted regression on dataset actions. For continuous actions
+log π_φ(a|s) is, by default (``actor_likelihood: tanh-mean``, the IQL authors' and d3rlpy's
+actor), the Gaussian of the normalised action y ∈ [-1, 1] around the squashed mean,
+log 𝒩(y; tanh μ_φ(s), σ_φ(s)): finite on the action bounds, where a bang-bang expert's torques
+lie, and maximised by the weighted mean of the data's y, which the deterministic action tanh μ
+can reach (see :class:`~models.networks.GaussianTanhActor`); the paper's data-augmentation
 variants (see :mod:`pipeline.train.augment`) change this extraction step, and optionally the
 critic losses. Every loss is computed per ensemble member and summed, so members stay independent.
 """

@@ -190,7 +190,9 @@ def build_agent(
         actor = CategoricalActor(members, encoder, n_actions, hidden, generators)
         critic = DiscreteTwinQ(members, encoder, n_actions, hidden, generators)
     else:
-        actor = GaussianTanhActor(members, encoder, data.action_low, data.action_high, hidden, generators)
+        actor = GaussianTanhActor(
+            members, encoder, data.action_low, data.action_high, hidden, generators, likelihood=config.actor_likelihood
+        )
         critic = TwinQ(members, encoder, len(data.action_names), hidden, generators)
     actor.to(device), critic.to(device)
     if config.algorithm == "iql":

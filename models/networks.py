@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
@@ -193,8 +193,8 @@ class GaussianTanhActor(EnsembleNetwork):
             raise ValueError(f"log_std_bounds must be (min, max) with min < max, got {log_std_bounds}")
         if not 0 < action_epsilon < 1:
             raise ValueError(f"action_epsilon must be in (0, 1), got {action_epsilon}")
-        if likelihood not in ("tanh-mean", "squashed"):
-            raise ValueError(f"likelihood must be tanh-mean or squashed, got {likelihood!r}")
+        if likelihood not in get_args(ActionLikelihood):
+            raise ValueError(f"likelihood must be one of {get_args(ActionLikelihood)}, got {likelihood!r}")
         self.register_buffer("action_low", low)
         self.register_buffer("action_high", high)
         self.action_dim = low.numel()
@@ -222,10 +222,17 @@ class GaussianTanhActor(EnsembleNetwork):
     def _squash(self, u: Tensor) -> Tensor:
         return self.action_low + 0.5 * (torch.tanh(u) + 1.0) * (self.action_high - self.action_low)
 
-    def _log_prob(self, u: Tensor, standardized: Tensor, log_std: Tensor) -> Tensor:
-        """Log-density of the squashed action given ``u`` and ``ε = (u − μ)/σ``, summed over A."""
+    def _log_prob(self, u: Tensor | None, standardized: Tensor, log_std: Tensor) -> Tensor:
+        """Log-density of an action given ``ε = (x − centre)/σ`` of its Gaussian variable x, summed over A.
+
+        ``u``: the pre-squash sample, for the squashed density (x = u, centre μ); ``None`` for the
+        Gaussian of the normalised action itself (x = y, centre tanh μ: ``likelihood="tanh-mean"``).
+        Both include the box's scale ``log((high − low)/2)``.
+        """
         gaussian = -0.5 * standardized.square() - log_std - _HALF_LOG_2PI
-        log_abs_det = torch.log(0.5 * (self.action_high - self.action_low)) + 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
+        log_abs_det = torch.log(0.5 * (self.action_high - self.action_low))
+        if u is not None:
+            log_abs_det = log_abs_det + 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
         return (gaussian - log_abs_det).sum(dim=-1)
 
     def act(self, observation: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -283,9 +290,7 @@ class GaussianTanhActor(EnsembleNetwork):
         mean, log_std, _ = self.forward(observation)
         y = 2.0 * (action - self.action_low) / (self.action_high - self.action_low) - 1.0
         if self.likelihood == "tanh-mean":
-            standardized = (y - torch.tanh(mean)) * torch.exp(-log_std)
-            gaussian = -0.5 * standardized.square() - log_std - _HALF_LOG_2PI
-            return (gaussian - torch.log(0.5 * (self.action_high - self.action_low))).sum(dim=-1)
+            return self._log_prob(None, (y - torch.tanh(mean)) * torch.exp(-log_std), log_std)
         u = torch.atanh(y.clamp(-1.0 + self.action_epsilon, 1.0 - self.action_epsilon))
         return self._log_prob(u, (u - mean) * torch.exp(-log_std), log_std)
 

@@ -108,13 +108,16 @@ def expert_action_values(
     env_spec: dict[str, Any],
     gamma: float,
     behaviour: BehaviourConfig | None = None,
+    *,
+    actions: NDArray[np.int64] | None = None,
 ) -> NDArray[np.float64]:
     """Q(s, a) of the greedy expert for every state and every discrete action, ``(N, A)``, by simulation.
 
     Each (state, action) episode starts from the state's exact joint positions and velocities in its
     context, takes the action for one control step and then follows the expert until the goal or
     the time limit; ``MAX_ENVS`` such episodes run at once. The expert is ``behaviour``'s (the
-    analytic one by default, or the DQN: :func:`sim.behaviour.make_behaviour_expert`).
+    analytic one by default, or the DQN: :func:`sim.behaviour.make_behaviour_expert`). With
+    ``actions`` (one per state, ``(N,)``) only those pairs are simulated and the result is ``(N,)``.
     """
     position = [names.index(n) for n in names if n.startswith("joint_position.")]
     velocity = [names.index(n) for n in names if n.startswith("joint_velocity.")]
@@ -124,7 +127,11 @@ def expert_action_values(
     n_actions = int(envs[0].action_space.n)  # type: ignore[attr-defined]
     expert = make_behaviour_expert(envs[0].unwrapped, behaviour)  # type: ignore[arg-type]
     rng = np.random.default_rng(0)  # unused by the greedy expert
-    pairs = list(product(range(len(observations)), range(n_actions)))
+    pairs = (
+        list(product(range(len(observations)), range(n_actions)))
+        if actions is None
+        else list(enumerate(actions.tolist()))
+    )
     values = np.zeros(len(pairs))
     try:
         for start in range(0, len(pairs), MAX_ENVS):
@@ -140,22 +147,22 @@ def expert_action_values(
                 )
                 live.append(slot)
             steps = np.zeros(len(chunk), dtype=np.int64)
-            actions: list[Any] = [action for _, action in chunk]
+            acting: list[Any] = [action for _, action in chunk]  # each episode's next action
             while live:
                 still = []
                 for slot in live:
-                    observation, _, terminated, truncated, _ = envs[slot].step(actions[slot])
+                    observation, _, terminated, truncated, _ = envs[slot].step(acting[slot])
                     steps[slot] += 1
                     if terminated:
                         values[start + slot] = gamma ** (steps[slot] - 1)
                     elif not truncated:
-                        actions[slot] = expert(observation, rng)
+                        acting[slot] = expert(observation, rng)
                         still.append(slot)
                 live = still
     finally:
         for env in envs:
             env.close()
-    return values.reshape(len(observations), n_actions)
+    return values if actions is not None else values.reshape(len(observations), n_actions)
 
 
 class QNetwork(EnsembleNetwork):

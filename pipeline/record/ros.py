@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +22,12 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from pipeline.record.bag import FLOAT64_ARRAY, JOINT_STATE, POINT_STAMPED, RobotBag
+from pipeline.serve import wait_until
 from sim.robot import DEFAULT_URDF
 from sim.robots.profile import load_profile
 
 #: The episode markers of a rehearsal (``std_msgs/String``, JSON).
 EPISODE_TOPIC = "/serve/episode"
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll ``condition`` every 20 ms until it holds (True) or ``timeout_s`` has passed (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class TopicRecorder(Node):
@@ -83,7 +74,7 @@ class TopicRecorder(Node):
         which can take seconds on a loaded machine; call this before the robot starts moving. Returns
         False if some topic still had no publisher after ``timeout_s``.
         """
-        return _wait(lambda: all(self.count_publishers(topic) > 0 for topic in self.recorded_topics), timeout_s)
+        return wait_until(lambda: all(self.count_publishers(topic) > 0 for topic in self.recorded_topics), timeout_s)
 
     def wait_until_idle(self, quiet_s: float = 0.25, timeout_s: float = 30.0) -> bool:
         """Wait until no message has been handled for ``quiet_s``: the backlog its subscriptions queued is recorded.
@@ -91,7 +82,7 @@ class TopicRecorder(Node):
         The callbacks (a TF tree per JointState) can fall behind the robot; call this once the robot has
         stopped publishing, while the node still spins. Returns False if it was still busy after ``timeout_s``.
         """
-        return _wait(lambda: time.monotonic() - self._last_message >= quiet_s, timeout_s)
+        return wait_until(lambda: time.monotonic() - self._last_message >= quiet_s, timeout_s)
 
     def write(self, path: Path, episodes: Sequence[Mapping[str, Any]], certificate_id: str | None) -> dict[str, int]:
         """Add a marker at each episode's first goal (its outcome and the served certificate), then write the MCAP.

@@ -1,12 +1,14 @@
 """Stage 5, serve: the simulated robot over ROS 2 and the launcher of the sim-to-robot rehearsal.
 
 The robot-side node itself is ``ros_nodes/`` (package ``symgate_ros``); the modules here need rclpy
-and run in the ROS environment (``.venv-ros``). This file only says how to start a command there,
-and imports nothing from ROS.
+and run in the ROS environment (``.venv-ros``). This file only says how to start a command there
+and how to wait for something to happen in it, and imports nothing from ROS.
 """
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import REPO
@@ -49,3 +51,17 @@ def isolated(command: list[str], domain_id: str = "42") -> tuple[list[str], dict
 def in_ros_environment(args: list[str], domain_id: str = "42") -> tuple[list[str], dict[str, str], bool]:
     """``ROS_PYTHON *args``, isolated as :func:`isolated` does."""
     return isolated([str(ROS_PYTHON), *args], domain_id)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
+    """Poll ``condition`` every ``poll_s`` until it holds (True) or ``timeout_s`` has passed (False).
+
+    For what another thread or process does (an executor spinning a node, a DDS peer): a service's
+    answer, a publisher appearing, a quiet topic.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return False

@@ -34,6 +34,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, Header
 
+from pipeline.serve import wait_until
 from pipeline.serve.sim_robot import robot_topics
 from sim.robots.profile import RobotProfileError, load_profile, profile_path
 
@@ -81,9 +82,7 @@ class LifecycleClient(Node):
         if not self._change.wait_for_service(timeout_sec=timeout_s):
             raise TimeoutError(f"/{self.server}/change_state did not appear within {timeout_s} s")
         future = self._change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
-        deadline = time.monotonic() + timeout_s
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(future.done, timeout_s, poll_s=0.01)
         result = future.result()
         return bool(result is not None and result.success)
 

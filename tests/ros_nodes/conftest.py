@@ -36,7 +36,7 @@ from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.gate import GateConfig, run_gate
 from pipeline.gate.signing import init_keys
 from pipeline.ingest import IngestConfig, ingest
-from pipeline.serve import OUTER_MOUNT_NAMESPACE
+from pipeline.serve import OUTER_MOUNT_NAMESPACE, wait_until
 from pipeline.serve.launch import ros_args, spinning
 from pipeline.train import TrainConfig, train
 from tests.policies import export_expert, replace_with_nan_graph
@@ -213,10 +213,7 @@ class Harness(Node):
     def call(self, client: Any, request: Any, timeout_s: float = HARNESS_TIMEOUT_S) -> Any:
         assert client.wait_for_service(timeout_sec=timeout_s), f"{client.srv_name} never appeared"
         future = client.call_async(request)
-        deadline = time.monotonic() + timeout_s
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert future.done(), f"{client.srv_name} did not answer"
+        assert self.wait_for(future.done, timeout_s), f"{client.srv_name} did not answer"
         return future.result()
 
     def transition(self, transition_id: int) -> bool:
@@ -245,12 +242,7 @@ class Harness(Node):
             return self.statuses[-1] if self.statuses else None
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float = HARNESS_TIMEOUT_S) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            time.sleep(0.005)
-        return False
+        return wait_until(condition, timeout_s, poll_s=0.005)
 
 
 class Sensor:

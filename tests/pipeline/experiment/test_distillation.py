@@ -128,3 +128,7 @@ def test_expert_action_values_are_measured_in_pybullet_and_c4_invariant() -> Non
     assert q[-1, own] == q[-1].max()
     rotated = expert_action_values(rotate(observations.astype(np.float64), 1).astype(np.float32), NAMES, spec, 0.95)
     np.testing.assert_allclose(rotated, q, atol=1e-12)  # same step counts after a quarter turn
+    chosen = np.array([0, 4, own])  # one action per state: just those pairs, the same values
+    np.testing.assert_array_equal(
+        expert_action_values(observations, NAMES, spec, 0.95, actions=chosen), q[[0, 1, 2], chosen]
+    )

@@ -79,9 +79,10 @@ def main() -> None:
     lines = [
         "# The expert's value vs the behaviour's return-to-go on the paper preset's CQL datasets",
         "",
-        "`bench/expert_value.py` (its docstring says how): Q^E(s, a) = r + γ(1 - d)·V^E(s′), the data's "
-        "action then the greedy expert, against G, the behaviour's discounted return-to-go, over every "
-        f"transition; γ = {GAMMA}; rewards 1 at the goal, so every value lies in [0, 1].",
+        "`bench/expert_value.py` (its docstring says how): Q^E(s, a) = γ^(k-1) when the data's action and "
+        "then the greedy expert reach the goal at step k (0 if never), replayed in PyBullet from s, against G, "
+        f"the behaviour's discounted return-to-go, over every transition; γ = {GAMMA}; rewards 1 at the goal, "
+        "so every value lies in [0, 1].",
         "",
         "| recipe | transitions | E[G] | E[Q^E] | E[Q^E - G] | max (Q^E - G) | E[1 - G] | expert fails |",
         "|---|---|---|---|---|---|---|---|",

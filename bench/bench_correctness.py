@@ -11,8 +11,9 @@ through ``symgate train`` (its seeds one vectorised model); d3rlpy runs in ``.ve
 
 - **Discrete CQL** vs ``DiscreteCQL``: the paper's Table 7 expert setting (lr 1e-4, batch 128, α 5,
   γ 0.95, twin critics, a hard target update every 100 updates), ``DISCRETE_UPDATES`` updates.
-  ``--recipes mixed suboptimal`` runs it on those datasets instead (the paper's settings of each
-  recipe: α 10 / 5, lr 1e-4 / 5e-4), ``--env paper`` on the paper preset's reacher, and
+  ``--recipes mixed suboptimal`` runs it (and IQL) on those datasets instead (the paper's settings
+  of each recipe: α 10 / 5, lr 1e-4 / 5e-4; IQL's expectile, β and batch as Table 2's presets),
+  ``--env paper`` on the paper preset's reacher, and
   ``--target-period 6`` with Table 7 quick's 200 hard target updates in 1200 (``--parts discrete``
   skips the continuous parts, ``--variants head-mean`` symgate's as-shipped variant). Such a run
   writes ``correctness_<recipes>-<date>-<host>.*``, beside the expert run's files.
@@ -137,12 +138,12 @@ def discrete_config(updates: int, seeds: int, recipe: RecipeName, setting: Discr
     )
 
 
-def continuous_config(algorithm: str, updates: int, seeds: int) -> TrainConfig:
-    """The paper's expert preset of ``algorithm`` (iql or cql), Polyak τ = ``POLYAK`` every update."""
+def continuous_config(algorithm: str, updates: int, seeds: int, recipe: RecipeName = "expert") -> TrainConfig:
+    """The paper's ``recipe`` preset of ``algorithm`` (iql or cql), Polyak τ = ``POLYAK`` every update."""
     overrides: dict[str, Any] = {"target_update_every": 1, "target_polyak": POLYAK}
     if algorithm == "cql":
         overrides["cql"] = {"alpha": 5.0, "sampled_actions": 10, "entropy": CQL_ENTROPY}
-    return preset_config(f"paper-{algorithm}-expert.yaml", updates, seeds, **overrides)
+    return preset_config(f"paper-{algorithm}-{recipe}.yaml", updates, seeds, **overrides)
 
 
 def export_npz(data: OfflineData, config: TrainConfig, encode: Callable[[Tensor], Tensor], path: Path) -> None:
@@ -334,14 +335,17 @@ def discrete_part(
     }
 
 
-def continuous_part(python: Path, work: Path, algorithm: str, updates: int, seeds: int) -> dict[str, Any]:
-    """IQL or CQL on continuous torques vs d3rlpy's ``IQL`` / ``CQL``."""
-    dataset_id = build_dataset(DatasetSpec("expert", False, 0, 10, ONE_CONTEXT, TEST_CONTEXTS), work)
-    config = continuous_config(algorithm, updates, seeds)
+def continuous_part(
+    python: Path, work: Path, algorithm: str, updates: int, seeds: int, recipe: RecipeName, env: EnvPreset
+) -> dict[str, Any]:
+    """IQL or CQL on continuous torques vs d3rlpy's ``IQL`` / ``CQL``, on ``recipe``'s data of ``env``'s reacher."""
+    dataset_id = build_dataset(DatasetSpec(recipe, False, 0, 10, ONE_CONTEXT, TEST_CONTEXTS, env_preset=env), work)
+    config = continuous_config(algorithm, updates, seeds, recipe)
     data = load_offline_data(dataset_id, DEVICE, config.gamma)
     encode = encoder_of(config, data)
     variants = {"symgate": config}
-    runner, runs, seconds = train_side_by_side(python, config, dataset_id, work, algorithm, variants)
+    name = algorithm if recipe == "expert" and env == "default" else f"{algorithm}-{recipe}-{env}"
+    runner, runs, seconds = train_side_by_side(python, config, dataset_id, work, name, variants)
     spec = eval_env_spec(dataset_id)
     observations = data.observations[None].expand(seeds, *data.observations.shape)
     actions = data.actions[None].expand(seeds, *data.actions.shape)
@@ -362,7 +366,16 @@ def continuous_part(python: Path, work: Path, algorithm: str, updates: int, seed
         q_theirs = ask(observations, actions).min(dim=1).values  # (S, 2, N) → (S, N)
         metrics["d3rlpy"] = measure(q_theirs, ask, data, spec, config)
         version = runner.info["d3rlpy"]
-    return {"metrics": metrics, "seconds": seconds, "d3rlpy": version, "updates": updates}
+    result = {"metrics": metrics, "seconds": seconds, "d3rlpy": version, "updates": updates}
+    if recipe == "expert" and env == "default":
+        return result
+    iql = config.iql
+    title = (
+        f"IQL on {recipe} data ({env} reacher), lr {config.actor_lr:g}, batch {config.batch_size}, "
+        f"expectile {iql.expectile:g}, β {iql.temperature:g}, weight clip {iql.max_weight:g}, γ {config.gamma:g}, "
+        f"Polyak τ {POLYAK}"
+    )
+    return result | {"title": title, "algorithm": "IQL", "recipe": recipe}
 
 
 #: A part's own fields that each of its rows carries as ``part_<field>`` (so a later run can carry the part over).
@@ -519,9 +532,11 @@ def main() -> None:
         nargs="+",
         choices=("expert", "mixed", "suboptimal"),
         default=["expert"],
-        help="Discrete CQL's datasets, each with the paper's preset of its recipe.",
+        help="Datasets of discrete CQL and IQL, each with the paper's preset of its recipe (CQL: expert only).",
     )
-    parser.add_argument("--env", choices=("default", "paper"), default="default", help="Discrete CQL's reacher preset.")
+    parser.add_argument(
+        "--env", choices=("default", "paper"), default="default", help="Reacher preset of discrete CQL and IQL."
+    )
     parser.add_argument("--target-period", type=int, default=TARGET_PERIOD, help="Discrete CQL's hard target period.")
     parser.add_argument("--hidden", type=int, nargs="+", default=list(HIDDEN), help="Discrete CQL's MLP, both sides.")
     parser.add_argument(
@@ -548,10 +563,15 @@ def main() -> None:
         for recipe in args.recipes:
             part = "discrete CQL" if recipe == "expert" else f"discrete CQL on {recipe} data"
             jobs[part] = partial(discrete_part, python, work, scaled(DISCRETE_UPDATES), seeds, setting, recipe)
-    for algorithm, part in (("iql", "IQL"), ("cql", "CQL")):
-        if algorithm in args.parts:
-            steps = scaled(CONTINUOUS_UPDATES[algorithm])
-            jobs[part] = partial(continuous_part, python, work, algorithm, steps, seeds)
+    if "iql" in args.parts:
+        for recipe in args.recipes:
+            part = "IQL" if recipe == "expert" and args.env == "default" else f"IQL on {recipe} data"
+            steps = scaled(CONTINUOUS_UPDATES["iql"])
+            jobs[part] = partial(continuous_part, python, work, "iql", steps, seeds, recipe, args.env)
+    if "cql" in args.parts:  # the expert data of the default reacher only (its α is the expert preset's)
+        jobs["CQL"] = partial(
+            continuous_part, python, work, "cql", scaled(CONTINUOUS_UPDATES["cql"]), seeds, "expert", "default"
+        )
     carried = carried_parts(name, set(jobs))
     parts: dict[str, dict[str, Any]] = {}
     try:

@@ -18,21 +18,26 @@ five included):
    frame :math:`D = [R\,|\,t]` after its first ``depth`` joints times the point :math:`[v, 1]` in
    that frame, each a trig polynomial of its own block of joints: one Gemm gives :math:`v_i`
    (repeated per row) and :math:`D_{ki}`, one Mul their products, and the first layer's Gemm sums
-   them (:math:`p_k = \sum_i D_{ki} v_i` is linear in the products). The depth is the one with the
-   fewest first-layer columns (the iiwa's 7 joints: blocks of 3 and 4, 53 classes); no block may
-   span more than :data:`MAX_BLOCK` joints. Planar chains (the reacher) need no pivot at all.
-3. **One Gemm for the rest of the features.** Link positions, the goal subtraction, the kept
+   them (:math:`p_k = \sum_i D_{ki} v_i` is linear in the products). The depth is the cheapest by
+   :meth:`_Plan.cost` (the iiwa's 7 joints: blocks of 3 and 4, 53 classes); no block may span more
+   than :data:`MAX_BLOCK` joints. Planar chains (the reacher) need no pivot at all.
+3. **Point Gemm.** Where a chain has a pivot, the same Gemm also gives the positions of the points
+   on shorter paths (three trig-polynomial columns each), so the first layer reads a few dozen
+   point columns instead of every class's sine and cosine (the iiwa: 40 inputs instead of 140,
+   canonical 41 instead of 189; at batch 1 a GEMV costs about its weight count). A chain without
+   a pivot gets this Gemm only where it saves more than the node costs (:data:`_NODE_MACS`).
+4. **One Gemm for the rest of the features.** Link positions, the goal subtraction, the kept
    components, the joint velocities, the normaliser :math:`(x - μ)/σ` and the actor's first layer
-   are all affine in ``X = [sin/cos of the classes, (canonical: products), pivot products, joint
-   velocities, goal, (canonical: r)]``; their composition is evaluated once in float64 on a basis
-   of ``X`` and becomes the first layer's Gemm.
-4. **Canonical frame without atan2.** With :math:`(c_φ, s_φ) = g_{xy}/|g_{xy}|` the canonical
+   are all affine in ``X = [sin/cos of the classes, (canonical: products) | the point Gemm's
+   positions, pivot products; joint velocities, goal, (canonical: r)]``; their composition is
+   evaluated once in float64 on a basis of ``X`` and becomes the first layer's Gemm.
+5. **Canonical frame without atan2.** With :math:`(c_φ, s_φ) = g_{xy}/|g_{xy}|` the canonical
    joint angle :math:`q' = q - φ` shifts every class holding it (sign +1 by choice) to
    :math:`θ' = θ - φ`, which enters only as :math:`\sin θ' = \sin θ\,c_φ - \cos θ\,s_φ`,
    :math:`\cos θ' = \cos θ\,c_φ + \sin θ\,s_φ` (four products per class, fed to the Gemms that
    read the classes); the canonical goal is :math:`(|g_{xy}|, 0, g_z)`. A zero :math:`g_{xy}`
    gives :math:`(c_φ, s_φ) = (1, 0)`, as ``atan2(0, 0) = 0`` does.
-5. **Head.** The output layer keeps only the mean's columns (ORT fuses it with ``tanh``), times
+6. **Head.** The output layer keeps only the mean's columns (ORT fuses it with ``tanh``), times
    the half range; an action box centred on 0 needs no clamp (``|tanh| ≤ 1``), others keep it.
 
 Both link-point feature kinds take this path: ``reach`` (:class:`~models.kinematics.ReachFeatures`,
@@ -138,8 +143,8 @@ class LeanReachPolicy(nn.Module):
 
     angle_weight: Tensor
     phase: Tensor
-    pivot_weight: Tensor
-    pivot_bias: Tensor
+    point_weight: Tensor
+    point_bias: Tensor
     first_weight: Tensor
     first_bias: Tensor
     shift_gather: Tensor
@@ -155,7 +160,7 @@ class LeanReachPolicy(nn.Module):
         *,
         groups: list[tuple[str, list[int]]],
         angle_weight: Tensor,
-        pivot: tuple[Tensor, Tensor] | None,
+        points: tuple[Tensor, Tensor, int] | None,
         first_weight: Tensor,
         first_bias: Tensor,
         layers: list[tuple[Tensor, Tensor]],
@@ -169,11 +174,16 @@ class LeanReachPolicy(nn.Module):
         # [sin θ, cos θ] of every angle class as one Sin of [θ, θ + π/2].
         self.register_buffer("angle_weight", torch.cat([angle_weight, angle_weight], dim=1).float())
         self.register_buffer("phase", torch.cat([torch.zeros(classes), torch.full((classes,), math.pi / 2)]))
+        # The point Gemm's columns: [v (12 per pivot), D (12 per pivot), direct positions (3 per point)].
+        self.point_gemm = points is not None
         self.pivots = 0
-        if pivot is not None:
-            self.register_buffer("pivot_weight", pivot[0].float())
-            self.register_buffer("pivot_bias", pivot[1].float())
-            self.pivots = pivot[1].shape[0] // 24
+        self.point_split: list[int] = []
+        if points is not None:
+            weight, bias, self.pivots = points
+            self.register_buffer("point_weight", weight.float())
+            self.register_buffer("point_bias", bias.float())
+            direct = bias.shape[0] - 24 * self.pivots
+            self.point_split = [12 * self.pivots, 12 * self.pivots, *([direct] if direct else [])]
         self.register_buffer("first_weight", first_weight.float())
         self.register_buffer("first_bias", first_bias.float())
         self.layers = nn.ParameterList()
@@ -208,15 +218,17 @@ class LeanReachPolicy(nn.Module):
             # (sin θ, cos θ, cos θ, sin θ) of every class holding the shifted joint, times (c_φ, s_φ, c_φ, s_φ).
             angular.append(trig.index_select(-1, self.shift_gather) * (bearing / norm))
             extra.append(norm)
-        pivoted: list[Tensor] = []
-        if self.pivots:
+        point_part = angular
+        if self.point_gemm:
             base = angular[0] if len(angular) == 1 else torch.cat(angular, dim=-1)
-            angular = [base]
-            blocks = torch.addmm(self.pivot_bias, base, self.pivot_weight)
-            # Per pivoted point v_i (repeated for each row k) and D[k, i]; the first Gemm sums over i.
-            local, frame = torch.split(blocks, 12 * self.pivots, dim=-1)
-            pivoted.append(local * frame)
-        x = torch.cat([*angular, *pivoted, named["joint_velocity"], named["goal_position"], *extra], dim=-1)
+            blocks = torch.addmm(self.point_bias, base, self.point_weight)
+            if self.pivots:
+                # Per pivoted point v_i (repeated for each row k) and D[k, i]; the first Gemm sums over i.
+                local, frame, *direct = torch.split(blocks, self.point_split, dim=-1)
+                point_part = [*direct, local * frame]
+            else:
+                point_part = [blocks]
+        x = torch.cat([*point_part, named["joint_velocity"], named["goal_position"], *extra], dim=-1)
         hidden = torch.addmm(self.first_bias, x, self.first_weight)
         for k in range(0, len(self.layers), 2):
             hidden = torch.addmm(self.layers[k + 1], torch.relu(hidden), self.layers[k])
@@ -261,8 +273,9 @@ def lean_policy(
 
 #: Most joints one trig-polynomial block may span: a block of k joints has (3^k - 1)/2 angle classes.
 MAX_BLOCK = 5
-#: Cost of the pivot's nodes (Gemm, Split, Mul) in first-layer input columns when choosing the split depth.
-_PIVOT_COST = 60
+#: Multiply-adds one more ORT node costs at batch 1 when choosing the split depth and the point Gemm: ~0.7 µs
+#: of dispatch against ~10 float32 multiply-adds per ns in small GEMVs (bench_inference's graphs, 2026-12-02).
+_NODE_MACS = 7000
 #: Largest fit residual (m) of a trig-polynomial block before the lean graph is refused.
 _FIT_TOLERANCE = 1e-9
 
@@ -290,13 +303,26 @@ class _Plan:
     shifted: list[int]  # classes holding the shifted joint (canonical policies), each rotated with 4 products
 
     @property
-    def cost(self) -> int:
-        """First-layer input columns, plus the pivot's nodes as columns."""
-        return (
-            2 * len(self.classes)
-            + 4 * len(self.shifted)
-            + (_PIVOT_COST + 12 * len(self.pivoted) if self.pivoted else 0)
-        )
+    def angular_width(self) -> int:
+        """Columns of the angular input: sin and cos of every class, 4 products per shifted class."""
+        return 2 * len(self.classes) + 4 * len(self.shifted)
+
+    def point_gemm(self, hidden: int) -> bool:
+        """Whether the point positions get a Gemm of their own: always with a pivot, else where it saves work."""
+        points = 3 * len(self.direct)
+        return bool(self.pivoted) or (self.angular_width + hidden) * points + _NODE_MACS < self.angular_width * hidden
+
+    def cost(self, hidden: int) -> int:
+        """Multiply-adds of the point Gemm and the first layer (``hidden`` wide); each extra node as :data:`_NODE_MACS`.
+
+        The depth with the least cost wins.
+        """
+        if not self.point_gemm(hidden):
+            return self.angular_width * hidden
+        outputs = 24 * len(self.pivoted) + 3 * len(self.direct)
+        first = 12 * len(self.pivoted) + 3 * len(self.direct)
+        nodes = 3 if self.pivoted else 1  # Gemm, Split, Mul
+        return self.angular_width * outputs + first * hidden + nodes * _NODE_MACS
 
 
 def _plan(paths: list[list[tuple[int, int]]], depth: int, width: int, shifted: int) -> _Plan | None:
@@ -357,12 +383,16 @@ def _build(
                 path.append((step, column_of[joint]))
             step = parent
         paths.append(path[::-1])
+    first = actor.trunk.hidden_layers[0] if actor.trunk.hidden_layers else actor.trunk.output_layer
+    assert isinstance(first, EnsembleLinear)
+    hidden = first.weight.shape[-1]
     longest = max(len(path) for path in paths)
     plans = [_plan(paths, depth, joints_in, shift_column) for depth in range(1, longest + 1)]
     feasible = [plan for plan in plans if plan is not None]
     if not feasible:
         return None
-    plan = min(feasible, key=lambda p: p.cost)
+    plan = min(feasible, key=lambda p: p.cost(hidden))
+    point_gemm = plan.point_gemm(hidden)
     classes = np.array(plan.classes, dtype=np.float64)  # (M, joints_in)
     count = len(plan.classes)
 
@@ -397,7 +427,7 @@ def _build(
     shifted = plan.shifted
     if canonical and not shifted:
         return None  # the shifted joint moves no output point
-    angular_width = 2 * count + 4 * len(shifted)
+    angular_width = plan.angular_width
     # to_trig maps the angular input to [sin θ', cos θ'] of the canonical angles θ' = θ - φ (shifted classes).
     to_trig = np.zeros((angular_width, 2 * count))
     kept = [m for m in range(count) if m not in shifted]
@@ -407,31 +437,36 @@ def _build(
         products = 2 * count + 4 * k  # (s c_φ, c s_φ, c c_φ, s s_φ) / scale
         to_trig[products : products + 2, m] = scale, -scale  # sin θ' = s c_φ - c s_φ
         to_trig[products + 2 : products + 4, count + m] = scale  # cos θ' = c c_φ + s s_φ
-    pivot = None
-    if locals_fit:
-        stacked = np.concatenate(locals_fit + frames_fit, axis=1)  # every point's [v, 1] (x3), then their frames
-        pivot = (torch.as_tensor(to_trig @ stacked[1:]), torch.as_tensor(stacked[0]))
+    direct_order = sorted(direct)
+    point_layer = None
+    if point_gemm:
+        # Every pivoted point's [v, 1] (x3), their frames, then the direct points' positions.
+        stacked = np.concatenate(locals_fit + frames_fit + [direct[output] for output in direct_order], axis=1)
+        point_layer = (torch.as_tensor(to_trig @ stacked[1:]), torch.as_tensor(stacked[0]), len(plan.pivoted))
 
-    # First-layer Gemm over X = [angular input, pivot products (12 each), joint velocities, goal, (canonical: √(2n) r)].
-    after_pivot = angular_width + 12 * len(plan.pivoted)
-    width = after_pivot + len(velocity_cols) + len(goal_cols) + (1 if canonical else 0)
-    goal_axis = {names[i].split(".", 1)[1]: after_pivot + len(velocity_cols) + k for k, i in enumerate(goal_cols)}
-    velocity_at = {obs: after_pivot + k for k, obs in enumerate(velocity_cols)}
-    pivot_at = {output: angular_width + 12 * k for k, output in enumerate(sorted(plan.pivoted))}
-    first = actor.trunk.hidden_layers[0] if actor.trunk.hidden_layers else actor.trunk.output_layer
-    assert isinstance(first, EnsembleLinear)
+    # First-layer Gemm over X = [point part, joint velocities, goal, (canonical: √(2n) r)], the point part
+    # being the point Gemm's [direct positions (3 each), pivot products (12 each)], else the angular input.
+    direct_at = {output: 3 * k for k, output in enumerate(direct_order)}
+    pivot_at = {output: 3 * len(direct) + 12 * k for k, output in enumerate(sorted(plan.pivoted))}
+    after_points = 3 * len(direct) + 12 * len(plan.pivoted) if point_gemm else angular_width
+    width = after_points + len(velocity_cols) + len(goal_cols) + (1 if canonical else 0)
+    goal_axis = {names[i].split(".", 1)[1]: after_points + len(velocity_cols) + k for k, i in enumerate(goal_cols)}
+    velocity_at = {obs: after_points + k for k, obs in enumerate(velocity_cols)}
     normalizer = actor.encoder.normalizer
     trig_map = torch.as_tensor(to_trig)
 
     def tail(x: Tensor) -> Tensor:
         rows = x.shape[0]
-        trig = torch.cat([torch.ones(rows, 1, dtype=torch.float64), x[:, :angular_width] @ trig_map], dim=1)
-        positions = [
-            trig @ torch.as_tensor(direct[output])
-            if output in direct
-            else x[:, pivot_at[output] : pivot_at[output] + 12].reshape(rows, 3, 4).sum(-1)
-            for output in range(len(paths))
-        ]
+
+        def position(output: int) -> Tensor:
+            if output in plan.pivoted:
+                return x[:, pivot_at[output] : pivot_at[output] + 12].reshape(rows, 3, 4).sum(-1)
+            if point_gemm:
+                return x[:, direct_at[output] : direct_at[output] + 3]
+            trig = torch.cat([torch.ones(rows, 1, dtype=torch.float64), x[:, :angular_width] @ trig_map], dim=1)
+            return trig @ torch.as_tensor(direct[output])
+
+        positions = [position(output) for output in range(len(paths))]
         zero = torch.zeros(rows, dtype=torch.float64)
         if canonical:
             goal = torch.stack([x[:, -1] / scale, zero, x[:, goal_axis["z"]] if "z" in goal_axis else zero], -1)
@@ -469,7 +504,7 @@ def _build(
     lean = LeanReachPolicy(
         groups=groups,
         angle_weight=torch.as_tensor(classes.T),
-        pivot=pivot,
+        points=point_layer,
         first_weight=first_weight,
         first_bias=first_bias,
         layers=layers,

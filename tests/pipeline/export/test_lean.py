@@ -94,6 +94,21 @@ def test_the_exported_graph_is_lean_float32_and_matches_the_float64_modules(
     np.testing.assert_allclose(onnx_actions, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("strategy", ["canonical", "dac-output"])
+def test_the_iiwa_first_layer_reads_point_positions_not_every_angle_class(
+    runs: dict[tuple[str, str], Path], datasets_root: Path, tmp_path: Path, strategy: str
+) -> None:
+    export_run(runs[("kuka_iiwa", strategy)], tmp_path / "model")
+    graph = onnx.load(str(tmp_path / "model" / ONNX_FILE)).graph
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    gemms = [weights[node.input[1]] for node in graph.node if node.op_type == "Gemm"]
+    angles, points, first = gemms[0], gemms[-4], gemms[-3]  # the angle classes, the point Gemm, the first layer
+    classes = angles.shape[1]  # sin and cos of every class: 2 x 53 for the 7-joint chain split 3 + 4
+    assert classes >= 100 and points.shape[0] >= classes
+    # The first layer reads positions and pivot products (+ velocities, goal, r): far fewer than the classes.
+    assert first.shape[1] == 64 and first.shape[0] < classes / 2
+
+
 @pytest.mark.parametrize("robot", ["reacher", "paper", "kuka_iiwa"])
 def test_the_canonical_lean_graph_is_invariant_under_the_context_rotation(
     runs: dict[tuple[str, str], Path], datasets_root: Path, tmp_path: Path, robot: str

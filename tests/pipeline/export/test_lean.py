@@ -15,7 +15,7 @@ import torch
 import pipeline.export.export
 from pipeline.export import ONNX_FILE
 from pipeline.export.export import _feeds, _random_states, export_run, load_policy
-from pipeline.export.lean import LeanReachPolicy, _classes, lean_policy
+from pipeline.export.lean import LeanReachPolicy, _classes, _plan, lean_policy
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, ingest
 from pipeline.ingest.config import config_for_robot
@@ -150,6 +150,16 @@ def test_a_block_of_k_joints_has_3_to_the_k_minus_1_over_2_angle_classes(joints:
     assert len(classes) == len(set(classes)) == (3**joints - 1) // 2
     # One of each ±f: the shifted joint's sign is +1 where it takes part, else the first non-zero's.
     assert all((f[1] == 1) if f[1] else (next(x for x in f if x) == 1) for f in classes)
+
+
+def test_a_point_gemm_is_added_where_it_saves_more_than_a_node_costs() -> None:
+    # Paths of (step, joint column) per output point, root first, no pivot (depth = the longest path).
+    planar = [[(0, 0)], [(0, 0), (1, 1)]]  # the reacher: 4 classes, 8 angular columns
+    assert (plan := _plan(planar, 2, 2, -1)) is not None and not plan.point_gemm(256)
+    chain = [[(k, k) for k in range(n)] for n in (3, 4, 5)]  # 5 joints: 121 classes, 242 columns
+    assert (plan := _plan(chain, 5, 5, -1)) is not None and plan.angular_width == 242
+    assert plan.point_gemm(256) and plan.cost(256) < plan.angular_width * 256
+    assert (pivoted := _plan(chain, 2, 5, -1)) is not None and pivoted.pivoted and pivoted.point_gemm(8)
 
 
 def test_policies_outside_the_lean_path_keep_the_traced_graph(

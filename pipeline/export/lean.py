@@ -457,13 +457,15 @@ def _build(
 
     def tail(x: Tensor) -> Tensor:
         rows = x.shape[0]
+        # [1, sin θ', cos θ'] of the classes, once, where the direct points' positions are not in X already.
+        ones = torch.ones(rows, 1, dtype=torch.float64)
+        trig = None if point_gemm else torch.cat([ones, x[:, :angular_width] @ trig_map], dim=1)
 
         def position(output: int) -> Tensor:
             if output in plan.pivoted:
                 return x[:, pivot_at[output] : pivot_at[output] + 12].reshape(rows, 3, 4).sum(-1)
-            if point_gemm:
+            if trig is None:
                 return x[:, direct_at[output] : direct_at[output] + 3]
-            trig = torch.cat([torch.ones(rows, 1, dtype=torch.float64), x[:, :angular_width] @ trig_map], dim=1)
             return trig @ torch.as_tensor(direct[output])
 
         positions = [position(output) for output in range(len(paths))]

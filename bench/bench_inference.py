@@ -129,21 +129,17 @@ def trained_model(work: Path, key: str, strategy: str) -> Path:
 def measure(model: Path, work: Path, label: str) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Rows comparing one exported graph with the bare MLP of its sizes, timed alternately."""
     contract = load_contract(model)
-    widths = [int(spec.shape[1] or 0) for spec in contract.inputs]
+    (graph_input,) = contract.inputs
+    width = int(graph_input.shape[1] or 0)
     out_width = int(contract.outputs[0].shape[1] or 0)
     graph = onnx.load(str(model / ONNX_FILE)).graph
     ops = Counter(node.op_type for node in graph.node)
     policy = session(model / ONNX_FILE)
-    reference = session(bare_mlp(sum(widths), HIDDEN, out_width, work / f"bare-{label.replace(' ', '-')}.onnx"))
+    reference = session(bare_mlp(width, HIDDEN, out_width, work / f"bare-{label.replace(' ', '-')}.onnx"))
     rng = np.random.default_rng(0)
-    feeds = [
-        {
-            spec.name: rng.normal(size=(1, width)).astype(np.float32)
-            for spec, width in zip(contract.inputs, widths, strict=True)
-        }
-        for _ in range(CALLS)
-    ]
-    flat = [{"x": np.concatenate(list(feed.values()), axis=1)} for feed in feeds]
+    observations = rng.normal(size=(CALLS, 1, width)).astype(np.float32)
+    feeds = [{graph_input.name: observation} for observation in observations]
+    flat = [{"x": observation} for observation in observations]
     times = alternating_latencies_us(
         {"policy": lambda i: policy.run(None, feeds[i]), "bare": lambda i: reference.run(None, flat[i])}, CALLS
     )

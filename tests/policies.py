@@ -4,7 +4,7 @@
   through the same ``write_model`` path as trained policies, with the contract of a real trained
   model of the same robot. It reaches every held-out rotation: what the gate must pass and the
   robot node must drive to the goal.
-- :func:`replace_with_nan_graph`: a graph with the contract's inputs and output whose torques are
+- :func:`replace_with_nan_graph`: a graph with the contract's input and output whose torques are
   ``joint_velocity / 0`` (NaN at rest, inf when moving), re-hashed into the contract.
 - :func:`forge_certificate`: issue 15's attack on a failed model folder: a certified model's
   certificate and signature, re-bound to the failed model's files with every hash recomputed.
@@ -33,19 +33,23 @@ from sim.robot import load_robot_description
 class TorchExpert(nn.Module):
     """``sim.behaviour.ExpertPolicy`` in torch: IK to the goal, PD on the wrapped joint error, clipped."""
 
-    def __init__(self) -> None:
+    def __init__(self, observation_names: tuple[str, ...]) -> None:
         super().__init__()
         robot, gains = load_robot_description(), BehaviourConfig()
         (self.l1, self.l2), self.kp, self.kd = robot.link_lengths, gains.kp, gains.kd
         self.tau = float(robot.effort_limits[0])
+        self.columns = {
+            group: [i for i, name in enumerate(observation_names) if name.startswith(f"{group}.")]
+            for group in ("joint_position", "joint_velocity", "goal_position")
+        }
 
-    def forward(self, *signals: Tensor) -> Tensor:
-        """``joint_position``, ``joint_velocity``, ``goal_position`` (the contract's input order) → torques.
+    def forward(self, observation: Tensor) -> Tensor:
+        """The contract's ``observation`` (joint positions, velocities and the goal, by name) → torques.
 
         Computed in float64 like exported policies; ONNX Runtime has no float64 Atan, so angles come from
         :func:`_atan2`.
         """
-        q, v, goal = (signal.double() for signal in signals)
+        q, v, goal = (observation[:, columns].double() for columns in self.columns.values())
         r2 = (goal * goal).sum(-1)
         cos_elbow = torch.clamp((r2 - self.l1**2 - self.l2**2) / (2 * self.l1 * self.l2), -1.0, 1.0)
         sin_elbow = torch.sqrt(1.0 - cos_elbow**2)
@@ -68,7 +72,6 @@ def export_expert(trained: Contract, out: Path) -> Contract:
         {**trained.model_dump(), "strategy": "ik-pd-expert", "algorithm": "none", "parity": None, "equivariance": None}
     )
     names = contract.observation_names
-    groups = [(spec.name, [names.index(f"{spec.name}.{c}") for c in spec.components]) for spec in contract.inputs]
     symmetry = SymmetrySpec.model_validate(contract.symmetry_spec).bind(
         names, [f"joint_effort.{j}" for j in contract.joint_names]
     )
@@ -82,7 +85,7 @@ def export_expert(trained: Contract, out: Path) -> Contract:
             0.7 * np.sin(bearing),
         ]
     ).astype(np.float32)
-    return write_model(TorchExpert().eval(), contract, groups, states, symmetry, out, source="IK+PD expert")
+    return write_model(TorchExpert(names).eval(), contract, states, symmetry, out, source="IK+PD expert")
 
 
 def rewrite_onnx(model: Path, onnx_bytes: bytes) -> None:
@@ -95,16 +98,17 @@ def rewrite_onnx(model: Path, onnx_bytes: bytes) -> None:
 
 def replace_with_nan_graph(model: Path) -> None:
     """Turn ``model`` into one whose graph returns ``joint_velocity / 0`` (valid I/O, non-finite torques)."""
-    inputs = [
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 2])
-        for name in ("joint_position", "joint_velocity", "goal_position")
-    ]
-    output = helper.make_tensor_value_info("joint_effort", TensorProto.FLOAT, ["batch", 2])
+    names = json.loads((model / CONTRACT_FILE).read_text())["observation_names"]
+    velocity = [i for i, name in enumerate(names) if name.startswith("joint_velocity.")]
+    inputs = [helper.make_tensor_value_info("observation", TensorProto.FLOAT, ["batch", len(names)])]
+    output = helper.make_tensor_value_info("joint_effort", TensorProto.FLOAT, ["batch", len(velocity)])
+    columns = helper.make_tensor("velocity_columns", TensorProto.INT64, [len(velocity)], velocity)
     nodes = [
+        helper.make_node("Gather", ["observation", "velocity_columns"], ["joint_velocity"], axis=1),
         helper.make_node("Sub", ["joint_velocity", "joint_velocity"], ["zero"]),
         helper.make_node("Div", ["joint_velocity", "zero"], ["joint_effort"]),
     ]
-    graph = helper.make_graph(nodes, "nan_policy", inputs, [output])
+    graph = helper.make_graph(nodes, "nan_policy", inputs, [output], initializer=[columns])
     rewrite_onnx(
         model, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10).SerializeToString()
     )

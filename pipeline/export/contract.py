@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.io import UserInputError, sha256_file, sha256_json
 
 CONTRACT_FILE = "contract.json"
 ONNX_FILE = "policy.onnx"
 METADATA_KEY = "symgate.contract"
+#: The graph's one input: every observation component, in ``Contract.observation_names`` order.
+OBSERVATION_INPUT = "observation"
 
 
 class ContractError(UserInputError):
@@ -24,15 +26,15 @@ class ContractError(UserInputError):
 
 
 class TensorSpec(BaseModel):
-    """One named input or output of the graph."""
+    """One named input or output of the graph, or one raw signal group the robot provides."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Graph input/output name (a raw signal group, e.g. joint_position).")
+    name: str = Field(description="Graph input/output name, or signal group name (e.g. joint_position).")
     shape: tuple[int | None, ...] = Field(description="Shape; None is the dynamic batch axis.")
     dtype: Literal["float32", "int64"] = Field(description="Element type.")
     components: tuple[str, ...] = Field(description="Names of the last axis' entries, in order (e.g. joints).")
-    unit: str = Field(description="Physical unit of the values.")
+    unit: str = Field(description="Physical unit of the values ('' for the observation input: see signals).")
 
 
 class Parity(BaseModel):
@@ -60,9 +62,14 @@ class Contract(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: int = Field(1, description="Version of this contract format.")
+    schema_version: Literal[2] = Field(2, description="Version of this contract format (2: one observation input).")
     symgate_version: str = Field(description="symgate version that exported the model.")
-    inputs: tuple[TensorSpec, ...] = Field(description="Graph inputs, one per raw signal group.")
+    inputs: tuple[TensorSpec, ...] = Field(
+        description="Graph inputs: one, `observation`, whose components are observation_names (group.component)."
+    )
+    signals: tuple[TensorSpec, ...] = Field(
+        description="The raw signal groups the observation holds (joint_position, goal_position, ...), with units."
+    )
     outputs: tuple[TensorSpec, ...] = Field(description="Graph outputs (joint_effort or action_index).")
     robot: str | None = Field(
         None, description="Robot profile the policy was trained for (deploy/robots/<name>); null: the reacher env."
@@ -90,6 +97,21 @@ class Contract(BaseModel):
     parity: Parity | None = Field(None, description="Torch vs ONNX Runtime parity.")
     equivariance: Equivariance | None = Field(None, description="Equivariance error of the exported graph.")
     onnx_sha256: str = Field("", description="sha256 of policy.onnx (empty inside the ONNX file itself).")
+
+    @model_validator(mode="after")
+    def _one_observation_input(self) -> Contract:
+        """The graph reads one ``observation`` input laid out as ``observation_names``, made of the signals."""
+        expected = (OBSERVATION_INPUT, (None, len(self.observation_names)), "float32", self.observation_names)
+        spec = self.inputs[0] if len(self.inputs) == 1 else None
+        if spec is None or (spec.name, spec.shape, spec.dtype, spec.components) != expected:
+            raise ValueError(
+                f"inputs: expected one float32 {OBSERVATION_INPUT!r} input of components observation_names"
+            )
+        signalled = {f"{s.name}.{c}" for s in self.signals for c in s.components}
+        unsignalled = [name for name in self.observation_names if name not in signalled]
+        if unsignalled:
+            raise ValueError(f"signals: no signal group holds observation components {unsignalled}")
+        return self
 
     def sha256(self) -> str:
         """Hash of the canonical JSON form (what the gate's certificate binds)."""

@@ -1,9 +1,11 @@
 """``symgate export``: a finished training run → ``policy.onnx`` + ``contract.json``.
 
-The graph takes one input per raw signal group (``joint_position``, ``joint_velocity``,
-``goal_position``; dynamic batch axis) and returns ``joint_effort`` (clipped to the torque
-limits) or ``action_index``. Everything between is inside the graph: assembling the observation
-in training order, canonicalisation (for canonical policies), the forward-kinematics features,
+The graph takes one input, ``observation`` (float32, dynamic batch axis): every component of the
+raw signal groups (``joint_position``, ``joint_velocity``, ``goal_position``) in the contract's
+``observation_names`` order, which is the training order. At batch 1 ONNX Runtime pays per input
+fed, so one input is cheaper than one per group. It returns ``joint_effort`` (clipped to the torque
+limits) or ``action_index``. Everything between is inside the graph:
+canonicalisation (for canonical policies), the forward-kinematics features,
 normalisation, the deterministic policy head, action scaling and clipping. Before anything is
 written, ONNX Runtime must reproduce torch on ≥ 10k states (max |Δ| ≤ 1e-5, or identical
 discrete actions) and ``onnx.checker`` must pass; the numbers go into the contract.
@@ -39,6 +41,7 @@ from pipeline import __version__
 from pipeline.export.contract import (
     CONTRACT_FILE,
     METADATA_KEY,
+    OBSERVATION_INPUT,
     ONNX_FILE,
     Contract,
     ContractError,
@@ -70,37 +73,31 @@ EQUIVARIANCE_STATES = 2_000
 
 
 class ExportedPolicy(nn.Module):
-    """Raw signal groups → action, with every preprocessing and postprocessing step inside.
+    """Raw observation → action, with every preprocessing and postprocessing step inside.
 
     Args:
         agent: The trained run (its symmetry and canonicalisation).
         actor: One member of its actor.
-        groups: ``(input name, indices of its components in the observation vector)``, in input order.
         discrete: Return the action index instead of torques.
     """
 
-    def __init__(self, agent: Agent, actor: Policy, groups: list[tuple[str, list[int]]], discrete: bool) -> None:
+    def __init__(self, agent: Agent, actor: Policy, discrete: bool) -> None:
         super().__init__()
         self.agent, self.actor, self.discrete = agent, actor, discrete
-        order = [index for _, indices in groups for index in indices]
-        # Position of every training-order component within the concatenated inputs.
-        self.gather: Tensor
         self.low: Tensor
         self.high: Tensor
-        self.register_buffer("gather", torch.tensor([order.index(i) for i in range(len(order))]))
         if not discrete:
             assert isinstance(actor, GaussianTanhActor)
             self.register_buffer("low", torch.as_tensor(actor.action_low).detach().clone())
             self.register_buffer("high", torch.as_tensor(actor.action_high).detach().clone())
 
-    def forward(self, *signals: Tensor) -> Tensor:
-        """One batch of raw signal groups (float32) → ``(B, A)`` float32 torques or ``(B,)`` action indices.
+    def forward(self, observation: Tensor) -> Tensor:
+        """``(B, D)`` float32 raw observations → ``(B, A)`` float32 torques or ``(B,)`` action indices.
 
         It computes in float64 inside: it is the parity reference of every export, and the traced graph of
         the policies the lean float32 graph does not cover (``pipeline.export.lean``).
         """
-        observation = torch.cat(signals, dim=-1).index_select(-1, self.gather).double()
-        action = self.agent.act(observation[None], self.actor)[0]
+        action = self.agent.act(observation.double()[None], self.actor)[0]
         if self.discrete:
             return action
         return torch.clamp(action, self.low, self.high).float()
@@ -163,10 +160,6 @@ def _random_states(
     return states
 
 
-def _feeds(states: NDArray[np.float32], groups: list[tuple[str, list[int]]]) -> dict[str, NDArray[np.float32]]:
-    return {name: np.ascontiguousarray(states[:, indices]) for name, indices in groups}
-
-
 @dataclass
 class LoadedPolicy:
     """A finished run's policy as the exporter sees it, with what the contract needs."""
@@ -202,7 +195,7 @@ def load_policy(run_dir: Path, member: int = 0) -> LoadedPolicy:
             raise ContractError(f"{latest}: actor weight {name} holds NaN/inf; refusing to export it")
     actor = agent.actor.select_members([member]).double().eval()
     groups = _signal_groups(data.observation_names)
-    policy = ExportedPolicy(agent, actor, groups, data.discrete).double().eval()
+    policy = ExportedPolicy(agent, actor, data.discrete).double().eval()
     trained_on = data.dataset_ids[member] if data.member_slices is not None else data.dataset_id
     return LoadedPolicy(policy, agent, data, config, groups, trained_on, config_sha)
 
@@ -229,7 +222,7 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
     meta = data.metadata["symgate"]
     units = meta["observation_units"]
     action_units = next(iter(meta["action_units"].values()))
-    inputs = tuple(
+    signals = tuple(
         TensorSpec(
             name=name,
             shape=(None, len(indices)),
@@ -258,9 +251,17 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
         if robot is not None
         else yaml.safe_load(config.augmentation.spec.read_text(encoding="utf-8"))
     )
+    observation = TensorSpec(
+        name=OBSERVATION_INPUT,
+        shape=(None, len(data.observation_names)),
+        dtype="float32",
+        components=data.observation_names,
+        unit="",
+    )
     contract = Contract(
         symgate_version=__version__,
-        inputs=inputs,
+        inputs=(observation,),
+        signals=signals,
         outputs=(output,),
         robot=config.robot,
         action_interface=robot.profile.action.interface if robot is not None else "effort",
@@ -292,21 +293,16 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
     if lean is not None:
         try:
             return write_model(
-                lean, contract, groups, states, agent.symmetry, out, overwrite=overwrite, source=str(run_dir),
-                reference=policy,
-            )  # fmt: skip
+                lean, contract, states, agent.symmetry, out, overwrite=overwrite, source=str(run_dir), reference=policy
+            )
         except ParityError as error:  # float32 rounding past the tolerance: the float64 graph still holds it
             LOGGER.warning("%s; exporting the float64 graph instead", error)
-    return write_model(
-        policy, contract, groups, states, agent.symmetry, out, overwrite=overwrite, source=str(run_dir),
-        reference=policy,
-    )  # fmt: skip
+    return write_model(policy, contract, states, agent.symmetry, out, overwrite=overwrite, source=str(run_dir))
 
 
 def write_model(
     policy: nn.Module,
     contract: Contract,
-    groups: list[tuple[str, list[int]]],
     states: NDArray[np.float32],
     symmetry: BoundSymmetry,
     out: Path,
@@ -315,16 +311,15 @@ def write_model(
     source: str = "policy",
     reference: nn.Module | None = None,
 ) -> Contract:
-    """Export a torch policy over raw signal groups to ``out`` (``policy.onnx`` + ``contract.json``).
+    """Export a torch policy over raw observations to ``out`` (``policy.onnx`` + ``contract.json``).
 
     The graph is checked with ``onnx.checker``, ONNX Runtime must reproduce ``policy`` on ``states``
     and the graph's equivariance error under ``symmetry`` is measured; both go into the contract.
     Nothing is written unless every check passes.
 
     Args:
-        policy: ``forward(*signals)`` over the groups in order → ``(B, A)`` torques or ``(B,)`` indices.
+        policy: ``forward(observation)``: ``(B, D)``, observation_names order → ``(B, A)`` torques or ``(B,)`` indices.
         contract: The contract to complete (parity, equivariance and the ONNX hash are filled in).
-        groups: ``(input name, indices in the observation vector)`` per graph input.
         states: Raw observations (contract.observation_names order) for the parity check.
         symmetry: The task's symmetry, bound to the observation names.
         out: Model folder to create.
@@ -342,20 +337,18 @@ def write_model(
     output = contract.outputs[0]
     with tempfile.TemporaryDirectory(prefix="symgate-export-") as scratch:
         path = Path(scratch) / ONNX_FILE
-        example = tuple(torch.zeros(2, len(indices)) for _, indices in groups)
-        batch = torch.export.Dim("batch")
+        example = (torch.zeros(2, len(contract.observation_names)),)
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            # The exporter narrates on stdout and warns that our one batch axis name is shared by every input.
-            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+            # The exporter narrates on stdout.
             warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)  # torch's own internals
             logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # no torchvision
             torch.onnx.export(
                 policy,
                 example,
                 str(path),
-                input_names=[name for name, _ in groups],
+                input_names=[OBSERVATION_INPUT],
                 output_names=[output.name],
-                dynamic_shapes=(tuple({0: batch} for _ in groups),),  # forward(*signals): one varargs tuple
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
                 opset_version=OPSET,
                 dynamo=True,
                 external_data=False,
@@ -370,10 +363,9 @@ def write_model(
         except onnx.checker.ValidationError as error:
             raise ContractError(f"{source}: the exported graph fails onnx.checker: {error}") from error
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        onnx_actions = session.run(None, _feeds(states, groups))[0]
+        onnx_actions = session.run(None, {OBSERVATION_INPUT: states})[0]
         with torch.no_grad():
-            expected = reference if reference is not None else policy
-            torch_actions = expected(*(torch.as_tensor(v) for v in _feeds(states, groups).values())).numpy()
+            torch_actions = (reference if reference is not None else policy)(torch.as_tensor(states)).numpy()
         parity = _parity(torch_actions, onnx_actions, discrete)
         if not np.isfinite(torch_actions).all():
             raise ContractError(
@@ -381,7 +373,7 @@ def write_model(
             )
         if parity.max_abs_diff > PARITY_TOLERANCE or parity.argmax_agreement < 1.0:
             raise ParityError(f"{source}: ONNX Runtime disagrees with torch: {parity.model_dump()}")
-        equivariance = _equivariance(symmetry, session, groups, states, discrete, np.random.default_rng(0))
+        equivariance = _equivariance(symmetry, session, states, discrete, np.random.default_rng(0))
         final = contract.model_copy(update={"parity": parity, "equivariance": equivariance})
         with atomic_directory(out, overwrite=overwrite) as staging:
             (staging / ONNX_FILE).write_bytes(path.read_bytes())
@@ -401,7 +393,6 @@ def _parity(torch_actions: NDArray[Any], onnx_actions: NDArray[Any], discrete: b
 def _equivariance(
     symmetry: BoundSymmetry,
     session: Any,
-    groups: list[tuple[str, list[int]]],
     states: NDArray[np.float32],
     discrete: bool,
     rng: np.random.Generator,
@@ -411,8 +402,8 @@ def _equivariance(
     angle = rng.uniform(-math.pi, math.pi, len(picked))
     mirror = rng.random(len(picked)) < 0.5 if symmetry.has_mirror else np.zeros(len(picked), dtype=bool)
     moved = symmetry.act_observation_np(picked, angle, mirror).astype(np.float32)
-    action = session.run(None, _feeds(picked, groups))[0]
-    action_moved = session.run(None, _feeds(moved, groups))[0]
+    action = session.run(None, {OBSERVATION_INPUT: picked})[0]
+    action_moved = session.run(None, {OBSERVATION_INPUT: moved})[0]
     errors: NDArray[np.float64]
     if discrete:
         errors = (symmetry.act_discrete_action_np(action, angle, mirror) != action_moved).astype(np.float64)

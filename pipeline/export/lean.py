@@ -29,8 +29,9 @@ five included):
 4. **One Gemm for the rest of the features.** Link positions, the goal subtraction, the kept
    components, the joint velocities, the normaliser :math:`(x - μ)/σ` and the actor's first layer
    are all affine in ``X = [sin/cos of the classes, (canonical: products) | the point Gemm's
-   positions, pivot products; joint velocities, goal, (canonical: r)]``; their composition is
-   evaluated once in float64 on a basis of ``X`` and becomes the first layer's Gemm.
+   positions, pivot products; the observation, (canonical: r)]``; their composition is evaluated
+   once in float64 on a basis of ``X`` and becomes the first layer's Gemm. The graph has one input,
+   the observation, which the first Gemms read whole (zero weights where they need no column).
 5. **Canonical frame without atan2.** With :math:`(c_φ, s_φ) = g_{xy}/|g_{xy}|` the canonical
    joint angle :math:`q' = q - φ` shifts every class holding it (sign +1 by choice) to
    :math:`θ' = θ - φ`, which enters only as :math:`\sin θ' = \sin θ\,c_φ - \cos θ\,s_φ`,
@@ -136,9 +137,9 @@ class _LinkPointLayout:
 
 
 class LeanReachPolicy(nn.Module):
-    """Raw signal groups → actions, the lean float32 graph of a reach-feature Gaussian actor.
+    """Raw observations → actions, the lean float32 graph of a reach-feature Gaussian actor.
 
-    Build it with :func:`lean_policy`; ``forward`` takes the groups in the contract's input order.
+    Build it with :func:`lean_policy`; ``forward`` takes the observation in training (contract) order.
     """
 
     angle_weight: Tensor
@@ -158,7 +159,6 @@ class LeanReachPolicy(nn.Module):
     def __init__(
         self,
         *,
-        groups: list[tuple[str, list[int]]],
         angle_weight: Tensor,
         points: tuple[Tensor, Tensor, int] | None,
         first_weight: Tensor,
@@ -166,10 +166,9 @@ class LeanReachPolicy(nn.Module):
         layers: list[tuple[Tensor, Tensor]],
         low: Tensor,
         high: Tensor,
-        canonical: tuple[list[int], Tensor, Tensor, int] | None,
+        canonical: tuple[list[int], Tensor, Tensor] | None,
     ) -> None:
         super().__init__()
-        self.group_names = tuple(name for name, _ in groups)
         classes = angle_weight.shape[1]
         # [sin θ, cos θ] of every angle class as one Sin of [θ, θ + π/2].
         self.register_buffer("angle_weight", torch.cat([angle_weight, angle_weight], dim=1).float())
@@ -200,20 +199,19 @@ class LeanReachPolicy(nn.Module):
         self.uniform = (float(low[0]), float(high[0])) if same else None
         self.canonical = canonical is not None
         if canonical is not None:
-            gather, weight, bias, self.goal_input = canonical
+            gather, weight, bias = canonical
             self.register_buffer("shift_gather", torch.tensor(gather, dtype=torch.long))
             self.register_buffer("bearing_weight", weight.float())
             self.register_buffer("bearing_bias", bias.float())
 
-    def forward(self, *signals: Tensor) -> Tensor:
-        """One batch of raw signal groups (float32, contract order) → ``(B, A)`` float32 actions."""
-        named = dict(zip(self.group_names, signals, strict=True))
-        trig = torch.sin(torch.addmm(self.phase, named["joint_position"], self.angle_weight))
+    def forward(self, observation: Tensor) -> Tensor:
+        """``(B, D)`` float32 raw observations (contract order) → ``(B, A)`` float32 actions."""
+        trig = torch.sin(torch.addmm(self.phase, observation, self.angle_weight))
         angular = [trig]
         extra: list[Tensor] = []
         if self.canonical:
             # (x, y, x, y, …) + (tiny, 0, tiny, 0, …): |·| = √(2n) r; the weights absorb the √(2n).
-            bearing = torch.addmm(self.bearing_bias, signals[self.goal_input], self.bearing_weight)
+            bearing = torch.addmm(self.bearing_bias, observation, self.bearing_weight)
             norm = torch.linalg.vector_norm(bearing, dim=-1, keepdim=True)
             # (sin θ, cos θ, cos θ, sin θ) of every class holding the shifted joint, times (c_φ, s_φ, c_φ, s_φ).
             angular.append(trig.index_select(-1, self.shift_gather) * (bearing / norm))
@@ -228,7 +226,7 @@ class LeanReachPolicy(nn.Module):
                 point_part = [*direct, local * frame]
             else:
                 point_part = [blocks]
-        x = torch.cat([*point_part, named["joint_velocity"], named["goal_position"], *extra], dim=-1)
+        x = torch.cat([*point_part, observation, *extra], dim=-1)
         hidden = torch.addmm(self.first_bias, x, self.first_weight)
         for k in range(0, len(self.layers), 2):
             hidden = torch.addmm(self.layers[k + 1], torch.relu(hidden), self.layers[k])
@@ -250,7 +248,7 @@ def lean_policy(
         actor: A one-member actor (float64 or float32), as the exporter selected it.
         symmetry: The run's symmetry.
         canonical: The actor was trained on canonicalised inputs.
-        groups: ``(input name, observation indices)`` per graph input, in input order.
+        groups: ``(signal group, observation indices)`` per group (joint_position, joint_velocity, goal_position).
     """
     if not isinstance(actor, GaussianTanhActor) or actor.members != 1:
         return None
@@ -367,7 +365,7 @@ def _build(
 ) -> LeanReachPolicy | None:
     points = copy.deepcopy(features.points).double()
     index = dict(groups)
-    position_cols, velocity_cols, goal_cols = index["joint_position"], index["joint_velocity"], index["goal_position"]
+    position_cols, goal_cols = index["joint_position"], index["goal_position"]
     joints_in = len(position_cols)
     names = features.observation_names
     column_of = [position_cols.index(i) for i in features.position_index]  # tree joint → joint_position column
@@ -444,14 +442,14 @@ def _build(
         stacked = np.concatenate(locals_fit + frames_fit + [direct[output] for output in direct_order], axis=1)
         point_layer = (torch.as_tensor(to_trig @ stacked[1:]), torch.as_tensor(stacked[0]), len(plan.pivoted))
 
-    # First-layer Gemm over X = [point part, joint velocities, goal, (canonical: √(2n) r)], the point part
-    # being the point Gemm's [direct positions (3 each), pivot products (12 each)], else the angular input.
+    # First-layer Gemm over X = [point part, observation, (canonical: √(2n) r)], the point part being the
+    # point Gemm's [direct positions (3 each), pivot products (12 each)], else the angular input. It reads
+    # the velocities and the goal off the observation (the joint positions there get zero weights).
     direct_at = {output: 3 * k for k, output in enumerate(direct_order)}
     pivot_at = {output: 3 * len(direct) + 12 * k for k, output in enumerate(sorted(plan.pivoted))}
     after_points = 3 * len(direct) + 12 * len(plan.pivoted) if point_gemm else angular_width
-    width = after_points + len(velocity_cols) + len(goal_cols) + (1 if canonical else 0)
-    goal_axis = {names[i].split(".", 1)[1]: after_points + len(velocity_cols) + k for k, i in enumerate(goal_cols)}
-    velocity_at = {obs: after_points + k for k, obs in enumerate(velocity_cols)}
+    width = after_points + len(names) + (1 if canonical else 0)
+    goal_axis = {names[i].split(".", 1)[1]: after_points + i for i in goal_cols}
     normalizer = actor.encoder.normalizer
     trig_map = torch.as_tensor(to_trig)
 
@@ -475,7 +473,7 @@ def _build(
         else:
             goal = torch.stack([x[:, goal_axis[axis]] if axis in goal_axis else zero for axis in "xyz"], dim=-1)
         relative = (torch.stack(positions, dim=1) - goal[:, None, :]).flatten(1).index_select(1, features.keep_index)
-        velocity = torch.stack([x[:, velocity_at[i]] for i in features.velocity_index], dim=-1)
+        velocity = x[:, [after_points + i for i in features.velocity_index]]
         encoded = normalizer(torch.cat([relative, velocity], dim=-1).to(normalizer.mean.dtype)).double()
         pre: Tensor = encoded @ first.weight[0].detach().double() + first.bias[0, 0].detach().double()
         return pre
@@ -495,17 +493,18 @@ def _build(
     canonical_parts = None
     if canonical:
         gather = [i for m in shifted for i in (m, count + m, count + m, m)]
-        x_at, y_at = goal_cols.index(names.index("goal_position.x")), goal_cols.index(names.index("goal_position.y"))
-        bearing_weight = torch.zeros(len(goal_cols), 4 * len(shifted), dtype=torch.float64)
+        x_at, y_at = names.index("goal_position.x"), names.index("goal_position.y")
+        bearing_weight = torch.zeros(len(names), 4 * len(shifted), dtype=torch.float64)
         bearing_weight[x_at, 0::2] = 1.0  # (x, y, x, y, …): c_φ pairs with sin θ, s_φ with cos θ
         bearing_weight[y_at, 1::2] = 1.0
         bearing_bias = torch.zeros(4 * len(shifted), dtype=torch.float64)
         bearing_bias[0::2] = _TINY
-        goal_input = [name for name, _ in groups].index("goal_position")
-        canonical_parts = (gather, bearing_weight, bearing_bias, goal_input)
+        canonical_parts = (gather, bearing_weight, bearing_bias)
+    # The classes' angles θ = f·q, read off the joint positions' columns of the observation.
+    angle_weight = torch.zeros(len(names), count, dtype=torch.float64)
+    angle_weight[position_cols] = torch.as_tensor(classes.T)
     lean = LeanReachPolicy(
-        groups=groups,
-        angle_weight=torch.as_tensor(classes.T),
+        angle_weight=angle_weight,
         points=point_layer,
         first_weight=first_weight,
         first_bias=first_bias,

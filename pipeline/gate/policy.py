@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.export.contract import ONNX_FILE, Contract
+from pipeline.export.contract import OBSERVATION_INPUT, ONNX_FILE, Contract
 from sim.robots.interface import SimulatedArm
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -90,14 +90,10 @@ def _close(a: Sequence[float] | NDArray[np.float64], b: NDArray[np.float64]) -> 
 
 
 def _input_mismatches(contract: Contract, observation_names: tuple[str, ...]) -> list[str]:
-    problems = []
-    for spec in contract.inputs:
-        missing = [c for c in spec.components if f"{spec.name}.{c}" not in observation_names]
-        if missing:
-            problems.append(f"input {spec.name}: the env observes no {missing}; it has {list(observation_names)}")
-        if spec.dtype != "float32" or spec.shape != (None, len(spec.components)):
-            problems.append(f"input {spec.name}: expected float32 (batch, {len(spec.components)}), got {spec}")
-    return problems
+    missing = [name for name in contract.observation_names if name not in observation_names]
+    if missing:
+        return [f"input {OBSERVATION_INPUT}: the env observes no {missing}; it has {list(observation_names)}"]
+    return []
 
 
 def graph_mismatches(contract: Contract, session: Any) -> list[str]:
@@ -112,7 +108,7 @@ def graph_mismatches(contract: Contract, session: Any) -> list[str]:
 
 
 class OnnxPolicy:
-    """Batched env observations → actions through the ONNX graph, inputs assembled by component name.
+    """Batched env observations → actions through the ONNX graph, its input assembled by component name.
 
     Args:
         session: An ONNX Runtime session of the model.
@@ -123,13 +119,12 @@ class OnnxPolicy:
     def __init__(self, session: Any, contract: Contract, observation_names: tuple[str, ...]) -> None:
         self.session = session
         self.output = contract.outputs[0].name
-        self.inputs = [
-            (spec.name, [observation_names.index(f"{spec.name}.{c}") for c in spec.components])
-            for spec in contract.inputs
-        ]
+        order = [observation_names.index(name) for name in contract.observation_names]
+        self.order = None if order == list(range(len(observation_names))) else order  # None: the env's own order
 
     def __call__(self, observations: NDArray[np.float32]) -> NDArray[Any]:
-        """``(N, D)`` raw observations → ``(N, A)`` torques or ``(N,)`` action indices."""
-        feeds = {name: np.ascontiguousarray(observations[:, indices]) for name, indices in self.inputs}
+        """``(N, D)`` raw observations (the env's order) → ``(N, A)`` torques or ``(N,)`` action indices."""
+        ordered = observations if self.order is None else observations[:, self.order]
+        feeds = {OBSERVATION_INPUT: np.ascontiguousarray(ordered, dtype=np.float32)}
         actions: NDArray[Any] = self.session.run([self.output], feeds)[0]
         return actions

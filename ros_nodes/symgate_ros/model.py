@@ -113,12 +113,23 @@ def execution_providers() -> list[str]:
     return [p for p in (CUDA_PROVIDER, "CPUExecutionProvider") if p in available]
 
 
-@dataclass(frozen=True)
-class InputGroup:
-    """One graph input: its name and the joint (or axis) names of its components, in order."""
+#: The contract format this node reads: one ``observation`` graph input (symgate export since 2026-12).
+SCHEMA_VERSION = 2
 
-    name: str
-    components: tuple[str, ...]
+
+@dataclass(frozen=True)
+class ObservationSource:
+    """Where one component of the graph's observation input comes from.
+
+    Attributes:
+        group: The signal group (``joint_position``, ``joint_velocity``, ``goal_position``, ...).
+        joint: The component's joint, as an index into the contract's ``joint_names``; -1 for a goal axis.
+        axis: The goal axis (``x``, ``y``, ``z``); empty for a joint component.
+    """
+
+    group: str
+    joint: int
+    axis: str
 
 
 class PolicyModel:
@@ -169,7 +180,15 @@ class PolicyModel:
             self.action_high = np.asarray(self.contract["action_high"], dtype=np.float64)
             table = self.contract.get("discrete_action_torques")
             self.discrete_torques = None if table is None else np.asarray(table, dtype=np.float64)
-            self.inputs = tuple(InputGroup(i["name"], tuple(i["components"])) for i in self.contract["inputs"])
+            version = self.contract["schema_version"]
+            if version != SCHEMA_VERSION:
+                raise ModelError(
+                    f"{model_dir / CONTRACT_FILE}: schema_version {version}, this node reads {SCHEMA_VERSION} "
+                    "(one observation input): export the model again with this symgate"
+                )
+            (graph_input,) = self.contract["inputs"]
+            self.input_name = str(graph_input["name"])
+            self.observation = tuple(self._source(str(name)) for name in graph_input["components"])
             self.output = str(self.contract["outputs"][0]["name"])
         except (KeyError, IndexError, TypeError, ValueError) as error:
             raise ModelError(f"{model_dir / CONTRACT_FILE}: not a symgate contract: {error!r}") from error
@@ -181,16 +200,26 @@ class PolicyModel:
         except Exception as error:  # ONNX Runtime raises its own exception types
             raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it: {error}") from error
         self.provider = self.session.get_providers()[0]
-        actual = [i.name for i in self.session.get_inputs()]
-        if actual != [group.name for group in self.inputs]:
-            raise ModelError(f"{onnx_path}: graph inputs {actual} differ from the contract's")
+        actual = [(i.name, i.shape[1:]) for i in self.session.get_inputs()]
+        if actual != [(self.input_name, [len(self.observation)])]:
+            raise ModelError(
+                f"{onnx_path}: graph inputs {actual} differ from the contract's "
+                f"[({self.input_name!r}, [{len(self.observation)}])]"
+            )
 
-    def act(self, feeds: dict[str, NDArray[np.float32]]) -> NDArray[np.float64]:
-        """One observation (each input ``(1, k)`` float32) → joint torques in contract joint order (N·m).
+    def _source(self, name: str) -> ObservationSource:
+        """The source of the observation component ``group.component`` (a contract joint, or a goal axis)."""
+        group, component = name.split(".", 1)
+        if component in self.joint_names:
+            return ObservationSource(group, self.joint_names.index(component), "")
+        return ObservationSource(group, -1, component)
+
+    def act(self, observation: NDArray[np.float32]) -> NDArray[np.float64]:
+        """One ``(1, D)`` float32 observation (contract order) → joint torques in contract joint order (N·m).
 
         The result may hold NaN/inf if the graph produced them: the caller decides what is safe.
         """
-        (output,) = self.session.run([self.output], feeds)
+        (output,) = self.session.run([self.output], {self.input_name: observation})
         if self.discrete_torques is not None:
             index = int(output[0])
             if not 0 <= index < len(self.discrete_torques):
@@ -200,14 +229,14 @@ class PolicyModel:
         return np.asarray(output[0], dtype=np.float64)
 
     def compatible_with(self, other: PolicyModel) -> list[str]:
-        """Why ``other`` cannot replace this model on the same robot (joints, rate, inputs, limits); empty if it can."""
+        """Why ``other`` cannot replace this model on the robot (joints, rate, observation, limits); [] if it can."""
         problems = []
         if other.joint_names != self.joint_names:
             problems.append(f"joint_names {list(other.joint_names)} != {list(self.joint_names)}")
         if other.control_hz != self.control_hz:
             problems.append(f"control_hz {other.control_hz:g} != {self.control_hz:g}")
-        if other.inputs != self.inputs:
-            problems.append("inputs differ")
+        if other.observation != self.observation:
+            problems.append("observation layouts differ")
         if not (
             np.array_equal(other.action_low, self.action_low) and np.array_equal(other.action_high, self.action_high)
         ):

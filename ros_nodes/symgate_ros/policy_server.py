@@ -14,10 +14,11 @@ Lifecycle contract (``ros2 lifecycle set /policy_server <transition>``):
   order), or configure fails naming the missing joints. Start ``/diagnostics`` at 1 Hz.
 - **activate**: start the control loop at the contract's control rate (or ``control_hz``); with
   ``tick_source: joint_state`` it ticks on each new ``JointState`` instead (lowest latency).
-  Each tick assembles the graph inputs by name from the latest ``JointState`` and
-  ``PointStamped`` goal, runs the model, clamps to the contract's torque limits, limits the
-  change per tick (``max_torque_rate``) and publishes ``Float64MultiArray`` torques in contract
-  joint order (ros2_control's JointGroupEffortController format).
+  Each tick assembles the graph's one ``observation`` input, component by component and by name,
+  from the latest ``JointState`` and ``PointStamped`` goal, runs the model, clamps to the
+  contract's torque limits, limits the change per tick (``max_torque_rate``) and publishes
+  ``Float64MultiArray`` torques in contract joint order (ros2_control's JointGroupEffortController
+  format).
   Inner loop (``policy_hz`` > 0): the loop still ticks at the control rate (e.g. the sensor's
   500 Hz), but the model runs only every ``round(control_hz / policy_hz)``-th tick (e.g. at the
   contract's 50 Hz); the ticks in between send its last action again, through an optional
@@ -56,7 +57,7 @@ Safety (each path tested over real DDS):
 Hot swap: set the ``model_dir`` parameter, then call ``~/swap_model`` (``std_srvs/Trigger``).
 The new folder is loaded and verified (the same signature and certificate checks as configure,
 with the current ``trusted_keys``) in the service's thread while the loop keeps running, its
-contract must be compatible (joints, rate, inputs, limits), and the model reference is swapped
+contract must be compatible (joints, rate, observation layout, limits), and the model reference is swapped
 between two ticks. On any failure the current model keeps running and the response (and the
 diagnostics) give the reason.
 
@@ -85,13 +86,13 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header
 from std_srvs.srv import Trigger
 
-from symgate_ros.model import ModelError, PolicyModel, robot_mismatches, verify_certificate
+from symgate_ros.model import ModelError, ObservationSource, PolicyModel, robot_mismatches, verify_certificate
 from symgate_ros.safety import SAFE_ACTIONS, ActionFilter, EStop, LoopMonitor, LowPass, Watchdog, safe_action
 from symgate_ros.signature import SignatureError, TrustedKey, load_trusted_keys
 
-#: Which JointState array feeds each joint input of the graph.
+#: Which JointState array feeds each joint signal group of the observation.
 JOINT_FIELDS = {"joint_position": "position", "joint_velocity": "velocity", "joint_effort": "effort"}
-#: The graph input fed from the goal topic (components x, y, z of the point).
+#: The signal group fed from the goal topic (components x, y, z of the point).
 GOAL_INPUT = "goal_position"
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -149,6 +150,13 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
         "Publish ~/command_trace: a Header with the stamp of the JointState each policy command used.",
     ),
 }
+
+
+def _fed(source: ObservationSource) -> bool:
+    """Whether the node can feed this observation component: a contract joint's JointState field, or a goal axis."""
+    if source.group == GOAL_INPUT:
+        return source.axis in ("x", "y", "z")
+    return source.group in JOINT_FIELDS and source.joint >= 0
 
 
 class PolicyServer(LifecycleNode):
@@ -213,9 +221,9 @@ class PolicyServer(LifecycleNode):
                 mismatches = robot_mismatches(model.contract, Path(self._param("robot_profile")))
                 if mismatches:
                     raise ModelError(f"the model does not fit this robot: {'; '.join(mismatches)}")
-            unsupported = [i.name for i in model.inputs if i.name not in JOINT_FIELDS and i.name != GOAL_INPUT]
+            unsupported = [f"{s.group}.{s.axis}" for s in model.observation if not _fed(s)]
             if unsupported:
-                raise ModelError(f"graph inputs {unsupported} cannot be fed from JointState or the goal")
+                raise ModelError(f"observation components {unsupported} cannot be fed from JointState or the goal")
             mode, interface = self._param("safe_action"), model.contract.get("action_interface", "effort")
             if mode not in SAFE_ACTIONS:
                 raise ValueError(f"safe_action must be one of {list(SAFE_ACTIONS)}, got {mode!r}")
@@ -259,7 +267,7 @@ class PolicyServer(LifecycleNode):
             self._release()
             return TransitionCallbackReturn.FAILURE
         self._diagnostics_timer = self.create_timer(self._param("diagnostics_period_s"), self._publish_diagnostics)
-        model.act(self._feeds(model, self._joint_state, PointStamped()))  # warm-up (the first run allocates)
+        model.act(self._observation(model, self._joint_state, PointStamped()))  # warm-up (the first run allocates)
         signer = model.certification.signer.key_id[:12] if model.certification else "NONE"
         self.get_logger().info(
             f"configured {model.directory} (sha256 {model.onnx_sha256[:12]}, certificate "
@@ -346,18 +354,15 @@ class PolicyServer(LifecycleNode):
             self.get_logger().error("E-STOP engaged: safe action until ~/reset_estop")
         self.estop.signal(bool(message.data))
 
-    def _feeds(self, model: PolicyModel, state: JointState, goal: PointStamped) -> dict[str, np.ndarray]:
+    def _observation(self, model: PolicyModel, state: JointState, goal: PointStamped) -> np.ndarray:
+        """The graph's ``(1, D)`` float32 input: each component from its JointState array or goal axis."""
         index = self._joint_index[tuple(state.name)]
         assert index is not None
-        feeds = {}
-        for group in model.inputs:
-            if group.name == GOAL_INPUT:
-                values = [getattr(goal.point, axis) for axis in group.components]
-            else:
-                array = getattr(state, JOINT_FIELDS[group.name])
-                values = [array[index[model.joint_names.index(j)]] for j in group.components]
-            feeds[group.name] = np.asarray([values], dtype=np.float32)
-        return feeds
+        values = [
+            getattr(goal.point, s.axis) if s.joint < 0 else getattr(state, JOINT_FIELDS[s.group])[index[s.joint]]
+            for s in model.observation
+        ]
+        return np.asarray([values], dtype=np.float32)
 
     # ------------------------------------------------------------------------------------ loop
     def _run(self, period_s: float) -> None:
@@ -424,13 +429,13 @@ class PolicyServer(LifecycleNode):
         elif not self.goal_watchdog.check(start) or goal is None:
             reason = "goal missing or stale"
         elif self._action is None or self._ticks_to_policy == 0:  # a policy tick
-            feeds = self._feeds(model, state, goal)
-            if not all(np.isfinite(v).all() for v in feeds.values()):
+            observation = self._observation(model, state, goal)
+            if not np.isfinite(observation).all():
                 self.nan_inputs += 1
                 reason = "NaN/inf in the inputs"
             else:
                 t0 = time.perf_counter()
-                torque = model.act(feeds)
+                torque = model.act(observation)
                 self.monitor.inference(time.perf_counter() - t0)
                 if not np.isfinite(torque).all():
                     self.nan_outputs += 1

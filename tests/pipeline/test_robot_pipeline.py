@@ -90,7 +90,9 @@ def test_the_iiwa_policy_exports_with_a_contract_naming_the_profile(iiwa_model: 
     assert contract.joint_names == IIWA_JOINTS
     assert contract.control_hz == 20.0
     assert contract.outputs[0].name == "joint_velocity_target"
-    assert [spec.name for spec in contract.inputs] == ["joint_position", "joint_velocity", "goal_position"]
+    assert [spec.name for spec in contract.inputs] == ["observation"]
+    assert [spec.name for spec in contract.signals] == ["joint_position", "joint_velocity", "goal_position"]
+    assert contract.signals[0].components == IIWA_JOINTS
     assert contract.symmetry_spec["observation"]["joint_position"][0]["components"] == ["lbr_iiwa_joint_1"]
     assert contract.equivariance is not None
     assert contract.equivariance.mean_error < 1e-4  # canonical: invariant by construction

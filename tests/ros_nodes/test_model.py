@@ -19,9 +19,17 @@ def test_certified_model_loads_and_acts(models: Models) -> None:
     gate = verify_certificate(models.certified, load_contract(models.certified), [models.trusted_key])
     assert model.certificate_id == gate.certificate_id
     assert model.joint_names == ("shoulder", "elbow") and model.control_hz == 50.0
-    feeds = {g.name: np.zeros((1, len(g.components)), np.float32) for g in model.inputs}
-    feeds["goal_position"][0] = (0.0, 0.7)
-    torque = model.act(feeds)
+    assert [(s.group, s.joint, s.axis) for s in model.observation] == [
+        ("joint_position", 0, ""),
+        ("joint_position", 1, ""),
+        ("joint_velocity", 0, ""),
+        ("joint_velocity", 1, ""),
+        ("goal_position", -1, "x"),
+        ("goal_position", -1, "y"),
+    ]
+    observation = np.zeros((1, len(model.observation)), np.float32)
+    observation[0, -2:] = (0.0, 0.7)  # the goal
+    torque = model.act(observation)
     assert torque.shape == (2,) and np.isfinite(torque).all()
 
 
@@ -66,3 +74,9 @@ def test_swap_compatibility(models: Models) -> None:
         PolicyModel(models.certified_other, trusted=trusted),
     )
     assert current.compatible_with(other) == [] and current.onnx_sha256 != other.onnx_sha256
+
+
+def test_a_contract_of_another_schema_is_refused_with_a_re_export_hint(models: Models, tmp_path: Path) -> None:
+    copy = _edit(models, tmp_path, CONTRACT_FILE, "schema_version", 1)  # one graph input per signal group
+    with pytest.raises(ModelError, match="schema_version 1, this node reads 2 .*export the model again"):
+        PolicyModel(copy, allow_uncertified=True)

@@ -25,12 +25,11 @@ PERIOD_S = 1 / 50  # the contract's control rate
 
 def expected_torque(model_dir: Path, position_shoulder_elbow: list[float], goal: tuple[float, float]) -> np.ndarray:
     model = PolicyModel(model_dir, allow_uncertified=True)
-    feeds = {
-        "joint_position": np.asarray([position_shoulder_elbow], np.float32),
-        "joint_velocity": np.zeros((1, 2), np.float32),
-        "goal_position": np.asarray([goal], np.float32),
-    }
-    return np.clip(model.act(feeds), model.action_low, model.action_high)
+    signals = {"joint_position": position_shoulder_elbow, "joint_velocity": [0.0, 0.0]}
+    values = [
+        goal["xy".index(s.axis)] if s.group == "goal_position" else signals[s.group][s.joint] for s in model.observation
+    ]
+    return np.clip(model.act(np.asarray([values], np.float32)), model.action_low, model.action_high)
 
 
 def active(start_server: Callable[..., Server], model: Path, **parameters: object) -> Server:
@@ -291,3 +290,20 @@ def test_position_contracts_hold_the_measured_pose(start_server: Callable[..., S
     engaged = time.monotonic()
     held = [server.sensor.position[1], server.sensor.position[0]]  # contract order (shoulder, elbow)
     assert harness.wait_for(lambda: any(c == held for _, c in harness.commands_since(engaged)))
+
+
+def test_observation_components_the_node_cannot_feed_are_refused_at_configure(
+    start_server: Callable[..., Server], models: Models, tmp_path: Path
+) -> None:
+    """Every component must name a contract joint's JointState field or a goal axis."""
+    model = tmp_path / "unfed_model"
+    shutil.copytree(models.uncertified, model)
+    contract = json.loads((model / "contract.json").read_text())
+    names = [n.replace("joint_velocity.elbow", "joint_velocity.wrist") for n in contract["observation_names"]]
+    contract["inputs"][0]["components"] = names
+    (model / "contract.json").write_text(json.dumps(contract))
+    server = start_server(model_dir=str(model), allow_uncertified=True)
+    assert not server.harness.transition(CONFIGURE)
+    assert server.harness.wait_for(
+        lambda: "observation components ['joint_velocity.wrist'] cannot be fed" in server.log_text()
+    ), server.log_text()

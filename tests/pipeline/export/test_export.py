@@ -43,9 +43,12 @@ def run(tmp_path_factory: pytest.TempPathFactory, datasets_root: Path) -> Path:
         return _train("symgate/train-test-v0", tmp_path_factory.mktemp("export") / "run", seeds=2)
 
 
-def test_export_runs_in_onnx_runtime_with_named_inputs_and_parity(run: Path, dataset: str, tmp_path: Path) -> None:
+def test_export_runs_in_onnx_runtime_with_one_named_input_and_parity(run: Path, dataset: str, tmp_path: Path) -> None:
     contract = export_run(run, tmp_path / "model", member=1)
-    assert [i.name for i in contract.inputs] == ["joint_position", "joint_velocity", "goal_position"]
+    assert [i.name for i in contract.inputs] == ["observation"]
+    assert contract.inputs[0].components == contract.observation_names
+    assert [s.name for s in contract.signals] == ["joint_position", "joint_velocity", "goal_position"]
+    assert [s.unit for s in contract.signals] == ["rad", "rad/s", "m"]
     assert [o.name for o in contract.outputs] == ["joint_effort"] and contract.seed == 1
     assert contract.parity is not None and contract.parity.states >= 10_000 and contract.parity.max_abs_diff <= 1e-5
     assert contract.equivariance is not None and contract.equivariance.states > 0
@@ -139,8 +142,12 @@ def test_existing_model_folder_is_not_overwritten(run: Path, dataset: str, tmp_p
 
 
 class _NanPolicy(torch.nn.Module):
-    def forward(self, *signals: torch.Tensor) -> torch.Tensor:
-        velocity = signals[1]
+    def __init__(self, observation_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.velocity = [i for i, name in enumerate(observation_names) if name.startswith("joint_velocity.")]
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        velocity = observation[:, self.velocity]
         return velocity / (velocity - velocity)
 
 
@@ -150,11 +157,10 @@ def test_a_policy_that_returns_nan_is_refused(run: Path, dataset: str, tmp_path:
 
     contract = export_run(run, tmp_path / "model")
     names = contract.observation_names
-    groups = [(s.name, [names.index(f"{s.name}.{c}") for c in s.components]) for s in contract.inputs]
     symmetry = SymmetrySpec.model_validate(contract.symmetry_spec).bind(
         names, ["joint_effort.shoulder", "joint_effort.elbow"]
     )
     states = np.zeros((16, len(names)), dtype=np.float32)
     with pytest.raises(ContractError, match="returns NaN/inf"):
-        write_model(_NanPolicy(), contract, groups, states, symmetry, tmp_path / "nan")
+        write_model(_NanPolicy(names), contract, states, symmetry, tmp_path / "nan")
     assert not (tmp_path / "nan").exists()

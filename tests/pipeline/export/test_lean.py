@@ -14,7 +14,7 @@ import torch
 
 import pipeline.export.export
 from pipeline.export import ONNX_FILE
-from pipeline.export.export import _feeds, _random_states, export_run, load_policy
+from pipeline.export.export import _random_states, export_run, load_policy
 from pipeline.export.lean import LeanReachPolicy, _classes, _plan, lean_policy
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, ingest
@@ -85,11 +85,10 @@ def test_the_exported_graph_is_lean_float32_and_matches_the_float64_modules(
     # Independently of the exporter's check: ORT against the float64 training modules on fresh random states.
     loaded = load_policy(runs[(robot, strategy)])
     states = _random_states(loaded.data, 2000, np.random.default_rng(7), _robot(robot))
-    feeds = _feeds(states, loaded.groups)
     session = ort.InferenceSession(str(tmp_path / "model" / ONNX_FILE), providers=["CPUExecutionProvider"])
-    (onnx_actions,) = session.run(None, feeds)
+    (onnx_actions,) = session.run(None, {"observation": states})
     with torch.no_grad():
-        expected = loaded.policy(*(torch.as_tensor(v) for v in feeds.values())).numpy()
+        expected = loaded.policy(torch.as_tensor(states)).numpy()
     assert onnx_actions.dtype == np.float32
     np.testing.assert_allclose(onnx_actions, expected, rtol=0, atol=1e-5)
 
@@ -105,8 +104,10 @@ def test_the_iiwa_first_layer_reads_point_positions_not_every_angle_class(
     angles, points, first = gemms[0], gemms[-4], gemms[-3]  # the angle classes, the point Gemm, the first layer
     classes = angles.shape[1]  # sin and cos of every class: 2 x 53 for the 7-joint chain split 3 + 4
     assert classes >= 100 and points.shape[0] >= classes
-    # The first layer reads positions and pivot products (+ velocities, goal, r): far fewer than the classes.
-    assert first.shape[1] == 64 and first.shape[0] < classes / 2
+    # The first layer reads positions and pivot products (+ the observation and, canonical, r): far fewer
+    # columns than the classes.
+    width = angles.shape[0]  # the observation
+    assert first.shape[1] == 64 and first.shape[0] - width - (strategy == "canonical") < classes / 2
 
 
 @pytest.mark.parametrize("robot", ["reacher", "paper", "kuka_iiwa"])
@@ -122,8 +123,8 @@ def test_the_canonical_lean_graph_is_invariant_under_the_context_rotation(
     angle = np.random.default_rng(4).uniform(-math.pi, math.pi, len(states))
     moved = loaded.agent.symmetry.act_observation_np(states, angle).astype(np.float32)
     with torch.no_grad():
-        action = lean(*(torch.as_tensor(v) for v in _feeds(states, loaded.groups).values()))
-        action_moved = lean(*(torch.as_tensor(v) for v in _feeds(moved, loaded.groups).values()))
+        action = lean(torch.as_tensor(states))
+        action_moved = lean(torch.as_tensor(moved))
     # Velocity targets and torques are invariant under the rotation about base z.
     torch.testing.assert_close(action_moved, action, rtol=0, atol=1e-5)
 
@@ -137,11 +138,10 @@ def test_a_zero_goal_takes_bearing_zero_as_atan2_does(
     states = _random_states(loaded.data, 16, np.random.default_rng(5), "kuka_iiwa")
     names = loaded.data.observation_names
     states[:, [names.index("goal_position.x"), names.index("goal_position.y")]] = 0.0
-    feeds = [torch.as_tensor(v) for v in _feeds(states, loaded.groups).values()]
     with torch.no_grad():
         # φ = 0: the canonical frame is the identity, so the policy is the actor on the raw observation.
         expected = loaded.policy.actor.deterministic(torch.as_tensor(states, dtype=torch.float64)[None])[0]
-        torch.testing.assert_close(lean(*feeds), expected.float(), rtol=0, atol=1e-5)
+        torch.testing.assert_close(lean(torch.as_tensor(states)), expected.float(), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("joints", [1, 2, 3, 4])

@@ -367,15 +367,19 @@ def continuous_part(
         metrics["d3rlpy"] = measure(q_theirs, ask, data, spec, config)
         version = runner.info["d3rlpy"]
     result = {"metrics": metrics, "seconds": seconds, "d3rlpy": version, "updates": updates}
-    if recipe == "expert" and env == "default":
-        return result
-    iql = config.iql
-    title = (
-        f"IQL on {recipe} data ({env} reacher), lr {config.actor_lr:g}, batch {config.batch_size}, "
-        f"expectile {iql.expectile:g}, β {iql.temperature:g}, weight clip {iql.max_weight:g}, γ {config.gamma:g}, "
-        f"Polyak τ {POLYAK}"
-    )
-    return result | {"title": title, "algorithm": "IQL", "recipe": recipe}
+    return result | {"title": continuous_title(config, recipe, env), "algorithm": algorithm.upper(), "recipe": recipe}
+
+
+def continuous_title(config: TrainConfig, recipe: RecipeName, env: EnvPreset) -> str:
+    """A continuous part's heading: the data and every hyper-parameter both libraries were given."""
+    common = f"lr {config.actor_lr:g}, batch {config.batch_size}, γ {config.gamma:g}, Polyak τ {config.target_polyak:g}"
+    if config.algorithm == "cql":
+        cql = config.cql
+        specific = f"α {cql.alpha:g}, {cql.sampled_actions} sampled actions, η {cql.entropy:g} (soft target)"
+    else:
+        iql = config.iql
+        specific = f"expectile {iql.expectile:g}, β {iql.temperature:g}, weight clip {iql.max_weight:g}"
+    return f"{config.algorithm.upper()} on {recipe} data ({env} reacher), {common}, {specific}"
 
 
 #: A part's own fields that each of its rows carries as ``part_<field>`` (so a later run can carry the part over).
@@ -426,14 +430,9 @@ def markdown(rows: list[dict[str, Any]], parts: dict[str, dict[str, Any]], seeds
         "`bench/bench_correctness.py`'s docstring.",
         "",
     ]
-    titles = {
-        "IQL": f"IQL, lr 1e-3, batch 64, expectile 0.8, β 7, weight clip 100, γ 0.95, Polyak τ {POLYAK}",
-        "CQL": f"CQL, lr 1e-4, batch 128, α 5, 10 sampled actions, η {CQL_ENTROPY} (soft target), γ 0.95, "
-        f"Polyak τ {POLYAK}",
-    }
     for part, result in parts.items():
         seconds = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
-        title = result.get("title") or titles.get(part, part)
+        title = result.get("title", part)
         lines += [f"## {part}: {title}, {result['updates']} updates", "", f"Training wall time: {seconds}.", ""]
         lines += [result["note"], ""] if "note" in result else []
         if "carried_from" in result:

@@ -74,6 +74,8 @@ from models.symmetry import BoundSymmetry
 
 #: Added to the goal's x before its bearing is taken: a zero goal gets φ = 0, and its square stays a normal float32.
 _TINY = 1e-18
+#: The signal groups a lean graph reads (their observation indices say where each one sits).
+LEAN_GROUPS = ("joint_position", "joint_velocity", "goal_position")
 
 
 def _affine_matrix(tail: Callable[[Tensor], Tensor], width: int) -> tuple[Tensor, Tensor]:
@@ -248,13 +250,12 @@ def lean_policy(
         actor: A one-member actor (float64 or float32), as the exporter selected it.
         symmetry: The run's symmetry.
         canonical: The actor was trained on canonicalised inputs.
-        groups: ``(signal group, observation indices)`` per group (joint_position, joint_velocity, goal_position).
+        groups: ``(signal group, observation indices)`` per group, in any order: exactly :data:`LEAN_GROUPS`.
     """
     if not isinstance(actor, GaussianTanhActor) or actor.members != 1:
         return None
     features = _LinkPointLayout.of(actor.encoder.features)
-    names = [name for name, _ in groups]
-    if features is None or names != ["joint_position", "joint_velocity", "goal_position"]:
+    if features is None or sorted(name for name, _ in groups) != sorted(LEAN_GROUPS):
         return None
     if any(prismatic for _, _, prismatic in features.points._plan):
         return None

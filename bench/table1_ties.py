@@ -57,6 +57,7 @@ def measure(seeds: int, work: Path) -> dict[str, Any]:
     q, greedy = data.q_values, data.greedy
     others = non_greedy(q, greedy)
     own = np.take_along_axis(q, greedy[:, None], axis=1)
+    tied = others & (np.abs(q - own) <= TIE)
     rows = []
     for kind in TARGET_KINDS:
         for eta in experiment.distillation.etas:
@@ -74,8 +75,8 @@ def measure(seeds: int, work: Path) -> dict[str, Any]:
     return {
         "seeds": seeds,
         "states": len(q),
-        "tied_actions_per_state": float((others & (np.abs(q - own) <= TIE)).sum(axis=1).mean()),
-        "states_with_a_tie": float((others & (np.abs(q - own) <= TIE)).any(axis=1).mean()),
+        "tied_actions_per_state": float(tied.sum(axis=1).mean()),
+        "states_with_a_tie": float(tied.any(axis=1).mean()),
         "states_with_a_better_action": float((others & (q > own + TIE)).any(axis=1).mean()),
         "targets": rows,
     }

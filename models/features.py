@@ -104,7 +104,7 @@ class ReacherFeatures(FeatureExtractor):
         observation_names: Sequence[str],
         link_lengths: tuple[float, float],
         *,
-        joint_names: tuple[str, str] = ("shoulder", "elbow"),
+        joint_names: tuple[str, str],
     ) -> None:
         """Look the six raw signals up by name.
 
@@ -113,7 +113,7 @@ class ReacherFeatures(FeatureExtractor):
                 contain ``joint_position.<j>`` and ``joint_velocity.<j>`` for both joints and
                 ``goal_position.x``, ``goal_position.y`` (any order, other components ignored).
             link_lengths: ``(l1, l2)`` in m, e.g. ``RobotDescription.link_lengths``.
-            joint_names: Shoulder and elbow joint names.
+            joint_names: The base (shoulder) and second (elbow) joint's names, e.g. ``RobotDescription.joint_names``.
 
         Raises:
             ValueError: If a signal is missing or a link length is not positive.

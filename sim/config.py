@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -130,6 +131,11 @@ class ReacherConfig(BaseModel):
                 "a fractional action repeat would make the MDP time-varying"
             )
         return self
+
+    @classmethod
+    def from_env_spec(cls, env_spec: Mapping[str, Any]) -> ReacherConfig:
+        """The config in a reacher env spec (``{"id": ..., "kwargs": {"config": ...}}``: a dataset's eval_env_spec)."""
+        return cls.model_validate(env_spec.get("kwargs", {}).get("config") or {})
 
     @property
     def action_repeat(self) -> int:

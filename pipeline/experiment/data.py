@@ -97,7 +97,7 @@ class DatasetSpec:
 
         The shoulder offset is uniform on the circle, the elbow uniform within the URDF's limits.
         """
-        elbow = load_robot_description(self.env().urdf).joints[1]
+        _, elbow = load_robot_description(self.env().urdf).joints  # the planar arm's (shoulder, elbow)
         rng = np.random.default_rng([self.seed, 4])
         shoulder = rng.uniform(-180.0, 180.0, size=self.trajectories)
         elbows = rng.uniform(np.degrees(elbow.lower), np.degrees(elbow.upper), size=self.trajectories)

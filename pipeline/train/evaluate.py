@@ -16,7 +16,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from sim.contexts import ContextSetName, ContextSets
+from sim.config import ReacherConfig
+from sim.contexts import ContextSetName
 from sim.robots.env import robot_of
 from sim.robots.profile import load_profile
 from sim.rollout import run_lockstep
@@ -38,7 +39,7 @@ def evaluation_angles(env_spec: dict[str, Any], name: ContextSetName, episodes: 
     if robot is not None:  # a robot profile's env: its contexts
         contexts = load_profile(robot).profile.contexts
     else:
-        contexts = ContextSets.model_validate(env_spec.get("kwargs", {}).get("config", {}).get("contexts", {}))
+        contexts = ReacherConfig.from_env_spec(env_spec).contexts
     angles: NDArray[np.float64] = np.resize(contexts.angles(name), episodes)
     return angles
 

@@ -37,7 +37,8 @@ from pipeline.train.config import TrainConfig
 from pipeline.train.cql import CQL, DiscreteCQL, shared_network_augmentation
 from pipeline.train.evaluate import evaluation_angles, rollout
 from pipeline.train.iql import IQL
-from sim.robot import load_robot_description
+from sim.config import ReacherConfig
+from sim.robot import RobotDescriptionError, load_robot_description
 from sim.robots.env import robot_of
 from sim.robots.profile import Robot, load_profile
 
@@ -150,7 +151,14 @@ def build_agent(
         assert robot is not None  # TrainConfig requires robot for reach features
         features = ReachFeatures.from_robot(robot, data.observation_names)
     elif config.features == "reacher":
-        features = ReacherFeatures(data.observation_names, load_robot_description().link_lengths)
+        # The dataset's own planar arm: the profile's URDF, or the reacher env's (its config is in the eval env spec).
+        urdf = (
+            robot.urdf_path if robot is not None else ReacherConfig.from_env_spec(data.metadata["eval_env_spec"]).urdf
+        )
+        try:
+            features = ReacherFeatures.from_robot(load_robot_description(urdf), data.observation_names)
+        except RobotDescriptionError as error:
+            raise ConfigError(f"features: reacher needs a planar 2-link arm: {error}") from error
     else:
         continuous = [n for n in data.observation_names if n.startswith("joint_position.")]
         features = GenericFeatures(data.observation_names, continuous)

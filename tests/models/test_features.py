@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from models.features import GenericFeatures, Normalizer, ObservationEncoder, ReacherFeatures
 from sim.robot import load_robot_description
 
+JOINTS = ("shoulder", "elbow")
 NAMES = (
     "joint_position.shoulder",
     "joint_position.elbow",
@@ -33,7 +34,7 @@ def rotate(points: torch.Tensor, theta: float) -> torch.Tensor:
 
 
 def test_reacher_feature_names() -> None:
-    features = ReacherFeatures(NAMES, (0.5, 0.5))
+    features = ReacherFeatures(NAMES, (0.5, 0.5), joint_names=JOINTS)
     assert features.out_features == 8 and features.in_features == 6
     assert features.feature_names == (
         "shoulder_from_goal.x",
@@ -67,7 +68,7 @@ def test_reacher_features_match_forward_kinematics(
 def test_reacher_features_are_rotation_equivariant(
     q1: float, q2: float, v1: float, v2: float, gx: float, gy: float, theta: float
 ) -> None:
-    features = ReacherFeatures(NAMES, (0.5, 0.4))
+    features = ReacherFeatures(NAMES, (0.5, 0.4), joint_names=JOINTS)
     goal = rotate(torch.tensor([gx, gy], dtype=torch.float64), theta)
     original = features(observation(q1, q2, v1, v2, gx, gy))
     rotated = features(observation(q1 + theta, q2, v1, v2, float(goal[0]), float(goal[1])))
@@ -77,26 +78,26 @@ def test_reacher_features_are_rotation_equivariant(
 
 def test_reacher_features_look_signals_up_by_name() -> None:
     permutation = [5, 2, 0, 4, 1, 3]
-    shuffled = ReacherFeatures([NAMES[i] for i in permutation] + ["extra"], (0.5, 0.5))
-    ordered = ReacherFeatures(NAMES, (0.5, 0.5))
+    shuffled = ReacherFeatures([NAMES[i] for i in permutation] + ["extra"], (0.5, 0.5), joint_names=JOINTS)
+    ordered = ReacherFeatures(NAMES, (0.5, 0.5), joint_names=JOINTS)
     raw = torch.randn(3, 4, 6)
     extra = torch.randn(3, 4, 1)
     torch.testing.assert_close(shuffled(torch.cat([raw[..., permutation], extra], dim=-1)), ordered(raw))
 
 
 def test_reacher_features_keep_leading_dims() -> None:
-    assert ReacherFeatures(NAMES, (0.5, 0.5))(torch.randn(3, 4, 5, 6)).shape == (3, 4, 5, 8)
+    assert ReacherFeatures(NAMES, (0.5, 0.5), joint_names=JOINTS)(torch.randn(3, 4, 5, 6)).shape == (3, 4, 5, 8)
 
 
 def test_reacher_features_reject_missing_or_repeated_names() -> None:
     with pytest.raises(ValueError, match="goal_position.y"):
-        ReacherFeatures(NAMES[:-1], (0.5, 0.5))
+        ReacherFeatures(NAMES[:-1], (0.5, 0.5), joint_names=JOINTS)
     with pytest.raises(ValueError, match="unique"):
-        ReacherFeatures((*NAMES, "goal_position.x"), (0.5, 0.5))
+        ReacherFeatures((*NAMES, "goal_position.x"), (0.5, 0.5), joint_names=JOINTS)
     with pytest.raises(ValueError, match="joint_position.wrist"):
         ReacherFeatures(NAMES, (0.5, 0.5), joint_names=("shoulder", "wrist"))
     with pytest.raises(ValueError, match="positive"):
-        ReacherFeatures(NAMES, (0.5, 0.0))
+        ReacherFeatures(NAMES, (0.5, 0.0), joint_names=JOINTS)
 
 
 def test_generic_features_encode_angles_as_cos_sin() -> None:
@@ -165,7 +166,7 @@ def test_normalizer_state_round_trips() -> None:
 
 
 def test_observation_encoder_fits_on_features() -> None:
-    encoder = ObservationEncoder.from_features(ReacherFeatures(NAMES, (0.5, 0.5)))
+    encoder = ObservationEncoder.from_features(ReacherFeatures(NAMES, (0.5, 0.5), joint_names=JOINTS))
     assert encoder.out_features == 8 and encoder.feature_names[0] == "shoulder_from_goal.x"
     raw = torch.randn(2, 300, 6)
     encoder.fit(raw)
@@ -177,7 +178,7 @@ def test_observation_encoder_fits_on_features() -> None:
 
 def test_observation_encoder_checks_widths() -> None:
     with pytest.raises(ValueError, match="8 values"):
-        ObservationEncoder(ReacherFeatures(NAMES, (0.5, 0.5)), Normalizer(6))
+        ObservationEncoder(ReacherFeatures(NAMES, (0.5, 0.5), joint_names=JOINTS), Normalizer(6))
 
 
 def single_context_observations(samples: int, context: float) -> torch.Tensor:
@@ -190,7 +191,7 @@ def single_context_observations(samples: int, context: float) -> torch.Tensor:
 
 
 def test_single_context_data_warns_and_the_c4_orbit_fixes_it() -> None:
-    encoder = ObservationEncoder.from_features(ReacherFeatures(NAMES, (0.5, 0.5)))
+    encoder = ObservationEncoder.from_features(ReacherFeatures(NAMES, (0.5, 0.5), joint_names=JOINTS))
     with pytest.warns(UserWarning, match="shoulder_from_goal.x"):
         encoder.fit(single_context_observations(256, 0.0))
     # The orbit under C4: every observation rotated by 0, 90, 180 and 270 degrees.

@@ -21,6 +21,7 @@ from models.networks import (
 )
 from tests.tolerances import MEMBER_FORWARD
 
+JOINTS = ("shoulder", "elbow")
 NAMES = (
     "joint_position.shoulder",
     "joint_position.elbow",
@@ -35,7 +36,7 @@ LOW, HIGH = torch.tensor([-2.0, -1.0]), torch.tensor([2.0, 3.0])
 
 
 def make_encoder(fit: bool = True) -> ObservationEncoder:
-    encoder = ObservationEncoder.from_features(ReacherFeatures(NAMES, (0.5, 0.5)))
+    encoder = ObservationEncoder.from_features(ReacherFeatures(NAMES, (0.5, 0.5), joint_names=JOINTS))
     if fit:
         encoder.fit(torch.randn(200, D, generator=torch.Generator().manual_seed(0)) * 2)
     return encoder

@@ -12,10 +12,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from models.features import ReacherFeatures
+from models.networks import GaussianTanhActor
 from pipeline.datasets import open_dataset
+from pipeline.fleet import FleetConfig, record_fleet
+from pipeline.ingest import IngestConfig, ingest
+from pipeline.train.buffer import load_offline_data
 from pipeline.train.config import TrainConfig, with_overrides
 from pipeline.train.evaluate import evaluation_angles
-from pipeline.train.trainer import METRICS_FILE, SUMMARY_FILE, RunDirError, TrainingDivergedError, train
+from pipeline.train.trainer import (
+    METRICS_FILE,
+    SUMMARY_FILE,
+    RunDirError,
+    TrainingDivergedError,
+    build_agent,
+    member_generators,
+    train,
+)
+from sim.robot import DEFAULT_URDF
 from tests.tolerances import MEMBER_TRAINING
 
 REPO = Path(__file__).resolve().parents[3]
@@ -248,3 +262,21 @@ def test_per_member_datasets_must_match_the_seeds_and_each_other(
         train(small(seeds=3), [dataset, expert_dataset], tmp_path / "run")
     with pytest.raises(DatasetError, match="differs"):
         load_offline_data([dataset, discrete_dataset], torch.device("cpu"), 0.95)
+
+
+def test_reacher_features_take_the_datasets_own_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reacher env with another URDF (links 0.45 / 0.35 m): the features read it from the dataset, not our arm."""
+    offset = '<origin xyz="0.5 0 0" rpy="0 0 0"/>'  # the elbow joint's, then the hand joint's
+    urdf = DEFAULT_URDF.read_text().replace(offset, offset.replace("0.5", "0.45"), 1)
+    (tmp_path / "short.urdf").write_text(urdf.replace(offset, offset.replace("0.5", "0.35"), 1))
+    env = {"urdf": str(tmp_path / "short.urdf")}
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    record_fleet(FleetConfig.model_validate({"robots": 1, "episodes": 2, "env": env}), tmp_path / "fleet", workers=1)
+    ingest([tmp_path / "fleet"], IngestConfig.model_validate({"env": env}), "symgate/short-arm-v0", workers=1)
+
+    config = small()
+    data = load_offline_data("symgate/short-arm-v0", torch.device("cpu"), config.gamma)
+    agent = build_agent(config, data, member_generators(config), torch.device("cpu"))
+    actor = agent.algorithm.actor
+    assert isinstance(actor, GaussianTanhActor) and isinstance(actor.encoder.features, ReacherFeatures)
+    assert actor.encoder.features.link_lengths == pytest.approx((0.45, 0.35))

@@ -56,6 +56,7 @@ from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint
 from pipeline.train.common import Policy
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import CONFIG_FILE, SUMMARY_FILE, Agent, build_agent, member_generators
+from sim.config import ReacherConfig
 from sim.robot import load_robot_description
 from sim.robots.profile import load_profile
 
@@ -125,12 +126,15 @@ def _load_run(run_dir: Path) -> tuple[TrainConfig, str | list[str], str]:
     return config, dataset_id, config_sha
 
 
-def _joint_ranges(robot_name: str | None) -> dict[str, tuple[float, float]]:
-    """Position range per joint for random states: continuous joints on [-π, π), others within their limits."""
+def _joint_ranges(data: OfflineData, robot_name: str | None) -> dict[str, tuple[float, float]]:
+    """Position range per joint for random states: continuous joints on [-π, π), others within their limits.
+
+    The joints are the profile's, or those of the reacher env the dataset was recorded in (its eval env spec).
+    """
     if robot_name is not None:
         limits = load_profile(robot_name).limits
         return {lim.name: (-math.pi, math.pi) if lim.continuous else (lim.lower, lim.upper) for lim in limits}
-    robot = load_robot_description()
+    robot = load_robot_description(ReacherConfig.from_env_spec(data.metadata["eval_env_spec"]).urdf)
     return {j.name: (-math.pi, math.pi) if j.continuous else (j.lower, j.upper) for j in robot.joints}
 
 
@@ -139,7 +143,7 @@ def _random_states(
 ) -> NDArray[np.float32]:
     """Plausible raw observations beyond the data: any joint angles, velocities, goal bearings."""
     names = data.observation_names
-    ranges = _joint_ranges(robot_name)
+    ranges = _joint_ranges(data, robot_name)
     states = np.zeros((count, len(names)), dtype=np.float32)
     bearing = rng.uniform(-math.pi, math.pi, count)
     distance = float(

@@ -18,6 +18,7 @@ import pytest
 from pipeline.fleet import FleetConfig, record_fleet
 from pipeline.ingest import IngestConfig, ingest
 from sim import DISCRETE_ENV_ID
+from sim.robot import DEFAULT_URDF
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +38,30 @@ def datasets_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         record_fleet(discrete, fleet / "d", workers=1)
         ingest([fleet / "d"], IngestConfig(env_id=DISCRETE_ENV_ID), "symgate/train-test-discrete-v0", workers=1)
         yield root
+
+
+#: The reacher env on another arm: links 0.45 / 0.35 m (ours: 0.5 / 0.5), elbow within ±1.5 rad (ours: ±2.6).
+SHORT_ARM_LINKS = (0.45, 0.35)
+SHORT_ARM_ELBOW_LIMIT = 1.5
+
+
+@pytest.fixture(scope="session")
+def short_arm_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A dataset recorded in the reacher env on the short arm's URDF: ``(MINARI_DATASETS_PATH, id)``."""
+    root = tmp_path_factory.mktemp("short-arm")
+    offset = '<origin xyz="0.5 0 0" rpy="0 0 0"/>'  # the elbow joint's, then the hand joint's
+    first, second = SHORT_ARM_LINKS
+    urdf = DEFAULT_URDF.read_text().replace(offset, offset.replace("0.5", str(first)), 1)
+    urdf = urdf.replace(offset, offset.replace("0.5", str(second)), 1)
+    limit = SHORT_ARM_ELBOW_LIMIT
+    urdf = urdf.replace('lower="-2.6" upper="2.6"', f'lower="{-limit}" upper="{limit}"')
+    (root / "short.urdf").write_text(urdf)
+    env = {"urdf": str(root / "short.urdf")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(root / "datasets"))
+        record_fleet(FleetConfig.model_validate({"robots": 1, "episodes": 2, "env": env}), root / "fleet", workers=1)
+        ingest([root / "fleet"], IngestConfig.model_validate({"env": env}), "symgate/short-arm-v0", workers=1)
+    return root / "datasets", "symgate/short-arm-v0"
 
 
 @pytest.fixture

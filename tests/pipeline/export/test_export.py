@@ -11,10 +11,12 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.export import CONTRACT_FILE, ONNX_FILE, Contract, ContractError, load_contract
 from pipeline.export.contract import METADATA_KEY
-from pipeline.export.export import export_run
+from pipeline.export.export import _random_states, export_run
+from pipeline.train.buffer import load_offline_data
 from pipeline.train.checkpoint import CheckpointError
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import train
+from tests.pipeline.conftest import SHORT_ARM_ELBOW_LIMIT
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -164,3 +166,15 @@ def test_a_policy_that_returns_nan_is_refused(run: Path, dataset: str, tmp_path:
     with pytest.raises(ContractError, match="returns NaN/inf"):
         write_model(_NanPolicy(names), contract, states, symmetry, tmp_path / "nan")
     assert not (tmp_path / "nan").exists()
+
+
+def test_random_states_keep_the_datasets_own_joint_limits(
+    short_arm_dataset: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parity and equivariance are checked on states of the arm the dataset was recorded with (elbow ±1.5 rad)."""
+    root, dataset_id = short_arm_dataset
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    data = load_offline_data(dataset_id, torch.device("cpu"), 0.99)
+    states = _random_states(data, 2000, np.random.default_rng(0))
+    elbow = states[:, data.observation_names.index("joint_position.elbow")]
+    assert np.abs(elbow).max() <= SHORT_ARM_ELBOW_LIMIT < 2.6 and np.abs(elbow).max() > 1.4

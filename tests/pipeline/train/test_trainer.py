@@ -15,8 +15,6 @@ from safetensors.torch import load_file
 from models.features import ReacherFeatures
 from models.networks import GaussianTanhActor
 from pipeline.datasets import open_dataset
-from pipeline.fleet import FleetConfig, record_fleet
-from pipeline.ingest import IngestConfig, ingest
 from pipeline.train.buffer import load_offline_data
 from pipeline.train.config import TrainConfig, with_overrides
 from pipeline.train.evaluate import evaluation_angles
@@ -29,7 +27,7 @@ from pipeline.train.trainer import (
     member_generators,
     train,
 )
-from sim.robot import DEFAULT_URDF
+from tests.pipeline.conftest import SHORT_ARM_LINKS
 from tests.tolerances import MEMBER_TRAINING
 
 REPO = Path(__file__).resolve().parents[3]
@@ -264,19 +262,15 @@ def test_per_member_datasets_must_match_the_seeds_and_each_other(
         load_offline_data([dataset, discrete_dataset], torch.device("cpu"), 0.95)
 
 
-def test_reacher_features_take_the_datasets_own_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A reacher env with another URDF (links 0.45 / 0.35 m): the features read it from the dataset, not our arm."""
-    offset = '<origin xyz="0.5 0 0" rpy="0 0 0"/>'  # the elbow joint's, then the hand joint's
-    urdf = DEFAULT_URDF.read_text().replace(offset, offset.replace("0.5", "0.45"), 1)
-    (tmp_path / "short.urdf").write_text(urdf.replace(offset, offset.replace("0.5", "0.35"), 1))
-    env = {"urdf": str(tmp_path / "short.urdf")}
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
-    record_fleet(FleetConfig.model_validate({"robots": 1, "episodes": 2, "env": env}), tmp_path / "fleet", workers=1)
-    ingest([tmp_path / "fleet"], IngestConfig.model_validate({"env": env}), "symgate/short-arm-v0", workers=1)
-
+def test_reacher_features_take_the_datasets_own_arm(
+    short_arm_dataset: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reacher env with another URDF: the features read its link lengths from the dataset, not our arm's."""
+    root, dataset_id = short_arm_dataset
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     config = small()
-    data = load_offline_data("symgate/short-arm-v0", torch.device("cpu"), config.gamma)
+    data = load_offline_data(dataset_id, torch.device("cpu"), config.gamma)
     agent = build_agent(config, data, member_generators(config), torch.device("cpu"))
     actor = agent.algorithm.actor
     assert isinstance(actor, GaussianTanhActor) and isinstance(actor.encoder.features, ReacherFeatures)
-    assert actor.encoder.features.link_lengths == pytest.approx((0.45, 0.35))
+    assert actor.encoder.features.link_lengths == pytest.approx(SHORT_ARM_LINKS)

@@ -304,10 +304,12 @@ def start_server(ros: None, models: Models, tmp_path: Path) -> Iterator[Callable
     numbers = itertools.count()
     with contextlib.ExitStack() as stack:
 
-        def start(**parameters: Any) -> Server:
+        def start(remaps: tuple[str, ...] = (), **parameters: Any) -> Server:
             parameters.setdefault("joint_state_max_age_s", RELAXED_MAX_AGE_S)
             parameters.setdefault("trusted_keys", [str(models.trusted_key)])
             command = [sys.executable, "-m", "symgate_ros.policy_server", *ros_args("policy_server", parameters)]
+            for remap in remaps:  # ``from:=to`` remapping rules on the command line
+                command += ["-r", remap]
             log = tmp_path / f"policy_server-{next(numbers)}.log"
             with log.open("wb") as stderr:
                 process = subprocess.Popen(command, stderr=stderr)

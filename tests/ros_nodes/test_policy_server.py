@@ -77,6 +77,22 @@ def test_lifecycle_and_commands_map_joints_by_name(start_server: Callable[..., S
     assert harness.state() == State.PRIMARY_STATE_FINALIZED
 
 
+def test_sensor_subscriptions_follow_the_servers_remapping(start_server: Callable[..., Server], models: Models) -> None:
+    """The JointState and goal subscriptions live on a helper node that ignores ``--ros-args``: it takes the
+    topic names as the server resolved them, remapping included."""
+    server = start_server(
+        model_dir=str(models.certified),
+        joint_states_topic="/arm/joint_states",
+        goal_topic="/arm/goal",
+        remaps=("/arm/joint_states:=/joint_states", "/arm/goal:=/goal"),
+    )
+    harness = server.harness
+    assert harness.transition(CONFIGURE) and harness.transition(ACTIVATE)
+    assert harness.wait_for(lambda: len(harness.commands) >= 20)
+    expected = expected_torque(models.certified, [2.0, 0.3], (0.7, 0.0))
+    np.testing.assert_allclose(harness.commands[-1][1], expected, atol=1e-6)  # the policy's, not the safe action
+
+
 def test_joint_state_ticks_follow_the_sensor(start_server: Callable[..., Server], models: Models) -> None:
     """tick_source=joint_state: a tick per JointState (sensor at 100 Hz), not per control period (here 10 Hz)."""
     server = active(start_server, models.certified, tick_source="joint_state", control_hz=10.0, publish_trace=True)
@@ -228,7 +244,7 @@ def test_hot_swap_under_a_running_loop_and_a_failed_swap_keeps_the_model(
     server = active(start_server, models.certified)
     harness = server.harness
     assert harness.wait_for(lambda: _value(harness, "skipped_ticks") != "")
-    skipped = _value(harness, "skipped_ticks")
+    skipped, safe = _value(harness, "skipped_ticks"), _value(harness, "safe_ticks")
     harness.set_model_dir(models.certified_other)
     start = time.monotonic()
     response = harness.swap()
@@ -239,6 +255,8 @@ def test_hot_swap_under_a_running_loop_and_a_failed_swap_keeps_the_model(
     # No missed tick while loading and swapping: the loop's own count, and the commands that arrived.
     assert _value(harness, "skipped_ticks") == skipped
     assert len(harness.commands_since(start)) >= (end - start) / PERIOD_S - 3
+    # And no safe tick: fresh JointStates kept arriving while the service loaded the model.
+    assert _value(harness, "safe_ticks") == safe
     harness.set_model_dir(models.tampered)
     failed = harness.swap()
     assert not failed.success and "does not match the contract" in failed.message

@@ -49,8 +49,8 @@ from pipeline.experiment.data import C4_CONTEXTS, DatasetSpec, expert_returns
 from pipeline.experiment.paper import eta_key
 from pipeline.train.evaluate import MAX_ENVS, evaluation_angles, rollout
 from sim.behaviour import BehaviourConfig, make_behaviour_expert
-from sim.config import ReacherConfig
 from sim.robot import load_robot_description
+from sim.robots.env import env_urdf
 
 TargetKind = Literal["symmetric", "asymmetric"]
 TARGET_KINDS: tuple[TargetKind, ...] = ("symmetric", "asymmetric")
@@ -277,9 +277,7 @@ def run_distillation(
         [pessimistic_target(kind, data.q_values, eta, data.greedy, data.observations, names) for kind, eta in cells]
     )
     generators = [torch.Generator().manual_seed(m % seeds + 1000 * (m // seeds)) for m in range(members)]
-    features = ReacherFeatures.from_robot(
-        load_robot_description(ReacherConfig.from_env_spec(data.env_spec).urdf), names
-    )
+    features = ReacherFeatures.from_robot(load_robot_description(env_urdf(data.env_spec)), names)
     encoder = ObservationEncoder.from_features(features)
     observations = torch.as_tensor(data.observations, device=device)
     encoder.fit(observations)

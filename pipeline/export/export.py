@@ -56,8 +56,8 @@ from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint
 from pipeline.train.common import Policy
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import CONFIG_FILE, SUMMARY_FILE, Agent, build_agent, member_generators
-from sim.config import ReacherConfig
 from sim.robot import load_robot_description
+from sim.robots.env import env_urdf
 from sim.robots.profile import load_profile
 
 OPSET = 18
@@ -129,12 +129,12 @@ def _load_run(run_dir: Path) -> tuple[TrainConfig, str | list[str], str]:
 def _joint_ranges(data: OfflineData, robot_name: str | None) -> dict[str, tuple[float, float]]:
     """Position range per joint for random states: continuous joints on [-π, π), others within their limits.
 
-    The joints are the profile's, or those of the reacher env the dataset was recorded in (its eval env spec).
+    The joints are the profile's, or those of the URDF the dataset's eval env simulates.
     """
     if robot_name is not None:
         limits = load_profile(robot_name).limits
         return {lim.name: (-math.pi, math.pi) if lim.continuous else (lim.lower, lim.upper) for lim in limits}
-    robot = load_robot_description(ReacherConfig.from_env_spec(data.metadata["eval_env_spec"]).urdf)
+    robot = load_robot_description(env_urdf(data.metadata["eval_env_spec"]))
     return {j.name: (-math.pi, math.pi) if j.continuous else (j.lower, j.upper) for j in robot.joints}
 
 

@@ -16,10 +16,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from sim.config import ReacherConfig
 from sim.contexts import ContextSetName
-from sim.robots.env import robot_of
-from sim.robots.profile import load_profile
+from sim.robots.env import env_contexts
 from sim.rollout import run_lockstep
 
 PolicyFn = Callable[[Tensor], Tensor]  # (E, N, D) observations → (E, N, A) actions or (E, N) indices
@@ -35,12 +33,7 @@ def evaluation_angles(env_spec: dict[str, Any], name: ContextSetName, episodes: 
     The set's first ``episodes`` angles, cycled (the episodes then differ by their reset seeds) when
     the set is smaller, e.g. a single training context.
     """
-    robot = robot_of(env_spec)
-    if robot is not None:  # a robot profile's env: its contexts
-        contexts = load_profile(robot).profile.contexts
-    else:
-        contexts = ReacherConfig.from_env_spec(env_spec).contexts
-    angles: NDArray[np.float64] = np.resize(contexts.angles(name), episodes)
+    angles: NDArray[np.float64] = np.resize(env_contexts(env_spec).angles(name), episodes)
     return angles
 
 

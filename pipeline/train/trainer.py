@@ -37,9 +37,8 @@ from pipeline.train.config import TrainConfig
 from pipeline.train.cql import CQL, DiscreteCQL, shared_network_augmentation
 from pipeline.train.evaluate import evaluation_angles, rollout
 from pipeline.train.iql import IQL
-from sim.config import ReacherConfig
 from sim.robot import RobotDescriptionError, load_robot_description
-from sim.robots.env import robot_of
+from sim.robots.env import env_urdf, robot_of
 from sim.robots.profile import Robot, load_profile
 
 CONFIG_FILE = "config.yaml"
@@ -151,12 +150,9 @@ def build_agent(
         assert robot is not None  # TrainConfig requires robot for reach features
         features = ReachFeatures.from_robot(robot, data.observation_names)
     elif config.features == "reacher":
-        # The dataset's own planar arm: the profile's URDF, or the reacher env's (its config is in the eval env spec).
-        urdf = (
-            robot.urdf_path if robot is not None else ReacherConfig.from_env_spec(data.metadata["eval_env_spec"]).urdf
-        )
-        try:
-            features = ReacherFeatures.from_robot(load_robot_description(urdf), data.observation_names)
+        try:  # the dataset's own planar arm, as its eval env simulates it
+            arm = load_robot_description(env_urdf(data.metadata["eval_env_spec"]))
+            features = ReacherFeatures.from_robot(arm, data.observation_names)
         except RobotDescriptionError as error:
             raise ConfigError(f"features: reacher needs a planar 2-link arm: {error}") from error
     else:

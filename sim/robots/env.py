@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -27,7 +28,7 @@ from gymnasium import spaces
 from numpy.typing import NDArray
 
 from sim.bullet import connect_direct, pybullet
-from sim.config import DomainRandomization
+from sim.config import DomainRandomization, ReacherConfig
 from sim.contexts import ContextSets, wrap_angle
 from sim.reacher import ArmSceneFacts, PhysicsSample
 from sim.robots.profile import DEFAULT_ROBOT, ActionInterfaceName, Robot, load_profile
@@ -43,6 +44,18 @@ def robot_of(env_spec: Mapping[str, Any]) -> str | None:
         return None
     robot = env_spec.get("kwargs", {}).get("robot")
     return str(robot) if robot is not None else None
+
+
+def env_urdf(env_spec: Mapping[str, Any]) -> Path:
+    """The URDF of the arm an env spec simulates: its robot profile's, or the Rotational Reacher config's."""
+    robot = robot_of(env_spec)
+    return load_profile(robot).urdf_path if robot is not None else ReacherConfig.from_env_spec(env_spec).urdf
+
+
+def env_contexts(env_spec: Mapping[str, Any]) -> ContextSets:
+    """The context sets of an env spec: its robot profile's, or the Rotational Reacher config's."""
+    robot = robot_of(env_spec)
+    return load_profile(robot).profile.contexts if robot is not None else ReacherConfig.from_env_spec(env_spec).contexts
 
 
 class ArmReachEnv(gym.Env[NDArray[np.float32], NDArray[np.float32]]):

@@ -9,8 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 import sim
 from sim.reacher import RotationalReacherEnv
-from sim.robots.env import ArmReachEnv
+from sim.robots.env import ENV_ID, ArmReachEnv, env_contexts, env_urdf
 from sim.robots.expert import AsymmetricReachExpert, NoisyReachExpert, ReachExpert, reach_recipe_policies
+from sim.robots.profile import load_profile
 
 ROBOTS = ["reacher", "kuka_iiwa"]
 
@@ -137,3 +138,17 @@ def test_noisy_and_asymmetric_experts() -> None:
     assert np.all(np.abs(actions) <= 2.0)
     recipe = reach_recipe_policies("mixed", env.robot, env.observation_names, 5)
     assert [p.name for p in recipe] == ["expert"] * 3 + ["suboptimal"] * 2
+
+
+def test_env_specs_name_their_arm_and_contexts() -> None:
+    """A dataset's eval env spec gives its URDF and context sets: a profile's, or the reacher env config's."""
+    profile = load_profile("kuka_iiwa")
+    iiwa = {"id": ENV_ID, "kwargs": {"robot": "kuka_iiwa"}}
+    assert env_urdf(iiwa) == profile.urdf_path and env_contexts(iiwa) == profile.profile.contexts
+    reacher = {
+        "id": sim.CONTINUOUS_ENV_ID,
+        "kwargs": {"config": {"urdf": "reacher_paper.urdf", "contexts": {"train_deg": [30.0]}}},
+    }
+    assert env_urdf(reacher).name == "reacher_paper.urdf" and env_urdf(reacher).is_file()
+    assert env_contexts(reacher).train_deg == (30.0,)
+    assert env_urdf({"id": sim.CONTINUOUS_ENV_ID, "kwargs": {}}).name == "reacher.urdf"  # the default config

@@ -216,6 +216,20 @@ class Harness(Node):
         assert self.wait_for(future.done, timeout_s), f"{client.srv_name} did not answer"
         return future.result()
 
+    def wait_until_answered(self, timeout_s: float = HARNESS_TIMEOUT_S) -> None:
+        """Block until the server's ``get_state`` answers, asking again every 2 s.
+
+        A service counts as available once its request topic has matched, but Fast DDS drops a response
+        whose reply topic has not matched the client yet (the server logs "failed to send response
+        (timeout)"), so a first transition right after start-up could go unanswered (seen once in a CI
+        run). The server's endpoints are discovered together, so once ``get_state`` (which changes
+        nothing) answers, ``change_state``'s replies come through too.
+        """
+        deadline = time.monotonic() + timeout_s
+        assert self._get.wait_for_service(timeout_sec=timeout_s), f"{self._get.srv_name} never appeared"
+        while not self.wait_for(self._get.call_async(GetState.Request()).done, 2.0):
+            assert time.monotonic() < deadline, f"{self._get.srv_name} never answered"
+
     def transition(self, transition_id: int) -> bool:
         return bool(self.call(self._change, ChangeState.Request(transition=Transition(id=transition_id))).success)
 
@@ -317,6 +331,7 @@ def start_server(ros: None, models: Models, tmp_path: Path) -> Iterator[Callable
             harness = Harness()
             stack.callback(harness.destroy_node)
             stack.enter_context(spinning(harness))
+            harness.wait_until_answered()
             sensor = Sensor(harness)
             stack.callback(sensor.stop)
             return Server(process, log, harness, sensor)

@@ -57,7 +57,7 @@ from pipeline.train.common import Policy
 from pipeline.train.config import TrainConfig
 from pipeline.train.trainer import CONFIG_FILE, SUMMARY_FILE, Agent, build_agent, member_generators
 from sim.robot import load_robot_description
-from sim.robots.env import env_urdf
+from sim.robots.env import env_urdf, robot_of
 from sim.robots.profile import load_profile
 
 OPSET = 18
@@ -126,24 +126,24 @@ def _load_run(run_dir: Path) -> tuple[TrainConfig, str | list[str], str]:
     return config, dataset_id, config_sha
 
 
-def _joint_ranges(data: OfflineData, robot_name: str | None) -> dict[str, tuple[float, float]]:
+def _joint_ranges(data: OfflineData) -> dict[str, tuple[float, float]]:
     """Position range per joint for random states: continuous joints on [-π, π), others within their limits.
 
-    The joints are the profile's, or those of the URDF the dataset's eval env simulates.
+    The joints are those of the arm the dataset's eval env simulates: its robot profile's, or its URDF's.
     """
+    spec = data.metadata["eval_env_spec"]
+    robot_name = robot_of(spec)
     if robot_name is not None:
         limits = load_profile(robot_name).limits
         return {lim.name: (-math.pi, math.pi) if lim.continuous else (lim.lower, lim.upper) for lim in limits}
-    robot = load_robot_description(env_urdf(data.metadata["eval_env_spec"]))
+    robot = load_robot_description(env_urdf(spec))
     return {j.name: (-math.pi, math.pi) if j.continuous else (j.lower, j.upper) for j in robot.joints}
 
 
-def _random_states(
-    data: OfflineData, count: int, rng: np.random.Generator, robot_name: str | None = None
-) -> NDArray[np.float32]:
+def _random_states(data: OfflineData, count: int, rng: np.random.Generator) -> NDArray[np.float32]:
     """Plausible raw observations beyond the data: any joint angles, velocities, goal bearings."""
     names = data.observation_names
-    ranges = _joint_ranges(data, robot_name)
+    ranges = _joint_ranges(data)
     states = np.zeros((count, len(names)), dtype=np.float32)
     bearing = rng.uniform(-math.pi, math.pi, count)
     distance = float(
@@ -289,9 +289,7 @@ def export_run(run_dir: Path, out: Path, *, member: int = 0, overwrite: bool = F
     )
 
     dataset_states = data.observations.cpu().numpy()
-    random_states = _random_states(
-        data, max(PARITY_STATES - len(dataset_states), 1000), np.random.default_rng(0), config.robot
-    )
+    random_states = _random_states(data, max(PARITY_STATES - len(dataset_states), 1000), np.random.default_rng(0))
     states = np.concatenate([dataset_states, random_states])
     lean = lean_policy(policy.actor, agent.symmetry, agent.canonical_actor, groups)
     if lean is not None:

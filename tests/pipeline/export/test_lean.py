@@ -64,10 +64,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory, datasets_root: Path) -> dict[
 CASES = list(itertools.product(("reacher", "paper", "kuka_iiwa"), ("canonical", "dac-output")))
 
 
-def _robot(key: str) -> str:
-    return "reacher" if key == "paper" else key
-
-
 @pytest.mark.parametrize(("robot", "strategy"), CASES)
 def test_the_exported_graph_is_lean_float32_and_matches_the_float64_modules(
     runs: dict[tuple[str, str], Path], datasets_root: Path, tmp_path: Path, robot: str, strategy: str
@@ -84,7 +80,7 @@ def test_the_exported_graph_is_lean_float32_and_matches_the_float64_modules(
     assert contract.parity is not None and contract.parity.max_abs_diff <= 1e-5
     # Independently of the exporter's check: ORT against the float64 training modules on fresh random states.
     loaded = load_policy(runs[(robot, strategy)])
-    states = _random_states(loaded.data, 2000, np.random.default_rng(7), _robot(robot))
+    states = _random_states(loaded.data, 2000, np.random.default_rng(7))
     session = ort.InferenceSession(str(tmp_path / "model" / ONNX_FILE), providers=["CPUExecutionProvider"])
     (onnx_actions,) = session.run(None, {"observation": states})
     with torch.no_grad():
@@ -119,7 +115,7 @@ def test_the_canonical_lean_graph_is_invariant_under_the_context_rotation(
     loaded = load_policy(runs[(robot, "canonical")])
     lean = lean_policy(loaded.policy.actor, loaded.agent.symmetry, True, loaded.groups)
     assert isinstance(lean, LeanReachPolicy)
-    states = _random_states(loaded.data, 500, np.random.default_rng(3), _robot(robot))
+    states = _random_states(loaded.data, 500, np.random.default_rng(3))
     angle = np.random.default_rng(4).uniform(-math.pi, math.pi, len(states))
     moved = loaded.agent.symmetry.act_observation_np(states, angle).astype(np.float32)
     with torch.no_grad():
@@ -135,7 +131,7 @@ def test_a_zero_goal_takes_bearing_zero_as_atan2_does(
     loaded = load_policy(runs[("kuka_iiwa", "canonical")])
     lean = lean_policy(loaded.policy.actor, loaded.agent.symmetry, True, loaded.groups)
     assert lean is not None
-    states = _random_states(loaded.data, 16, np.random.default_rng(5), "kuka_iiwa")
+    states = _random_states(loaded.data, 16, np.random.default_rng(5))
     names = loaded.data.observation_names
     states[:, [names.index("goal_position.x"), names.index("goal_position.y")]] = 0.0
     with torch.no_grad():
@@ -180,7 +176,7 @@ def test_the_lean_graph_reads_groups_by_index_whatever_their_listed_order(
         for groups in (loaded.groups, loaded.groups[::-1])
     )
     assert listed is not None and reversed_ is not None
-    states = torch.as_tensor(_random_states(loaded.data, 200, np.random.default_rng(5), _robot("reacher")))
+    states = torch.as_tensor(_random_states(loaded.data, 200, np.random.default_rng(5)))
     with torch.no_grad():
         torch.testing.assert_close(reversed_(states), listed(states), rtol=0, atol=0)
 
